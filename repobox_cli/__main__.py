@@ -1,0 +1,3 @@
+from repobox_cli.cli import main
+
+main()

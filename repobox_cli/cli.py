@@ -1,0 +1,255 @@
+"""The `repobox` command line: parse, build settings, call one function, render, exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from repobox_cli import __version__, keys, validation
+from repobox_cli.consumer import Runner
+from repobox_cli.control import StopReason
+from repobox_cli.crypto import decrypt as decrypt_token
+from repobox_cli.crypto import mask_token, token_kind
+from repobox_cli.errors import RepoboxError, SettingsError
+from repobox_cli.executor import ExecOptions
+from repobox_cli.jobs import Status
+from repobox_cli.logs import setup_logging
+from repobox_cli.pending import claim_idle, pending_report
+from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
+from repobox_cli.settings import Settings, load_settings
+from repobox_cli.single import SingleJob
+
+app = typer.Typer(
+    name="repobox",
+    help="The Repobox job runner: takes code-agent jobs from Redis, clones, runs the agent, pushes a branch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RedisUrlOpt = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (env: REDIS_URL; default redis://localhost:6379)")]
+TempDirOpt = Annotated[Path | None, typer.Option("--temp-dir", help="Where work directories go (env: TEMP_DIR; default /tmp/repobox)")]
+AgentOpt = Annotated[str | None, typer.Option("--agent-command", help="Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)")]
+TimeoutOpt = Annotated[float | None, typer.Option("--job-timeout", help="Seconds a job may run (env: JOB_TIMEOUT; default 3600)")]
+LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="pretty or json (env: LOG_FORMAT; default pretty on a terminal)")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(Text(f"repobox: {message}"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def one_line_errors(func: F) -> F:
+    """Every failure ends as one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SettingsError as exc:
+            fail(str(exc), 2)
+        except RepoboxError as exc:
+            fail(str(exc))
+        except CONNECTION_ERRORS as exc:
+            fail(f"lost connection to Redis: {exc}")
+        except redis.RedisError as exc:
+            fail(f"Redis error: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _connected(settings: Settings) -> redis.Redis:
+    client = connect(settings.redis_url, block_ms=settings.block_ms)
+    check_reachable(client, settings.redis_url)
+    return client
+
+
+@app.command()
+@one_line_errors
+def run(
+    redis_url: RedisUrlOpt = None,
+    runner_id: Annotated[str | None, typer.Option("--runner-id", help="Consumer name (env: RUNNER_ID; default host-pid-random)")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Worker threads (env: MAX_CONCURRENT_JOBS; default 10)")] = None,
+    max_jobs_per_user: Annotated[int | None, typer.Option("--max-jobs-per-user", help="Running jobs per user, fleet-wide (env: MAX_JOBS_PER_USER; default 3)")] = None,
+    job_timeout: TimeoutOpt = None,
+    temp_dir: TempDirOpt = None,
+    cleanup: Annotated[bool | None, typer.Option("--cleanup/--no-cleanup", help="Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)")] = None,
+    claim_min_idle: Annotated[float | None, typer.Option("--claim-min-idle", help="Seconds before a dead runner's entry is taken over (env: CLAIM_MIN_IDLE; default 300)")] = None,
+    agent_command: AgentOpt = None,
+    log_format: LogFormatOpt = None,
+    max_deliveries: Annotated[int | None, typer.Option("--max-deliveries", help="Deliveries before an entry goes to the dead letters (env: MAX_DELIVERIES; default 5)")] = None,
+    shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default JOB_TIMEOUT)")] = None,
+    allowed_git_hosts: Annotated[str | None, typer.Option("--allowed-git-hosts", help="Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)")] = None,
+    allow_http: Annotated[bool | None, typer.Option("--allow-http/--no-allow-http", help="Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)")] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
+) -> None:
+    """The long-lived worker: consume jobs:stream and run jobs."""
+    settings = load_settings(
+        redis_url=redis_url, runner_id=runner_id, concurrency=concurrency, max_jobs_per_user=max_jobs_per_user,
+        job_timeout=job_timeout, temp_dir=temp_dir, cleanup=cleanup, claim_min_idle=claim_min_idle,
+        agent_command=agent_command, log_format=log_format, max_deliveries=max_deliveries,
+        shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http)
+    settings.require_key()
+    setup_logging(settings.log_format)
+    runner = Runner(settings, _connected(settings), burst=burst)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _s, _f: runner.request_stop())
+    raise typer.Exit(runner.run())
+
+
+def _render_output(line: str, stream: str, source: str) -> None:
+    style = "red" if stream == "stderr" and source == "agent" else ("cyan" if source == "agent" else "dim" if stream == "stderr" else "")
+    prefix = "agent │ " if source == "agent" else "      │ "
+    out_console.print(Text(prefix + line, style=style), soft_wrap=True)
+
+
+@app.command("exec")
+@one_line_errors
+def exec_job(
+    job_id: Annotated[str, typer.Argument(help="The job to run now")],
+    no_push: Annotated[bool, typer.Option("--no-push", help="Do everything but push")] = False,
+    keep_workdir: Annotated[bool, typer.Option("--keep-workdir", help="Keep TEMP_DIR/<job> for inspection")] = False,
+    redis_url: RedisUrlOpt = None,
+    temp_dir: TempDirOpt = None,
+    agent_command: AgentOpt = None,
+    job_timeout: TimeoutOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Run one job now, in the foreground, writing to Redis as a worker would."""
+    settings = load_settings(redis_url=redis_url, temp_dir=temp_dir, agent_command=agent_command,
+                             job_timeout=job_timeout, log_format=log_format)
+    settings.require_key()
+    setup_logging(settings.log_format)
+    single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
+    signal.signal(signal.SIGINT, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
+    signal.signal(signal.SIGTERM, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
+    outcome = single.run(job_id, _render_output)
+    if keep_workdir:
+        out_console.print(Text(f"work directory kept: {settings.temp_dir / job_id}"))
+    out_console.print(Text(f"job {job_id}: {outcome}", style="bold green" if outcome == Status.SUCCESS else "bold red"))
+    raise typer.Exit(0 if outcome == Status.SUCCESS else 1)
+
+
+@app.command()
+@one_line_errors
+def decrypt(
+    ciphertext: Annotated[str | None, typer.Argument(help="iv:authTag:ciphertext (base64); read from stdin when absent")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="User id of a stored provider token")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="Provider id of a stored provider token")] = None,
+    redis_url: RedisUrlOpt = None,
+) -> None:
+    """Decrypt a token and show it masked, with the key format and the token's kind."""
+    settings = load_settings(redis_url=redis_url, log_format="json")
+    key = settings.require_key()
+    source = _ciphertext_source(settings, ciphertext, user, provider)
+    token = decrypt_token(source, key)
+    table = Table(show_header=False, box=None)
+    table.add_row("token", mask_token(token))
+    table.add_row("kind", token_kind(token))
+    table.add_row("length", f"{len(token)} characters")
+    table.add_row("key format", key.key_format)
+    out_console.print(table)
+
+
+def _ciphertext_source(settings: Settings, ciphertext: str | None, user: str | None, provider: str | None) -> str:
+    if (user is None) != (provider is None):
+        raise RepoboxError("--user and --provider go together")
+    if user is not None and provider is not None:
+        if ciphertext is not None:
+            raise RepoboxError("give a ciphertext or --user/--provider, not both")
+        key_name = keys.git_provider(validation.safe_name(user, "user"), validation.safe_name(provider, "provider"))
+        stored = _connected(settings).hget(key_name, "token")
+        if not stored:
+            raise RepoboxError(f"no token stored at {key_name}")
+        return str(stored)
+    if ciphertext is None:
+        if sys.stdin.isatty():
+            raise RepoboxError("give a ciphertext as argument or on stdin, or --user and --provider")
+        ciphertext = sys.stdin.read()
+    if not ciphertext.strip():
+        raise RepoboxError("the ciphertext is empty")
+    return ciphertext
+
+
+@app.command()
+@one_line_errors
+def pending(
+    redis_url: RedisUrlOpt = None,
+    claim: Annotated[bool, typer.Option("--claim", help="Hand entries idle longer than --min-idle back for delivery")] = False,
+    min_idle: Annotated[float | None, typer.Option("--min-idle", help="Seconds; default CLAIM_MIN_IDLE")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """The group's pending entries, lag, consumers and dead letters."""
+    settings = load_settings(redis_url=redis_url, log_format="json")
+    client = _connected(settings)
+    idle_s = settings.claim_min_idle_s if min_idle is None else min_idle
+    if min_idle is not None and min_idle < 0:
+        raise SettingsError("--min-idle must not be negative")
+    handed = claim_idle(client, idle_s) if claim else []
+    report = pending_report(client, settings.claim_min_idle_s)
+    if as_json:
+        data = report.as_json()
+        if claim:
+            data["claimed"] = handed
+        out_console.print_json(json.dumps(data))
+        return
+    _print_report(report, handed if claim else None)
+
+
+def _print_report(report: Any, handed: list[str] | None) -> None:
+    if not report.group_exists:
+        out_console.print(f"no consumer group {keys.RUNNERS_GROUP} on {keys.JOBS_STREAM} yet")
+    else:
+        out_console.print(f"stream {keys.JOBS_STREAM}: {report.stream_length} entries, lag {report.lag}, {len(report.entries)} pending")
+    entries = Table(title="pending entries")
+    for col in ("entry", "consumer", "idle", "deliveries", "job", "user", "job status", "claimable"):
+        entries.add_column(col)
+    for e in report.entries:
+        entries.add_row(e.entry_id, e.consumer, f"{e.idle_ms / 1000:.1f}s", str(e.deliveries), e.job_id,
+                        e.user_id, e.job_status, "yes" if e.claimable else "no")
+    out_console.print(entries)
+    consumers = Table(title="consumers")
+    for col in ("consumer", "idle", "pending", "alive"):
+        consumers.add_column(col)
+    for c in report.consumers:
+        consumers.add_row(c.name, f"{c.idle_ms / 1000:.1f}s", str(c.pending), "yes" if c.alive else "no")
+    out_console.print(consumers)
+    dead = Table(title=f"dead letters ({keys.DEAD_LETTERS_STREAM})")
+    for col in ("id", "entry", "job", "deliveries", "reason"):
+        dead.add_column(col)
+    for d in report.dead_letters:
+        dead.add_row(d.id, d.entry_id, d.job_id, d.deliveries, d.reason)
+    out_console.print(dead)
+    if handed is not None:
+        out_console.print(f"handed back {len(handed)} entr{'y' if len(handed) == 1 else 'ies'} for delivery")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit")] = False,
+) -> None:
+    if version:
+        out_console.print(f"repobox {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

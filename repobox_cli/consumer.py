@@ -1,0 +1,420 @@
+"""`repobox run`: read → admit → dispatch → (worker) → finish; claims, waiting jobs, heartbeats.
+
+One consumer thread reads the stream, asking only for as many entries as it has idle workers.
+An entry whose user is at the limit *waits* here without holding a worker: its claim is kept
+alive (XCLAIM JUSTID, no delivery counted) and it starts as soon as a slot frees anywhere.
+A supervisor thread watches running jobs and does the periodic duties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import redis
+
+from repobox_cli import keys, procs, validation, workdir
+from repobox_cli.control import JobControl, StopReason
+from repobox_cli.errors import JobDataError
+from repobox_cli.executor import ActiveJob, Executor
+from repobox_cli.jobs import Job, StreamEntry, is_final, now_ms
+from repobox_cli.leases import Attempt, Leases, new_attempt_id
+from repobox_cli.output import JobOutput
+from repobox_cli.redaction import one_line
+from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, RedisHealth
+from repobox_cli.settings import Settings
+from repobox_cli.watch import JobWatch, run_watch_loop
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this, stop reading
+HEARTBEAT_INTERVAL_S = 2.0
+HOUSEKEEPING_INTERVAL_S = 30.0
+CLAIM_SWEEP_MAX_S = 5.0
+
+
+@dataclass
+class Waiting:
+    entry: StreamEntry
+    job: Job
+
+
+def ensure_group(client: redis.Redis) -> None:
+    """Create the consumer group (and the stream) when missing; BUSYGROUP means it exists."""
+    try:
+        client.xgroup_create(keys.JOBS_STREAM, keys.RUNNERS_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class Runner:
+    def __init__(self, settings: Settings, client: redis.Redis, *, burst: bool = False) -> None:
+        self.settings = settings
+        self.client = client
+        self.burst = burst
+        self.consumer = settings.runner_id
+        self.health = RedisHealth()
+        self.leases = Leases(client)
+        self.stopping = threading.Event()
+        self.hard_stop = threading.Event()
+        self.executor = Executor(settings, client, self.leases, self.health, self.hard_stop)
+        self.watch = JobWatch(settings, client, self.leases, self.health)
+        self.pool = ThreadPoolExecutor(settings.max_concurrent_jobs, thread_name_prefix="worker")
+        self._lock = threading.Condition()
+        self.running: dict[str, ActiveJob] = {}
+        self.waiting: dict[str, deque[Waiting]] = {}
+        self.stats: Counter[str] = Counter()
+        self._sweep_cursor = "0-0"
+        self._next_sweep = 0.0
+        self._next_heartbeat = 0.0
+        self._next_housekeeping = 0.0
+        self.supervisor_stop = threading.Event()
+
+    # -- life cycle ----------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped (or, in burst mode, until nothing is left); the exit code."""
+        procs.become_subreaper()
+        self._startup()
+        supervisor = threading.Thread(
+            target=run_watch_loop, name="supervisor",
+            args=(self.watch, self._actives, self.supervisor_stop, self._duties), daemon=True)
+        supervisor.start()
+        log.info("runner %s started: %d workers, %d jobs per user", self.consumer,
+                 self.settings.max_concurrent_jobs, self.settings.max_jobs_per_user)
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            try:
+                if self._read_once() is False and self.burst and self._burst_done():
+                    break
+                backoff.reset()
+            except CONNECTION_ERRORS as exc:
+                self.health.lost(exc)
+                self.stopping.wait(backoff.next_delay())
+            except redis.ResponseError as exc:
+                self._on_response_error(exc)
+                self.stopping.wait(backoff.next_delay())
+        return self._shutdown(supervisor)
+
+    def _startup(self) -> None:
+        ensure_group(self.client)
+        self._heartbeat()
+        self._remove_stale_workdirs()
+
+    def request_stop(self) -> None:
+        """First signal: stop reading, finish running jobs. Second: stop now."""
+        if self.stopping.is_set():
+            self.stop_now()
+            return
+        self.stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def stop_now(self) -> None:
+        """Kill running jobs and exit at once; their entries are left for takeover."""
+        self.hard_stop.set()
+        actives = self._actives()
+        for active in actives:
+            active.control.cancel(StopReason.SHUTDOWN)
+        try:
+            ids = [a.attempt.entry_id for a in actives] + self._waiting_ids()
+            self.leases.hand_back(self.consumer, ids)
+        except (redis.RedisError, OSError):
+            pass  # they become claimable after CLAIM_MIN_IDLE anyway
+        log.warning("second signal: stopped now; %d running job(s) left for another runner", len(actives))
+        for handler in logging.getLogger("repobox_cli").handlers:
+            handler.flush()
+        os._exit(1)
+
+    def _shutdown(self, supervisor: threading.Thread) -> int:
+        self._hand_back_waiting()
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        with self._lock:
+            if self.running:
+                log.info("stopping: waiting for %d running job(s) to finish", len(self.running))
+            while self.running and time.monotonic() < deadline:
+                self._lock.wait(self.settings.tick_s)
+        for active in self._actives():
+            log.warning("shutdown timeout: stopping job", extra={"job_id": active.job.id})
+            active.control.cancel(StopReason.SHUTDOWN)
+        self.pool.shutdown(wait=True)
+        self.supervisor_stop.set()
+        supervisor.join(timeout=5)
+        self._leave_group()
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(self.stats.items())) or "no jobs"
+        log.info("runner %s stopped: %s", self.consumer, summary)
+        return 0
+
+    # -- reading -------------------------------------------------------------------------
+    def _free_workers(self) -> int:
+        return self.settings.max_concurrent_jobs - len(self.running)
+
+    def _waiting_count(self) -> int:
+        return sum(len(q) for q in self.waiting.values())
+
+    def _read_once(self) -> bool | None:
+        """Read and admit a batch; False when the stream had nothing, None when no room to read."""
+        with self._lock:
+            free = self._free_workers()
+            if free <= 0 or self._waiting_count() >= MAX_WAITING_ENTRIES:
+                self._lock.wait(self.settings.tick_s)
+                return None
+        block_ms = self.settings.block_ms
+        reply = self.client.xreadgroup(keys.RUNNERS_GROUP, self.consumer, {keys.JOBS_STREAM: ">"},
+                                       count=free, block=block_ms)
+        self.health.ok()
+        entries = reply[0][1] if reply else []
+        for entry_id, fields in entries:
+            if self.stopping.is_set():
+                self._park_for_handback(entry_id)
+                continue
+            self.admit(entry_id, fields, deliveries=1)
+        return bool(entries)
+
+    def _burst_done(self) -> bool:
+        with self._lock:
+            if self.running or self.waiting:
+                return False
+        return not self._claim_sweep()
+
+    def _on_response_error(self, exc: redis.ResponseError) -> None:
+        if "NOGROUP" in str(exc):
+            log.warning("consumer group missing (Redis restarted empty?): creating it again")
+            ensure_group(self.client)
+        else:
+            log.error("Redis refused a command: %s", exc)
+
+    # -- admitting -----------------------------------------------------------------------
+    def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
+        """Decide what to do with one delivered entry; never raises for bad data."""
+        with self._lock:
+            if entry_id in self.running or any(w.entry.entry_id == entry_id for q in self.waiting.values() for w in q):
+                return
+        try:
+            entry = StreamEntry.decode(entry_id, fields)
+        except JobDataError as exc:
+            self._reject(entry_id, fields or {}, f"malformed stream entry: {exc}")
+            return
+        if deliveries > self.settings.max_deliveries:
+            reason = f"delivered {deliveries} times (MAX_DELIVERIES={self.settings.max_deliveries}): moved to the dead letters"
+            self._reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
+            return
+        data = self.client.hgetall(keys.job(entry.job_id))
+        if not data:
+            log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id), entry_id)
+            self._reject(entry_id, entry.fields, "job hash missing")
+            return
+        try:
+            job = Job.decode(entry.job_id, data)
+        except JobDataError as exc:
+            self._reject(entry_id, entry.fields, f"job refused: {exc}")
+            return
+        if is_final(job.status):
+            log.info("job %s is already %s: entry %s acknowledged, not run again", job.id, job.status, entry_id)
+            self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
+            return
+        self._try_start(Waiting(entry, job), queue_if_busy=True)
+
+    def _reject(self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False,
+                deliveries: int = 1) -> None:
+        job_id = fields.get("job_id", "")
+        try:
+            validation.safe_name(job_id, "job_id")
+        except JobDataError:
+            job_id = ""
+        reason = one_line(reason)
+        log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
+        if job_id:
+            JobOutput(self.client, job_id, self.health).runner(reason)
+        self.leases.reject(self.consumer, entry_id, fields, reason, now_ms(), job_id=job_id,
+                           dead_letter=dead_letter, deliveries=deliveries)
+        self.stats["dead-lettered" if dead_letter else "refused"] += 1
+
+    def _try_start(self, waiting: Waiting, *, queue_if_busy: bool) -> bool:
+        """Start the job if a worker and a user slot are free; else (optionally) let it wait."""
+        job = waiting.job
+        attempt = Attempt(job.id, job.user_id, self.consumer, waiting.entry.entry_id, new_attempt_id())
+        with self._lock:
+            if self._free_workers() <= 0 or self.stopping.is_set():
+                if queue_if_busy:
+                    self.waiting.setdefault(job.user_id, deque()).append(waiting)
+                return False
+            result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
+                                       lease_ms=self.watch.lease_ms, started_at=now_ms())
+            if result.outcome == "busy":
+                if queue_if_busy:
+                    self.waiting.setdefault(job.user_id, deque()).append(waiting)
+                return False
+            if result.outcome == "ok":
+                self._dispatch(job, attempt, result.previous_consumer)
+                return True
+        self._not_started(waiting, result.outcome, result.final_status)
+        return True
+
+    def _not_started(self, waiting: Waiting, outcome: str, final_status: str) -> None:
+        entry_id = waiting.entry.entry_id
+        if outcome == "final":
+            log.info("job %s is already %s: not run again", waiting.job.id, final_status)
+            self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
+        elif outcome == "missing":
+            self._reject(entry_id, waiting.entry.fields, "job hash missing")
+        else:
+            log.info("entry %s is no longer ours: another runner took it", entry_id)
+
+    def _dispatch(self, job: Job, attempt: Attempt, previous: str) -> None:
+        control = JobControl(self.settings.job_timeout_s)
+        active = ActiveJob(job, attempt, control, JobOutput(self.client, job.id, self.health), previous)
+        self.running[attempt.entry_id] = active
+        self.pool.submit(self._work, active)
+
+    def _work(self, active: ActiveJob) -> None:
+        try:
+            outcome = self.executor.execute(active)
+        except Exception as exc:  # noqa: BLE001 - boundary: keep the worker alive, whatever happens
+            log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
+            outcome = "error"
+        with self._lock:
+            self.running.pop(active.attempt.entry_id, None)
+            self.stats[outcome] += 1
+            self._lock.notify_all()
+
+    # -- supervisor duties ---------------------------------------------------------------
+    def _actives(self) -> list[ActiveJob]:
+        with self._lock:
+            return list(self.running.values())
+
+    def _waiting_ids(self) -> list[str]:
+        with self._lock:
+            return [w.entry.entry_id for q in self.waiting.values() for w in q]
+
+    def _duties(self) -> None:
+        now = time.monotonic()
+        self._start_waiting()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            lost = set(self.leases.renew_waiting(self.consumer, self._waiting_ids()))
+            if lost:
+                self._drop_waiting(lost)
+            self._next_heartbeat = now + min(HEARTBEAT_INTERVAL_S, self.settings.lease_renew_s)
+        if now >= self._next_sweep and not self.stopping.is_set():
+            self._claim_sweep()
+            self._next_sweep = now + min(CLAIM_SWEEP_MAX_S, self.settings.claim_min_idle_s / 2)
+        if now >= self._next_housekeeping:
+            self._housekeeping()
+            self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+
+    def _start_waiting(self) -> None:
+        """Each user's oldest waiting entry gets a try at a slot, while workers are free."""
+        with self._lock:
+            users = [u for u, q in self.waiting.items() if q]
+        for user in users:
+            with self._lock:
+                queue = self.waiting.get(user)
+                if not queue or self._free_workers() <= 0:
+                    continue
+                head = queue[0]
+            if self._try_start(head, queue_if_busy=False):
+                with self._lock:
+                    if queue and queue[0] is head:
+                        queue.popleft()
+                    if not queue:
+                        self.waiting.pop(user, None)
+
+    def _drop_waiting(self, lost: set[str]) -> None:
+        with self._lock:
+            for user in list(self.waiting):
+                kept = deque(w for w in self.waiting[user] if w.entry.entry_id not in lost)
+                if kept:
+                    self.waiting[user] = kept
+                else:
+                    del self.waiting[user]
+
+    def _claim_sweep(self) -> bool:
+        """Take over entries idle ≥ CLAIM_MIN_IDLE (their runner is gone); True if any."""
+        with self._lock:
+            room = self._free_workers() + max(0, MAX_WAITING_ENTRIES - self._waiting_count())
+        if room <= 0:
+            return False
+        min_idle_ms = int(self.settings.claim_min_idle_s * 1000)
+        reply = self.client.xautoclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, self.consumer, min_idle_ms,
+                                       start_id=self._sweep_cursor, count=min(room, 100))
+        self._sweep_cursor = str(reply[0]) if reply else "0-0"
+        claimed = [(i, f) for i, f in (reply[1] if reply else []) if i]
+        if not claimed:
+            return False
+        counts = self._delivery_counts([i for i, _ in claimed])
+        for entry_id, fields in claimed:
+            log.info("took over entry %s (idle past CLAIM_MIN_IDLE)", entry_id)
+            self.admit(entry_id, fields, deliveries=counts.get(entry_id, 1))
+        return True
+
+    def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        rows = self.client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min=min(ids, key=_id_key),
+                                          max=max(ids, key=_id_key), count=len(ids) + 1000, consumername=self.consumer)
+        return {str(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    def _heartbeat(self) -> None:
+        ttl_s = max(10, int(self.settings.claim_min_idle_s))
+        info = {"runner_id": self.consumer, "host": socket.gethostname(), "pid": os.getpid(),
+                "running": len(self.running), "waiting": self._waiting_count(), "at": now_ms()}
+        self.client.set(keys.heartbeat(self.consumer), json.dumps(info), ex=ttl_s)
+
+    def _housekeeping(self) -> None:
+        trimmed = self.leases.trim()
+        if trimmed:
+            log.info("trimmed %d acknowledged entries from %s", trimmed, keys.JOBS_STREAM)
+        for consumer in self.client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP):
+            name = str(consumer["name"])
+            if name != self.consumer and int(consumer["pending"]) == 0 and not self.client.exists(keys.heartbeat(name)):
+                self.client.xgroup_delconsumer(keys.JOBS_STREAM, keys.RUNNERS_GROUP, name)
+                log.info("removed consumer %s of a runner that is gone and held nothing", name)
+
+    # -- stopping --------------------------------------------------------------------------
+    def _park_for_handback(self, entry_id: str) -> None:
+        try:
+            self.leases.hand_back(self.consumer, [entry_id])
+        except CONNECTION_ERRORS:
+            pass  # claimable after CLAIM_MIN_IDLE anyway
+
+    def _hand_back_waiting(self) -> None:
+        ids = self._waiting_ids()
+        with self._lock:
+            self.waiting.clear()
+        if ids:
+            try:
+                self.leases.hand_back(self.consumer, ids)
+                log.info("handed back %d waiting entries for other runners", len(ids))
+            except CONNECTION_ERRORS:
+                log.warning("could not hand back %d waiting entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
+
+    def _leave_group(self) -> None:
+        try:
+            self.client.delete(keys.heartbeat(self.consumer))
+            pending = self.client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+",
+                                                 count=1, consumername=self.consumer)
+            if not pending:
+                self.client.xgroup_delconsumer(keys.JOBS_STREAM, keys.RUNNERS_GROUP, self.consumer)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not leave the consumer group cleanly: %s", exc)
+
+    def _remove_stale_workdirs(self) -> None:
+        """Work dirs of jobs that are final or gone (a crash left them): removed at start."""
+        temp_dir = self.settings.temp_dir
+        workdir.ensure_private_dir(temp_dir)
+        for child in temp_dir.iterdir():
+            status = self.client.hget(keys.job(child.name), "status")
+            if status is None or is_final(status):
+                workdir.remove_tree(child)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,74 @@
+"""A job's control: why it must stop (if it must), its deadline, the process groups to kill."""
+
+from __future__ import annotations
+
+import threading
+import time
+from enum import StrEnum
+
+from repobox_cli import procs
+from repobox_cli.errors import JobStopped
+
+
+class StopReason(StrEnum):
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease lost"
+    SHUTDOWN = "shutdown"
+    INTERRUPTED = "interrupted"
+
+
+class JobControl:
+    """Shared by a job's thread and the runner's supervisor; `cancel` is safe from any thread."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.stopped = threading.Event()
+        self.reason: StopReason | None = None
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+
+    def register(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            stopped = self.stopped.is_set()
+        if stopped:
+            procs.kill_group(pgid)
+
+    def unregister(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+    def cancel(self, reason: StopReason) -> bool:
+        """Stop the job: kill its process groups. True the first time only."""
+        with self._lock:
+            if self.stopped.is_set():
+                return False
+            self.reason = reason
+            self.stopped.set()
+            groups = list(self._groups)
+        for pgid in groups:
+            procs.kill_group(pgid)
+        return True
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def check(self) -> None:
+        """Raise JobStopped if the job must stop."""
+        if self.expired():
+            self.cancel(StopReason.TIMEOUT)
+        if self.stopped.is_set():
+            raise JobStopped(self.describe())
+
+    def describe(self) -> str:
+        if self.reason is StopReason.TIMEOUT:
+            return f"job timed out after {self.timeout_s:g} s"
+        if self.reason is StopReason.CANCELLED:
+            return "job was cancelled"
+        if self.reason is StopReason.INTERRUPTED:
+            return "interrupted by the operator"
+        if self.reason is StopReason.LEASE_LOST:
+            return "this runner lost the job to another runner"
+        return "runner is shutting down"

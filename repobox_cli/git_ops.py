@@ -1,0 +1,304 @@
+"""Every git call, through `sh`, in a hardened environment.
+
+- No system or global config, no credential helper, no prompt, no askpass, no hooks, no
+  fsmonitor, no redirects, https only (http by opt-in), `file` only for the local checkout.
+- The token reaches git only as an `http.<repo url>.extraHeader` in git's environment
+  (GIT_CONFIG_COUNT/KEY/VALUE): never in an argument list or a file, and offered to no other URL.
+- The runner works in its own bare repository (`git/`); the agent's clone (`repo/`, with its own
+  `.git`) is only ever read as a tree of files, so nothing planted in it runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sh
+
+from repobox_cli import procs
+from repobox_cli.control import JobControl
+from repobox_cli.errors import GitError, JobStopped
+from repobox_cli.redaction import basic_auth_value, one_line
+from repobox_cli.settings import Settings
+from repobox_cli.validation import RepoUrl
+from repobox_cli.workdir import WorkPaths
+
+Emit = Callable[[str, str], None]  # (line, stream)
+
+STDERR_TAIL_LINES = 20
+PROGRESS_INTERVAL_S = 1.0
+ZERO_SHA = "0" * 40
+
+# Settings that make git ignore anything a host, a repository or an agent could plant.
+HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
+    ("credential.helper", ""),
+    ("core.askPass", ""),
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("core.sshCommand", "false"),
+    ("http.followRedirects", "false"),
+    ("protocol.allow", "never"),
+    ("submodule.recurse", "false"),
+    ("push.recurseSubmodules", "no"),
+    ("commit.gpgSign", "false"),
+    ("push.gpgSign", "false"),
+    ("gc.auto", "0"),
+)
+
+_PROGRESS_RE = re.compile(r"^(remote: )?[A-Za-z ]+:\s+\d+% ")
+
+
+class _StderrLines:
+    """Splits git's stderr into lines (`\\r` progress too), streams them, keeps a tail for errors."""
+
+    def __init__(self, emit: Emit | None) -> None:
+        self.emit = emit
+        self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._partial = ""
+        self._last_progress_at = 0.0
+
+    def feed(self, chunk: str) -> None:
+        self._partial += chunk
+        *lines, self._partial = re.split(r"[\r\n]", self._partial)
+        for line in lines:
+            self._line(line)
+
+    def close(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+
+    def _line(self, line: str) -> None:
+        line = line.rstrip()
+        if not line:
+            return
+        self.tail.append(line)
+        if self.emit is None:
+            return
+        # Progress counters repeat many times a second: pass one a second and each final "done".
+        if _PROGRESS_RE.match(line) and not line.endswith("done."):
+            now = time.monotonic()
+            if now - self._last_progress_at < PROGRESS_INTERVAL_S:
+                return
+            self._last_progress_at = now
+        self.emit(line, "stderr")
+
+
+def _reason(step: str, tail: Sequence[str]) -> str:
+    text = "\n".join(tail)
+    if "could not read Username" in text or "Authentication failed" in text or " 401" in text:
+        return f"git {step} failed: the server refused the token (HTTP 401): check the provider's token"
+    if " 403" in text:
+        return f"git {step} failed: the token may not access this repository (HTTP 403)"
+    if re.search(r"repository '.*' not found| 404", text):
+        return f"git {step} failed: repository not found"
+    if re.search(r" 30[1278]", text):
+        return f"git {step} failed: the server answered with a redirect, which repobox does not follow"
+    fatal = [line for line in tail if line.startswith(("fatal:", "error:", " ! ["))]
+    detail = fatal[-1] if fatal else (tail[-1] if tail else "no output")
+    return f"git {step} failed: {detail}"
+
+
+@dataclass(frozen=True)
+class RemoteRefs:
+    default_branch: str | None
+    heads: dict[str, str]
+
+
+class Git:
+    """git for one job: its paths, its control (for kills), its output."""
+
+    def __init__(self, settings: Settings, paths: WorkPaths, control: JobControl, emit: Emit) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.control = control
+        self.emit = emit
+        self._git = sh.Command("git")
+
+    # environment ------------------------------------------------------------------------
+    def _env(self, config: Sequence[tuple[str, str]] = (), *, protocol: str = "https") -> dict[str, str]:
+        s = self.settings
+        allowed = "https:http" if (protocol == "https" and s.allow_http) else protocol
+        pairs = list(HARDENED_CONFIG) + [(f"protocol.{p}.allow", "always") for p in allowed.split(":")]
+        pairs += list(config)
+        env = {
+            "PATH": s.path_env,
+            "HOME": str(self.paths.home),
+            "LC_ALL": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_ALLOW_PROTOCOL": allowed,
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_AUTHOR_NAME": s.git_author_name,
+            "GIT_AUTHOR_EMAIL": s.git_author_email,
+            "GIT_COMMITTER_NAME": s.git_author_name,
+            "GIT_COMMITTER_EMAIL": s.git_author_email,
+            **s.git_env,
+            "GIT_CONFIG_COUNT": str(len(pairs)),
+        }
+        for i, (key, value) in enumerate(pairs):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        return env
+
+    @staticmethod
+    def auth_config(repo: RepoUrl, token: str) -> list[tuple[str, str]]:
+        """The Basic auth header, scoped to exactly this repository's URL."""
+        scope = repo.url.rstrip("/")
+        return [(f"http.{scope}.extraHeader", f"Authorization: Basic {basic_auth_value(token)}")]
+
+    # running ----------------------------------------------------------------------------
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        step: str,
+        env: dict[str, str],
+        cwd: Path | None = None,
+        stdin: str | None = None,
+        stream: bool = False,
+    ) -> str:
+        """Run git; its stdout. GitError (git's reason, redacted) or JobStopped on failure."""
+        self.control.check()
+        errors = _StderrLines(self.emit if stream else None)
+        with procs.spawning() as spawned:
+            cmd = self._git(
+                *args,
+                _env=env,
+                _cwd=str(cwd or self.paths.root),
+                _in=stdin,
+                _bg=True,
+                _bg_exc=False,
+                _new_session=True,
+                _tty_out=False,
+                _err=errors.feed,
+                _err_bufsize=0,
+                _decode_errors="replace",
+            )
+            spawned.add(cmd.pid)
+        self.control.register(cmd.pid)
+        try:
+            cmd.wait()
+        except sh.ErrorReturnCode:
+            errors.close()
+            if self.control.stopped.is_set():
+                raise JobStopped(self.control.describe()) from None
+            raise GitError(one_line(_reason(step, list(errors.tail)))) from None
+        finally:
+            self.control.unregister(cmd.pid)
+            procs.forget(cmd.pid)
+        errors.close()
+        self.control.check()
+        return str(cmd.stdout if isinstance(cmd.stdout, str) else cmd.stdout.decode("utf-8", "replace"))
+
+    def _in_runner_repo(self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False) -> str:
+        env = self._env()
+        env["GIT_DIR"] = str(self.paths.git_dir)
+        if work_tree:
+            env["GIT_WORK_TREE"] = str(self.paths.repo)
+            env["GIT_INDEX_FILE"] = str(self.paths.index_file)
+        return self.run(args, step=step, env=env, stdin=stdin).strip()
+
+    # steps ------------------------------------------------------------------------------
+    def remote_refs(self, repo: RepoUrl, token: str, refs: Sequence[str]) -> RemoteRefs:
+        """HEAD's target and the named heads on the remote (one request)."""
+        out = self.run(
+            ["ls-remote", "--symref", "--", repo.url, "HEAD", *(f"refs/heads/{r}" for r in refs)],
+            step="ls-remote",
+            env=self._env(self.auth_config(repo, token)),
+        )
+        default: str | None = None
+        heads: dict[str, str] = {}
+        for line in out.splitlines():
+            left, _, name = line.partition("\t")
+            if left.startswith("ref: ") and name == "HEAD":
+                default = left[len("ref: refs/heads/"):]
+            elif name.startswith("refs/heads/"):
+                heads[name[len("refs/heads/"):]] = left
+        return RemoteRefs(default_branch=default, heads=heads)
+
+    def clone(self, repo: RepoUrl, token: str, branch: str) -> str:
+        """Clone `branch` into the runner's bare repository; the base commit's sha."""
+        self.run(
+            ["clone", "--bare", "--progress", "--single-branch", "--no-tags", "--branch", branch,
+             "--", repo.url, str(self.paths.git_dir)],
+            step="clone",
+            env=self._env(self.auth_config(repo, token)),
+            stream=True,
+        )
+        return self._in_runner_repo(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], step="rev-parse")
+
+    def checkout_for_agent(self, repo: RepoUrl, branch: str, work_branch: str) -> None:
+        """The agent's clone in `repo/`, on `work_branch`, its origin the real URL (no credentials)."""
+        self.run(
+            ["clone", "--quiet", "--shared", "--no-tags", "--branch", branch, "--",
+             str(self.paths.git_dir), str(self.paths.repo)],
+            step="checkout",
+            env=self._env(protocol="file"),
+        )
+        env = self._env()
+        env["GIT_DIR"] = str(self.paths.repo / ".git")
+        env["GIT_WORK_TREE"] = str(self.paths.repo)
+        self.run(["remote", "set-url", "origin", "--", repo.url], step="checkout", env=env)
+        self.run(["checkout", "--quiet", "-b", work_branch], step="checkout", env=env, cwd=self.paths.repo)
+
+    def reset_runner_config(self) -> None:
+        """Rewrite the runner repository's config and drop its hooks before the post-agent steps."""
+        git_dir = self.paths.git_dir
+        for name in ("config", "info/attributes", "objects/info/alternates"):
+            path = git_dir / name
+            if path.is_symlink() or path.exists():
+                path.unlink()
+        hooks = git_dir / "hooks"
+        if hooks.is_symlink():
+            hooks.unlink()
+        elif hooks.is_dir():
+            for hook in hooks.iterdir():
+                hook.unlink()
+        (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+
+    def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
+        """Commit the agent's files on top of `base_sha` as `work_branch`; None if nothing changed."""
+        self._in_runner_repo(["read-tree", base_sha], step="commit", work_tree=True)
+        self._in_runner_repo(["add", "--all", "--", "."], step="commit", work_tree=True)
+        tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
+        base_tree = self._in_runner_repo(["rev-parse", f"{base_sha}^{{tree}}"], step="commit")
+        if tree == base_tree:
+            return None
+        commit = self._in_runner_repo(["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n")
+        self._in_runner_repo(["update-ref", f"refs/heads/{work_branch}", commit], step="commit")
+        return commit
+
+    def line_counts(self, base_sha: str, commit: str) -> tuple[int, int]:
+        """(lines added, lines removed) between base and commit; binary files count 0."""
+        out = self._in_runner_repo(
+            ["diff", "--numstat", "--no-ext-diff", "--no-textconv", "--no-renames", base_sha, commit],
+            step="diff",
+        )
+        added = removed = 0
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+                added += int(parts[0])
+                removed += int(parts[1])
+        return added, removed
+
+    def push(self, repo: RepoUrl, token: str, commit: str, work_branch: str, expected: str | None) -> None:
+        """Push `commit` to `work_branch` at the job's URL, replacing it only if it still is `expected`."""
+        ref = f"refs/heads/{work_branch}"
+        env = self._env(self.auth_config(repo, token))
+        env["GIT_DIR"] = str(self.paths.git_dir)
+        self.run(
+            ["push", "--progress", "--porcelain", f"--force-with-lease={ref}:{expected or ''}",
+             "--", repo.url, f"{commit}:{ref}"],
+            step="push",
+            env=env,
+            stream=True,
+        )

@@ -1,0 +1,36 @@
+"""Every Redis key, stream and group name. Nothing else formats a key."""
+
+JOBS_STREAM = "jobs:stream"
+RUNNERS_GROUP = "jobs:stream:runners"
+DEAD_LETTERS_STREAM = "runner:dead_letters"
+HEARTBEAT_PREFIX = "runner:heartbeat:"
+
+
+def job(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def job_output(job_id: str) -> str:
+    return f"job:{job_id}:output"
+
+
+def user_jobs(user_id: str) -> str:
+    return f"jobs:user:{user_id}"
+
+
+def git_provider(user_id: str, provider_id: str) -> str:
+    return f"git_provider:{user_id}:{provider_id}"
+
+
+def user_slots(user_id: str) -> str:
+    """Sorted set of the user's running attempts, scored by lease expiry (ms, Redis clock)."""
+    return f"runner:slots:{user_id}"
+
+
+def job_attempt(job_id: str) -> str:
+    """The id of the job's current attempt: the fencing token every write checks."""
+    return f"runner:attempt:{job_id}"
+
+
+def heartbeat(consumer: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{consumer}"

@@ -1,0 +1,76 @@
+"""A job's output list `job:{id}:output`: redacted JSON lines, kept in order through Redis outages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+
+from repobox_cli import keys
+from repobox_cli.jobs import output_line
+from repobox_cli.redaction import redact
+from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
+
+OUTPUT_TTL_S = 86400
+MAX_BUFFERED_LINES = 100_000  # while Redis is away; beyond this the oldest are dropped, and counted
+
+Echo = Callable[[str, str, str], None]  # (line, stream, source), already redacted
+
+
+class JobOutput:
+    """Appends output lines; if Redis is away they wait in memory and go out, in order, later."""
+
+    def __init__(self, client: redis.Redis, job_id: str, health: RedisHealth, echo: Echo | None = None) -> None:
+        self.client = client
+        self.key = keys.job_output(job_id)
+        self.health = health
+        self.echo = echo
+        self._lock = threading.Lock()
+        self._buffer: list[str] = []
+        self.dropped = 0
+
+    def write(self, line: str, stream: str = "stdout", source: str = "runner") -> None:
+        safe = redact(line)
+        if self.echo is not None:
+            self.echo(safe, stream, source)
+        with self._lock:
+            self._buffer.append(output_line(safe, stream=stream, source=source))
+            if len(self._buffer) > MAX_BUFFERED_LINES:
+                del self._buffer[0]
+                self.dropped += 1
+            self._flush_locked()
+
+    def runner(self, line: str) -> None:
+        self.write(line, "stdout", "runner")
+
+    def agent(self, line: str, stream: str) -> None:
+        self.write(line, stream, "agent")
+
+    def git(self, line: str, stream: str) -> None:
+        self.write(line, stream, "runner")
+
+    def flush(self) -> bool:
+        """True when nothing is left waiting."""
+        with self._lock:
+            return self._flush_locked()
+
+    @property
+    def pending_lines(self) -> int:
+        return len(self._buffer)
+
+    def _flush_locked(self) -> bool:
+        if not self._buffer:
+            return True
+        if self.health.is_lost:
+            return False  # the supervisor's flush will retry; don't stall the job on each line
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(self.key, *self._buffer)
+            pipe.expire(self.key, OUTPUT_TTL_S)
+            pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            self.health.lost(exc)
+            return False
+        self._buffer.clear()
+        return True

@@ -1,0 +1,117 @@
+"""What `repobox pending` shows: the group's pending entries, lag, consumers, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from repobox_cli import keys
+from repobox_cli.leases import Leases
+
+DEAD_LETTERS_SHOWN = 100
+PENDING_SHOWN = 1000
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    deliveries: int
+    job_id: str
+    user_id: str
+    job_status: str
+    claimable: bool
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    name: str
+    idle_ms: int
+    pending: int
+    alive: bool
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    entry_id: str
+    job_id: str
+    reason: str
+    deliveries: str
+
+
+@dataclass
+class PendingReport:
+    group_exists: bool
+    lag: int | None = None
+    stream_length: int = 0
+    entries: list[PendingEntry] = field(default_factory=list)
+    consumers: list[ConsumerInfo] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _group_info(client: redis.Redis) -> dict[str, Any] | None:
+    try:
+        groups = client.xinfo_groups(keys.JOBS_STREAM)
+    except redis.ResponseError:
+        return None  # no stream yet
+    for group in groups:
+        if group["name"] == keys.RUNNERS_GROUP:
+            return dict(group)
+    return None
+
+
+def pending_report(client: redis.Redis, claim_min_idle_s: float) -> PendingReport:
+    group = _group_info(client)
+    report = PendingReport(group_exists=group is not None)
+    report.dead_letters = [
+        DeadLetter(id=i, entry_id=f.get("entry_id", ""), job_id=f.get("job_id", ""),
+                   reason=f.get("reason", ""), deliveries=f.get("deliveries", ""))
+        for i, f in client.xrevrange(keys.DEAD_LETTERS_STREAM, count=DEAD_LETTERS_SHOWN)
+    ]
+    if group is None:
+        return report
+    lag = group.get("lag")
+    report.lag = int(lag) if lag is not None else None
+    report.stream_length = int(client.xlen(keys.JOBS_STREAM))
+    rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+", count=PENDING_SHOWN)
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        pipe.xrange(keys.JOBS_STREAM, min=row["message_id"], max=row["message_id"], count=1)
+    fetched = pipe.execute()
+    fields_by_id = [(found[0][1] if found else {}) for found in fetched]
+    pipe = client.pipeline(transaction=False)
+    for fields in fields_by_id:
+        pipe.hget(keys.job(fields.get("job_id", "")), "status")
+    statuses = pipe.execute()
+    min_idle_ms = int(claim_min_idle_s * 1000)
+    for row, fields, status in zip(rows, fields_by_id, statuses, strict=True):
+        idle = int(row["time_since_delivered"])
+        report.entries.append(PendingEntry(
+            entry_id=str(row["message_id"]), consumer=str(row["consumer"]), idle_ms=idle,
+            deliveries=int(row["times_delivered"]), job_id=fields.get("job_id", ""),
+            user_id=fields.get("user_id", ""), job_status=status or "(no job)", claimable=idle >= min_idle_ms))
+    for consumer in client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP):
+        name = str(consumer["name"])
+        report.consumers.append(ConsumerInfo(name=name, idle_ms=int(consumer["idle"]),
+                                             pending=int(consumer["pending"]),
+                                             alive=bool(client.exists(keys.heartbeat(name)))))
+    return report
+
+
+def claim_idle(client: redis.Redis, min_idle_s: float) -> list[str]:
+    """Make every pending entry idle longer than `min_idle_s` claimable at once by a live runner."""
+    rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+",
+                                 count=PENDING_SHOWN, idle=int(min_idle_s * 1000))
+    leases = Leases(client)
+    handed: list[str] = []
+    for row in rows:
+        leases.hand_back(str(row["consumer"]), [str(row["message_id"])])
+        handed.append(str(row["message_id"]))
+    return handed

@@ -1,0 +1,160 @@
+"""Processes the runner starts, and the ones an agent leaves behind.
+
+The runner makes itself a child subreaper, so anything an agent daemonizes (double fork, new
+session) is re-parented to the runner instead of init: it can then be found and killed before
+the runner's own git steps run with the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36
+MAX_KILL_PASSES = 50  # each pass kills what it finds; a fork bomb cannot outrun 50 passes of SIGKILL
+
+_spawn_lock = threading.RLock()
+_spawned: set[int] = set()
+
+
+@contextlib.contextmanager
+def spawning() -> Iterator[set[int]]:
+    """Hold while starting a child and adding its pid: scans never see it half-registered."""
+    with _spawn_lock:
+        yield _spawned
+
+
+def forget(pid: int) -> None:
+    with _spawn_lock:
+        _spawned.discard(pid)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process (Linux); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+
+
+def _read_stat(pid: int) -> ProcInfo | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces or ')': split after the last ')'.
+    rest = text[text.rfind(")") + 2 :].split()
+    if len(rest) < 4:
+        return None
+    return ProcInfo(pid=pid, state=rest[0], ppid=int(rest[1]), pgid=int(rest[2]), sid=int(rest[3]))
+
+
+def list_processes() -> list[ProcInfo]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = _read_stat(int(entry))
+            if info is not None:
+                found.append(info)
+    return found
+
+
+def environ_value(pid: int, name: str) -> str | None:
+    """One variable of another process's environment (same user only), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{name}=".encode()
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("utf-8", errors="replace")
+    return None
+
+
+def descendants(roots: Iterable[int], procs: list[ProcInfo]) -> set[int]:
+    """`roots` and every process below them."""
+    children: dict[int, list[int]] = {}
+    for p in procs:
+        children.setdefault(p.ppid, []).append(p.pid)
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(children.get(pid, []))
+    return seen
+
+
+def _kill(pids: Iterable[int]) -> int:
+    count = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            count += 1
+    return count
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _leftovers(session_id: int, job_marker: str) -> set[int]:
+    """Live processes of the agent's session, and orphans re-parented to us that are this job's
+    (they carry its REPOBOX_JOB_ID) or nobody's (no marker at all)."""
+    me = os.getpid()
+    procs = [p for p in list_processes() if p.state != "Z" and p.pid != me]
+    roots = {p.pid for p in procs if p.sid == session_id}
+    with _spawn_lock:
+        spawned = set(_spawned)
+    for p in procs:
+        if p.ppid == me and p.pid not in spawned:
+            marker = environ_value(p.pid, "REPOBOX_JOB_ID")
+            if marker is None or marker == job_marker:
+                roots.add(p.pid)
+    return descendants(roots, procs) - {me} - spawned if roots else set()
+
+
+def kill_leftovers(session_id: int, job_marker: str) -> int:
+    """Kill everything the agent left running, until a pass finds nothing; returns how many."""
+    total = 0
+    for _ in range(MAX_KILL_PASSES):
+        found = _leftovers(session_id, job_marker)
+        if not found:
+            break
+        total += _kill(found)
+        reap_orphans()
+    return total
+
+
+def reap_orphans() -> None:
+    """Collect exit statuses of re-parented children we did not start (they would stay zombies)."""
+    me = os.getpid()
+    with _spawn_lock:
+        spawned = set(_spawned)
+    for p in list_processes():
+        if p.ppid == me and p.pid not in spawned:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(p.pid, os.WNOHANG)

@@ -1,0 +1,104 @@
+"""Work directories: `TEMP_DIR/{jobId}`, mode 0700, never following a symlink an agent planted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from repobox_cli.errors import RepoboxError
+
+PRIVATE_DIR_MODE = 0o700
+
+
+class WorkDirError(RepoboxError):
+    """Raised when a work directory cannot be made safely."""
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """The layout of one job's directory."""
+
+    root: Path
+
+    @property
+    def repo(self) -> Path:
+        """The agent's clone: REPOBOX_REPO_DIR."""
+        return self.root / "repo"
+
+    @property
+    def git_dir(self) -> Path:
+        """The runner's own bare repository: the agent's `.git` is never used by the runner."""
+        return self.root / "git"
+
+    @property
+    def index_file(self) -> Path:
+        return self.root / "runner.index"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700 if missing; refuse a symlink or a non-directory in its place."""
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise WorkDirError(f"cannot create {path}: {exc.strerror}") from exc
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise WorkDirError(f"{path} is not a directory (a symlink or file is in the way)")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` without following symlinks: a symlink itself is unlinked, never its target."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        _make_writable(path)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _make_writable(root: Path) -> None:
+    """An agent may leave read-only directories behind; rmtree needs write access to empty them."""
+    for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(full):
+                    os.chmod(full, PRIVATE_DIR_MODE)
+
+
+def prepare(temp_dir: Path, job_id: str) -> WorkPaths:
+    """A fresh, empty `TEMP_DIR/{job_id}` (a leftover from an earlier attempt is removed)."""
+    ensure_private_dir(temp_dir)
+    paths = WorkPaths(temp_dir / job_id)
+    remove_tree(paths.root)
+    try:
+        os.mkdir(paths.root, PRIVATE_DIR_MODE)
+        for sub in (paths.home, paths.tmp):
+            os.mkdir(sub, PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise WorkDirError(f"cannot create work directory {paths.root}: {exc.strerror}") from exc
+    return paths
+
+
+def is_real_dir(path: Path) -> bool:
+    """True when `path` is a directory and not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
