@@ -154,7 +154,7 @@ class Executor:
     def _base_branch(job: Job, heads: dict[str, str], default: str | None, out: JobOutput) -> str:
         if job.branch in heads:
             return job.branch
-        if default and default in heads:
+        if default:
             out.runner(f"branch {job.branch} not found on the remote: using its default branch {default}")
             return default
         raise JobDataError(f"branch {job.branch} not found on the remote, and it has no default branch")

@@ -247,7 +247,7 @@ class Git:
         env["GIT_DIR"] = str(self.paths.repo / ".git")
         env["GIT_WORK_TREE"] = str(self.paths.repo)
         self.run(["remote", "set-url", "origin", "--", repo.url], step="checkout", env=env)
-        self.run(["checkout", "--quiet", "-b", work_branch], step="checkout", env=env, cwd=self.paths.repo)
+        self.run(["checkout", "--quiet", "-B", work_branch], step="checkout", env=env, cwd=self.paths.repo)
 
     def reset_runner_config(self) -> None:
         """Rewrite the runner repository's config and drop its hooks before the post-agent steps."""

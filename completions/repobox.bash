@@ -1,0 +1,71 @@
+# bash completion for repobox.
+# Generated from the Typer app by `python -m repobox_cli.completions --write completions/`: do not edit by hand.
+# Install: source this file, or copy it to ~/.local/share/bash-completion/completions/repobox
+
+_repobox() {
+    local cur prev cmd word i
+    COMPREPLY=()
+    cur="${COMP_WORDS[COMP_CWORD]}"
+    prev=""
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    # --option=value: bash splits the word at '=' (COMP_WORDBREAKS)
+    if [[ "$cur" == "=" ]]; then
+        cur=""
+    elif [[ "$prev" == "=" ]] && (( COMP_CWORD > 1 )); then
+        prev="${COMP_WORDS[COMP_CWORD-2]}"
+    fi
+    cmd=""
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            -*) ;;
+            *) cmd="$word"; break ;;
+        esac
+    done
+    case "$cmd" in
+        "")
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--version --help" -- "$cur")
+            else
+                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending" -- "$cur")
+            fi
+            ;;
+        run)
+            case "$prev" in
+                --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --burst --help" -- "$cur")
+            fi
+            ;;
+        exec)
+            case "$prev" in
+                --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --redis-url|--agent-command|--job-timeout|--log-format) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --temp-dir --agent-command --job-timeout --log-format --help" -- "$cur")
+            fi
+            ;;
+        decrypt)
+            case "$prev" in
+                --user|--provider|--redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--user --provider --redis-url --help" -- "$cur")
+            fi
+            ;;
+        pending)
+            case "$prev" in
+                --redis-url|--min-idle) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --claim --min-idle --json --help" -- "$cur")
+            fi
+            ;;
+    esac
+    return 0
+}
+
+complete -F _repobox repobox

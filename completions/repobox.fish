@@ -1,0 +1,50 @@
+# fish completion for repobox.
+# Generated from the Typer app by `python -m repobox_cli.completions --write completions/`: do not edit by hand.
+# Install: copy to ~/.config/fish/completions/repobox.fish
+
+complete -c repobox -f
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -l version -d 'Show the version and exit'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -l help -d 'Show this message and exit.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -a run -d 'The long-lived worker: consume jobs:stream and run jobs.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -a exec -d 'Run one job now, in the foreground, writing to Redis as a worker would.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -a decrypt -d 'Decrypt a token and show it masked, with the key format and the token\'s kind.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -a pending -d 'The group\'s pending entries, lag, consumers and dead letters.'
+
+complete -c repobox -n '__fish_seen_subcommand_from run' -l redis-url -r -d 'Redis URL (env: REDIS_URL; default redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l runner-id -r -d 'Consumer name (env: RUNNER_ID; default host-pid-random)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l concurrency -r -d 'Worker threads (env: MAX_CONCURRENT_JOBS; default 10)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l max-jobs-per-user -r -d 'Running jobs per user, fleet-wide (env: MAX_JOBS_PER_USER; default 3)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l job-timeout -r -d 'Seconds a job may run (env: JOB_TIMEOUT; default 3600)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l temp-dir -r -F -d 'Where work directories go (env: TEMP_DIR; default /tmp/repobox)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l cleanup -d 'Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l no-cleanup -d 'Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l claim-min-idle -r -d 'Seconds before a dead runner\'s entry is taken over (env: CLAIM_MIN_IDLE; default 300)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-command -r -d 'Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l log-format -r -d 'pretty or json (env: LOG_FORMAT; default pretty on a terminal)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l max-deliveries -r -d 'Deliveries before an entry goes to the dead letters (env: MAX_DELIVERIES; default 5)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l shutdown-timeout -r -d 'Seconds a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default JOB_TIMEOUT)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l allowed-git-hosts -r -d 'Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l allow-http -d 'Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l no-allow-http -d 'Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l help -d 'Show this message and exit.'
+
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l no-push -d 'Do everything but push'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l keep-workdir -d 'Keep TEMP_DIR/<job> for inspection'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l redis-url -r -d 'Redis URL (env: REDIS_URL; default redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l temp-dir -r -F -d 'Where work directories go (env: TEMP_DIR; default /tmp/repobox)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l agent-command -r -d 'Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l job-timeout -r -d 'Seconds a job may run (env: JOB_TIMEOUT; default 3600)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l log-format -r -d 'pretty or json (env: LOG_FORMAT; default pretty on a terminal)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l help -d 'Show this message and exit.'
+
+complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l user -r -d 'User id of a stored provider token'
+complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l provider -r -d 'Provider id of a stored provider token'
+complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l redis-url -r -d 'Redis URL (env: REDIS_URL; default redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l help -d 'Show this message and exit.'
+
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l redis-url -r -d 'Redis URL (env: REDIS_URL; default redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l claim -d 'Hand entries idle longer than --min-idle back for delivery'
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l min-idle -r -d 'Seconds; default CLAIM_MIN_IDLE'
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l json -d 'Machine-readable output'
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l help -d 'Show this message and exit.'

@@ -1,0 +1,233 @@
+"""Reliability (issue 3, SPEC §4): no job lost, none run twice, under crashes, long jobs, pauses,
+Redis restarts, floods, poison entries, cancellation and shutdown signals.
+
+Real runner processes (`python -m repobox_cli run`) against a real redis-server and a real
+HTTPS git server. Every wait has a deadline; the only sleeps are where the scenario is about
+elapsed time (Redis kept down, a runner killed every few seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.git_server import GitHttpsServer
+from tests.support.redis_server import RedisServer
+from tests.support.reliability_helpers import (
+    DEAD_LETTERS,
+    GROUP,
+    STREAM,
+    JobHistory,
+    Sampler,
+    all_final,
+    attempt_owner,
+    log_messages,
+    output_lines,
+    pending_count,
+    processes_with,
+    push_requests,
+    sleep_until,
+    slots_held,
+    start_fleet,
+    statuses,
+    wait_agent_running,
+    wait_ready,
+    wait_status,
+)
+from tests.support.tls import TestCA
+from tests.support.world import RunnerProcess, World, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+# An agent that takes a while and then changes a file with content unique to its attempt.
+SLOW_AGENT = "sleep {s}; date +%s%N > attempt.txt"
+
+
+def _work_branch(job_id: str) -> str:
+    return f"repobox/{job_id[:8]}"
+
+
+def _assert_clean_end(world: World, users: list[str], timeout_s: float = 15.0) -> None:
+    """No entry pending, no user slot held (dead runners' leases expire by themselves)."""
+    wait_for(lambda: pending_count(world.client) == 0, timeout_s, "no entry pending")
+    for user in users:
+        wait_for(lambda u=user: slots_held(world.client, u) == 0, timeout_s, f"user {user}'s slots to be free")
+
+
+# -- 1. kill -9 mid-job ----------------------------------------------------------------------
+
+def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> None:
+    env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
+    fleet = start_fleet(world, ["r1", "r2"], **env)
+    job_id = world.add_job(user="alice")
+
+    with JobHistory(world.redis_server.url, [job_id]) as history:
+        owner = wait_agent_running(world, job_id)
+        fleet[owner].signal(signal.SIGKILL)
+        fleet[owner].wait(10)
+        survivor = next(name for name in fleet if name != owner)
+        wait_status(world, job_id, {"success", "failed"}, timeout_s=30)
+
+    job = world.job(job_id)
+    assert job["status"] == "success", job
+    assert attempt_owner(world.client, job_id) is None  # the finished attempt let go of the job
+    assert [s for s, _, _ in history.history[job_id] if s == "success"] == ["success"]
+    assert history.changes_after_final(job_id) == []
+    assert output_lines(world, job_id, f"taken over from runner {owner}")
+    assert len(output_lines(world, job_id, f"started by runner {survivor}")) == 1
+    assert len(log_messages(fleet[survivor], "job success")) == 1
+    assert _work_branch(job_id) in world.git.branches(world.repo_name)
+    _assert_clean_end(world, ["alice"])
+    assert fleet[survivor].process.poll() is None
+
+
+# -- 2. a long job on a live runner runs once -------------------------------------------------
+
+def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
+    env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=5)}
+    fleet = start_fleet(world, ["r1", "r2"], **env)
+    job_id = world.add_job(user="alice")
+
+    with JobHistory(world.redis_server.url, [job_id]) as history:
+        wait_status(world, job_id, {"success", "failed"}, timeout_s=40)
+
+    assert world.job(job_id)["status"] == "success"
+    assert len(history.started_values(job_id)) == 1, history.history[job_id]
+    seen = [s for s, _, _ in history.history[job_id]]
+    assert seen.count("running") == 1 and seen[-2:] == ["running", "success"], history.history[job_id]
+    assert len(output_lines(world, job_id, "cloning ")) == 1
+    assert len(output_lines(world, job_id, "started by runner")) == 1
+    assert not output_lines(world, job_id, "taken over")
+    for runner in fleet.values():
+        assert not log_messages(runner, "took over entry"), runner.log()
+        assert not log_messages(runner, "lost the job's lease"), runner.log()
+    assert push_requests(world) == 1
+    _assert_clean_end(world, ["alice"])
+
+
+# -- 3. a paused runner cannot overwrite the new attempt --------------------------------------
+
+def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: World) -> None:
+    env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
+    fleet = start_fleet(world, ["r1", "r2"], **env)
+    job_id = world.add_job(user="alice")
+    branch = _work_branch(job_id)
+
+    owner = wait_agent_running(world, job_id)
+    paused = fleet[owner]
+    paused.signal(signal.SIGSTOP)
+    try:
+        new_owner = wait_for(lambda: (o := attempt_owner(world.client, job_id)) not in (None, owner) and o,
+                             20, "another runner to take the job over")
+        wait_status(world, job_id, {"success", "failed"}, timeout_s=30)
+        after_takeover = world.job(job_id)
+        assert after_takeover["status"] == "success", after_takeover
+        pushed_sha = world.git.branches(world.repo_name)[branch]
+        committed = output_lines(world, job_id, "committed ")
+        assert len(committed) == 1, committed  # only the new attempt got as far as committing
+        assert pushed_sha.startswith(committed[0].split()[1].rstrip(":"))
+        pushes = push_requests(world)
+    finally:
+        paused.signal(signal.SIGCONT)
+
+    # The resumed runner's agent step has ended long ago; it must notice it lost the job.
+    wait_for(lambda: log_messages(paused, "lost the job") or log_messages(paused, "job stopped")
+             or log_messages(paused, "result discarded"), 20, "the resumed runner to give the job up")
+    wait_for(lambda: slots_held(world.client, "alice") == 0, 15, "the resumed runner to free its slot")
+    assert world.job(job_id) == after_takeover
+    assert world.git.branches(world.repo_name)[branch] == pushed_sha
+    assert push_requests(world) == pushes
+    assert output_lines(world, job_id, f"taken over from runner {owner}")
+    assert new_owner != owner
+    assert not log_messages(paused, "job success"), paused.log()
+    assert paused.process.poll() is None
+    _assert_clean_end(world, ["alice"])
+
+
+# -- 4. Redis stopped for 5 s and restarted ---------------------------------------------------
+
+@pytest.fixture
+def aof_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterator[World]:
+    """A world on its own redis-server with AOF persistence on, as in production."""
+    server = RedisServer(tmp_path / "redis-aof", appendonly=True)
+    server.start()
+    git_server.redirect_to = None
+    w = World(tmp_path, server, git_server, tls)
+    try:
+        yield w
+    finally:
+        w.close()
+        server.stop()
+
+
+REDIS_DOWN_S = 5.0
+
+
+def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: World) -> None:
+    world = aof_world
+    env = {"CLAIM_MIN_IDLE": "3", "AGENT_COMMAND": SLOW_AGENT.format(s=2), "MAX_JOBS_PER_USER": "10"}
+    fleet = start_fleet(world, ["r1", "r2"], **env)
+    job_ids = [world.add_job(user=f"user{i % 2}") for i in range(6)]
+    wait_for(lambda: sum(s == "running" for s in statuses(world.client, job_ids).values()) >= 2,
+             20, "jobs to be running")
+
+    world.redis_server.stop()
+    sleep_until(time.monotonic() + REDIS_DOWN_S)
+    for runner in fleet.values():
+        assert runner.process.poll() is None, runner.log()
+    world.redis_server.start()
+
+    wait_for(lambda: all_final(world.client, job_ids), 90, "every job to finish after the restart")
+    assert statuses(world.client, job_ids) == {j: "success" for j in job_ids}
+    for job_id in job_ids:
+        assert world.job(job_id).get("finished_at"), job_id
+        assert output_lines(world, job_id, f"pushed {_work_branch(job_id)}"), world.output_text(job_id)
+    _assert_clean_end(world, ["user0", "user1"])
+    for name, runner in fleet.items():
+        assert runner.process.poll() is None, f"{name} exited during the outage:\n{runner.log()}"
+        assert log_messages(runner, "lost connection to Redis"), runner.log()
+        assert log_messages(runner, "connection to Redis is back"), runner.log()
+    for runner in fleet.values():
+        runner.signal(signal.SIGTERM)
+    for name, runner in fleet.items():
+        assert runner.wait(30) == 0, f"{name}:\n{runner.log()}"
+
+
+# -- 5. a poison entry goes to the dead letters ------------------------------------------------
+
+def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) -> None:
+    client = world.client
+    client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    poison = world.add_job(user="alice")
+    entry_id = client.xreadgroup(GROUP, "ghost", {STREAM: ">"}, count=1)[0][1][0][0]
+    for _ in range(4):  # without JUSTID every XCLAIM counts as one more delivery
+        client.xclaim(STREAM, GROUP, "ghost", 0, [entry_id])
+    client.xclaim(STREAM, GROUP, "ghost", 0, [entry_id], idle=3_600_000, justid=True)
+    deliveries = client.xpending_range(STREAM, GROUP, min="-", max="+", count=10)[0]["times_delivered"]
+    assert deliveries == 5
+    healthy = world.add_job(user="bob")
+
+    result = world.run_burst(CLAIM_MIN_IDLE="0.5", MAX_DELIVERIES="3")
+
+    assert result.returncode == 0, result.stderr
+    letters = client.xrange(DEAD_LETTERS)
+    assert [(f["entry_id"], f["job_id"]) for _, f in letters] == [(entry_id, poison)]
+    poisoned = world.job(poison)
+    assert poisoned["status"] == "failed"
+    assert "MAX_DELIVERIES" in poisoned["error_message"] and poisoned.get("finished_at")
+    assert not poisoned.get("started_at")
+    assert world.job(healthy)["status"] == "success"
+    assert pending_count(client) == 0
+
+    shown = world.repobox("pending", "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert [(d["entry_id"], d["job_id"]) for d in report["dead_letters"]] == [(entry_id, poison)]
+    assert "MAX_DELIVERIES" in report["dead_letters"][0]["reason"]
+    assert all(e["entry_id"] != entry_id for e in report["entries"])
