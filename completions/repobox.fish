@@ -17,7 +17,7 @@ complete -c repobox -n '__fish_seen_subcommand_from run' -l max-jobs-per-user -r
 complete -c repobox -n '__fish_seen_subcommand_from run' -l job-timeout -r -d 'Seconds a job may run (env: JOB_TIMEOUT; default 3600)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l temp-dir -r -F -d 'Where work directories go (env: TEMP_DIR; default /tmp/repobox)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l cleanup -d 'Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)'
-complete -c repobox -n '__fish_seen_subcommand_from run' -l no-cleanup -d 'Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l no-cleanup -d 'Opposite of --cleanup: Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l claim-min-idle -r -d 'Seconds before a dead runner\'s entry is taken over (env: CLAIM_MIN_IDLE; default 300)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-command -r -d 'Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l log-format -r -d 'pretty or json (env: LOG_FORMAT; default pretty on a terminal)'
@@ -25,7 +25,7 @@ complete -c repobox -n '__fish_seen_subcommand_from run' -l max-deliveries -r -d
 complete -c repobox -n '__fish_seen_subcommand_from run' -l shutdown-timeout -r -d 'Seconds a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default JOB_TIMEOUT)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l allowed-git-hosts -r -d 'Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l allow-http -d 'Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
-complete -c repobox -n '__fish_seen_subcommand_from run' -l no-allow-http -d 'Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l no-allow-http -d 'Opposite of --allow-http: Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l help -d 'Show this message and exit.'
 
