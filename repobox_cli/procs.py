@@ -140,6 +140,7 @@ def _leftovers(session_id: int, job_marker: str) -> set[int]:
 def kill_leftovers(session_id: int, job_marker: str) -> int:
     """Kill everything the agent left running, until a pass finds nothing; returns how many."""
     total = 0
+    reap_orphans()
     for _ in range(MAX_KILL_PASSES):
         found = _leftovers(session_id, job_marker)
         if not found:
