@@ -352,9 +352,26 @@ class Runner:
             return False
         counts = self._delivery_counts([i for i, _ in claimed])
         for entry_id, fields in claimed:
-            log.info("took over entry %s (idle past CLAIM_MIN_IDLE)", entry_id)
-            self.admit(entry_id, fields, deliveries=counts.get(entry_id, 1))
+            deliveries = self._uncount_waiting(entry_id, fields, counts.get(entry_id, 1))
+            log.info("took over entry %s (idle past CLAIM_MIN_IDLE, delivery %d)", entry_id, deliveries)
+            self.admit(entry_id, fields, deliveries=deliveries)
         return True
+
+    def _uncount_waiting(self, entry_id: str, fields: Mapping[str, str], deliveries: int) -> int:
+        """A delivery to a runner that died while the job only *waited* (no attempt began) does
+        not count toward MAX_DELIVERIES: waiting must not burn a job's budget."""
+        job_id = fields.get("job_id", "")
+        if deliveries <= 1 or not job_id:
+            return deliveries
+        try:
+            validation.safe_name(job_id, "job_id")
+        except JobDataError:
+            return deliveries
+        if self.client.exists(keys.job_attempt(job_id)):
+            return deliveries
+        self.client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, self.consumer, 0, [entry_id],
+                           retrycount=deliveries - 1, justid=True)
+        return deliveries - 1
 
     def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
         rows = self.client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min=min(ids, key=_id_key),

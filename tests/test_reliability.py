@@ -113,7 +113,8 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
 
 # -- 3. a paused runner cannot overwrite the new attempt --------------------------------------
 
-def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: World) -> None:
+@pytest.mark.parametrize("resume", ["after_new_attempt_finished", "while_new_attempt_runs"])
+def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: World, resume: str) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
     job_id = world.add_job(user="alice")
@@ -125,24 +126,29 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     try:
         new_owner = wait_for(lambda: (o := attempt_owner(world.client, job_id)) not in (None, owner) and o,
                              20, "another runner to take the job over")
+        if resume == "while_new_attempt_runs":
+            wait_for(lambda: len(output_lines(world, job_id, "running the agent")) == 2, 20,
+                     "the new attempt's agent to start")
+            assert world.job(job_id)["status"] == "running"
+            paused.signal(signal.SIGCONT)
         wait_status(world, job_id, {"success", "failed"}, timeout_s=30)
-        after_takeover = world.job(job_id)
-        assert after_takeover["status"] == "success", after_takeover
-        pushed_sha = world.git.branches(world.repo_name)[branch]
-        committed = output_lines(world, job_id, "committed ")
-        assert len(committed) == 1, committed  # only the new attempt got as far as committing
-        assert pushed_sha.startswith(committed[0].split()[1].rstrip(":"))
-        pushes = push_requests(world)
     finally:
         paused.signal(signal.SIGCONT)
+    after_takeover = world.job(job_id)
+    assert after_takeover["status"] == "success", (after_takeover, world.output_text(job_id))
+    pushed_sha = world.git.branches(world.repo_name)[branch]
+    committed = output_lines(world, job_id, "committed ")
+    assert len(committed) == 1, committed  # only the new attempt got as far as committing
+    assert pushed_sha.startswith(committed[0].split()[1].rstrip(":"))
+    pushes = push_requests(world)
 
-    # The resumed runner's agent step has ended long ago; it must notice it lost the job.
-    wait_for(lambda: log_messages(paused, "lost the job") or log_messages(paused, "job stopped")
-             or log_messages(paused, "result discarded"), 20, "the resumed runner to give the job up")
+    # The resumed runner's agent step has ended meanwhile; it must notice it lost the job.
+    wait_for(lambda: log_messages(paused, "job stopped") or log_messages(paused, "result discarded"),
+             20, "the resumed runner to give the job up")
     wait_for(lambda: slots_held(world.client, "alice") == 0, 15, "the resumed runner to free its slot")
     assert world.job(job_id) == after_takeover
     assert world.git.branches(world.repo_name)[branch] == pushed_sha
-    assert push_requests(world) == pushes
+    assert push_requests(world) == pushes == 1
     assert output_lines(world, job_id, f"taken over from runner {owner}")
     assert new_owner != owner
     assert not log_messages(paused, "job success"), paused.log()
@@ -169,21 +175,30 @@ def aof_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterat
 REDIS_DOWN_S = 5.0
 
 
-def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: World) -> None:
+# 10 s: longer than the outage, so no job may be taken over; 3 s: shorter, so live runners'
+# jobs are taken over after the restart (fencing must keep that safe), and still all succeed.
+@pytest.mark.parametrize("claim_min_idle", ["10", "3"])
+def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: World, claim_min_idle: str) -> None:
     world = aof_world
-    env = {"CLAIM_MIN_IDLE": "3", "AGENT_COMMAND": SLOW_AGENT.format(s=2), "MAX_JOBS_PER_USER": "10"}
+    env = {"CLAIM_MIN_IDLE": claim_min_idle, "AGENT_COMMAND": SLOW_AGENT.format(s=2), "MAX_JOBS_PER_USER": "10"}
     fleet = start_fleet(world, ["r1", "r2"], **env)
     job_ids = [world.add_job(user=f"user{i % 2}") for i in range(6)]
     wait_for(lambda: sum(s == "running" for s in statuses(world.client, job_ids).values()) >= 2,
              20, "jobs to be running")
 
-    world.redis_server.stop()
-    sleep_until(time.monotonic() + REDIS_DOWN_S)
-    for runner in fleet.values():
-        assert runner.process.poll() is None, runner.log()
-    world.redis_server.start()
+    with JobHistory(world.redis_server.url, job_ids) as history:
+        world.redis_server.stop()
+        sleep_until(time.monotonic() + REDIS_DOWN_S)
+        for runner in fleet.values():
+            assert runner.process.poll() is None, runner.log()
+        world.redis_server.start()
+        wait_for(lambda: all_final(world.client, job_ids), 90, "every job to finish after the restart")
 
-    wait_for(lambda: all_final(world.client, job_ids), 90, "every job to finish after the restart")
+    if float(claim_min_idle) > REDIS_DOWN_S + float(claim_min_idle) / 3:
+        for job_id in job_ids:
+            assert len(output_lines(world, job_id, "started by runner")) == 1, world.output_text(job_id)
+    for job_id in job_ids:
+        assert history.changes_after_final(job_id) == [], history.history[job_id]
     assert statuses(world.client, job_ids) == {j: "success" for j in job_ids}
     for job_id in job_ids:
         assert world.job(job_id).get("finished_at"), job_id
