@@ -12,6 +12,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import redis
 import typer
+
+try:  # Typer 0.29 and later carry their own click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older Typer uses click itself
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -249,7 +254,18 @@ def _root(
 
 
 def main() -> None:
+    """Entry point: usage errors too end as one line (exit 2), never Typer's multi-line box."""
     try:
-        app()
-    except KeyboardInterrupt:
+        result = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            out_console.print(exc.ctx.get_help())
+        sys.exit(0)
+    except UsageError as exc:
+        err_console.print(Text(f"repobox: {exc.format_message()}"), soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -21,7 +21,7 @@ MASK_KEEP_CHARS = 4
 SHORT_TOKEN_CHARS = 12
 
 _HEX_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
-_BASE64_RE = re.compile(r"\A[A-Za-z0-9+/]{43}=\Z")
+_BASE64_RE = re.compile(r"\A[A-Za-z0-9+/_-]{43}=\Z")  # Node also reads the URL-safe alphabet
 
 TOKEN_KINDS: tuple[tuple[str, str], ...] = (
     ("github_pat_", "GitHub fine-grained personal access token"),
@@ -45,11 +45,11 @@ def parse_key(text: str) -> EncryptionKey:
     if _HEX_RE.match(text):
         return EncryptionKey(bytes.fromhex(text), "hex (64 characters)")
     if _BASE64_RE.match(text):
-        decoded = base64.b64decode(text, validate=True)
+        decoded = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
         if len(decoded) == KEY_BYTES:
             return EncryptionKey(decoded, "base64 (44 characters)")
     raw = text.encode("utf-8", errors="surrogatepass")
-    if len(raw) == KEY_BYTES:
+    if len(text) == KEY_BYTES and len(raw) == KEY_BYTES:
         return EncryptionKey(raw, "raw (32 bytes)")
     raise KeyFormatError(
         f"ENCRYPTION_KEY must be 64 hex characters, 44 base64 characters or 32 raw bytes "

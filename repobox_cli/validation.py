@@ -44,6 +44,8 @@ def branch_name(value: str) -> str:
 def _ref_problem(value: str) -> str | None:  # noqa: C901 - one check per git rule reads best flat
     if not value:
         return "empty"
+    if value == "HEAD":
+        return "is 'HEAD'"
     if len(value) > MAX_REF_CHARS:
         return "too long"
     if value.startswith("-"):
