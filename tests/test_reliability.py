@@ -9,13 +9,16 @@ elapsed time (Redis kept down, a runner killed every few seconds).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.git_server import GitHttpsServer
 from tests.support.redis_server import RedisServer
@@ -41,7 +44,7 @@ from tests.support.reliability_helpers import (
     wait_status,
 )
 from tests.support.tls import TestCA
-from tests.support.world import RunnerProcess, World, wait_for
+from tests.support.world import World, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,6 +109,7 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
     assert not output_lines(world, job_id, "taken over")
     for runner in fleet.values():
         assert not log_messages(runner, "took over entry"), runner.log()
+        # A live runner must not even believe it lost the job (nor say so to the operator).
         assert not log_messages(runner, "lost the job's lease"), runner.log()
     assert push_requests(world) == 1
     _assert_clean_end(world, ["alice"])
@@ -246,3 +250,185 @@ def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) ->
     assert [(d["entry_id"], d["job_id"]) for d in report["dead_letters"]] == [(entry_id, poison)]
     assert "MAX_DELIVERIES" in report["dead_letters"][0]["reason"]
     assert all(e["entry_id"] != entry_id for e in report["entries"])
+
+
+# -- 6. fairness and the per-user limit -------------------------------------------------------
+
+def test_per_user_limit_holds_fleet_wide_and_other_users_are_not_delayed(world: World) -> None:
+    limit = 2
+    env = {"MAX_JOBS_PER_USER": str(limit), "CLAIM_MIN_IDLE": "5", "AGENT_COMMAND": SLOW_AGENT.format(s=0.5)}
+    start_fleet(world, ["r1", "r2", "r3"], **env)
+    a_jobs = [str(uuid.uuid4()) for _ in range(20)]
+    b_jobs = [str(uuid.uuid4()) for _ in range(2)]
+
+    def probe(client: redis.Redis) -> tuple[int, int]:
+        running = statuses(client, a_jobs)
+        return slots_held(client, "A"), sum(status == "running" for status in running.values())
+
+    began = time.monotonic()
+    with Sampler(world.redis_server.url, probe) as sampler:
+        for job_id in a_jobs:
+            world.add_job(user="A", job_id=job_id)
+        queued_ms = {}
+        for job_id in b_jobs:
+            queued_ms[job_id] = int(time.time() * 1000)
+            world.add_job(user="B", job_id=job_id)
+        wait_for(lambda: all_final(world.client, a_jobs + b_jobs), 60, "all 22 jobs to finish")
+    elapsed_s = time.monotonic() - began
+
+    assert statuses(world.client, a_jobs + b_jobs) == {j: "success" for j in a_jobs + b_jobs}
+    assert sampler.samples, "the sampler saw nothing"
+    assert max(s[0] for s in sampler.samples) <= limit, "A held more slots than its limit"
+    assert max(s[1] for s in sampler.samples) <= limit, "A had more jobs running than its limit"
+    assert max(s[1] for s in sampler.samples) == limit, "A never used its whole limit"
+    for job_id in b_jobs:
+        delay_ms = int(world.job(job_id)["started_at"]) - queued_ms[job_id]
+        assert delay_ms < 3000, f"B's job started {delay_ms} ms after it was queued"
+    a_finished = max(int(world.job(j)["finished_at"]) for j in a_jobs)
+    for job_id in b_jobs:  # B did not wait for A's queue to drain
+        assert int(world.job(job_id)["finished_at"]) < a_finished
+    assert elapsed_s < 60
+    _assert_clean_end(world, ["A", "B"])
+
+
+# -- 7. cancellation and shutdown signals ------------------------------------------------------
+
+def test_job_cancelled_while_queued_is_never_started(world: World) -> None:
+    cancelled = world.add_job(user="alice")
+    world.client.hset(f"job:{cancelled}", "status", "cancelled")
+    other = world.add_job(user="alice")
+
+    result = world.run_burst()
+
+    assert result.returncode == 0, result.stderr
+    job = world.job(cancelled)
+    assert job["status"] == "cancelled"
+    assert not job.get("started_at")
+    assert not output_lines(world, cancelled, "started by runner")
+    assert _work_branch(cancelled) not in world.git.branches(world.repo_name)
+    assert world.job(other)["status"] == "success"
+    assert pending_count(world.client) == 0  # its entry was acknowledged
+    assert slots_held(world.client, "alice") == 0
+
+
+CANCEL_DEADLINE_S = 2.0
+
+
+def test_running_job_cancelled_by_web_app_is_killed_within_two_seconds(world: World) -> None:
+    sleep = f"sleep 30.{uuid.uuid4().int % 10**6:06d}"  # a command line no other process has
+    runner = world.start_runner(name="r1", AGENT_COMMAND=f"{sleep}; echo late > late.txt")
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user="alice")
+    wait_agent_running(world, job_id)
+    wait_for(lambda: processes_with(sleep), 10, "the agent's sleep to run")
+    assert world.job(job_id)["status"] == "running"
+
+    world.client.hset(f"job:{job_id}", "status", "cancelled")
+    cancelled_at = time.monotonic()
+    wait_for(lambda: not processes_with(sleep), CANCEL_DEADLINE_S + 1, "the agent's processes to die")
+    killed_after_s = time.monotonic() - cancelled_at
+    assert killed_after_s <= CANCEL_DEADLINE_S, f"agent still alive {killed_after_s:.1f} s after cancel"
+    wait_for(lambda: world.job(job_id).get("finished_at"), 10, "finished_at to be set")
+    wait_for(lambda: log_messages(runner, "job cancelled after"), 10, "the runner to log the cancel")
+
+    job = world.job(job_id)
+    assert job["status"] == "cancelled"
+    assert _work_branch(job_id) not in world.git.branches(world.repo_name)
+    assert push_requests(world) == 0
+    assert not output_lines(world, job_id, "agent finished")
+    _assert_clean_end(world, ["alice"])
+    assert runner.process.poll() is None
+
+
+def test_first_signal_finishes_the_running_job_and_exits_zero(world: World) -> None:
+    runner = world.start_runner(name="r1", AGENT_COMMAND=SLOW_AGENT.format(s=2))
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user="alice")
+    wait_agent_running(world, job_id)
+
+    runner.signal(signal.SIGTERM)
+
+    assert runner.wait(30) == 0, runner.log()
+    assert world.job(job_id)["status"] == "success"
+    assert _work_branch(job_id) in world.git.branches(world.repo_name)
+    assert log_messages(runner, "runner r1 stopped"), runner.log()
+    _assert_clean_end(world, ["alice"])
+
+
+SECOND_SIGNAL_EXIT_S = 3.0
+
+
+def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: World) -> None:
+    env = {"CLAIM_MIN_IDLE": "1.5"}
+    first = world.start_runner(name="r1", AGENT_COMMAND=SLOW_AGENT.format(s=20), **env)
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user="alice")
+    wait_agent_running(world, job_id)
+
+    first.signal(signal.SIGTERM)
+    wait_for(lambda: log_messages(first, "waiting for 1 running job"), 10, "the runner to wait for its job")
+    assert first.process.poll() is None
+    assert world.job(job_id)["status"] == "running"
+
+    first.signal(signal.SIGTERM)
+    signalled_at = time.monotonic()
+    code = first.wait(10)
+    assert time.monotonic() - signalled_at < SECOND_SIGNAL_EXIT_S
+    assert code != 0
+    assert world.job(job_id)["status"] == "running"  # nothing final written: left for takeover
+    assert pending_count(world.client) == 1
+
+    second = world.start_runner(name="r2", AGENT_COMMAND=SLOW_AGENT.format(s=0), **env)
+    wait_status(world, job_id, {"success", "failed"}, timeout_s=30)
+    assert world.job(job_id)["status"] == "success", world.output_text(job_id)
+    assert output_lines(world, job_id, "taken over from runner r1")
+    assert log_messages(second, "job success")
+    _assert_clean_end(world, ["alice"])
+
+
+# -- 8. soak ------------------------------------------------------------------------------------
+
+SOAK_JOBS = int(os.environ.get("REPOBOX_SOAK_JOBS", "300"))  # CPU-bound: ~2.5 min on 2 busy cores
+SOAK_USERS = 6
+SOAK_KILL_EVERY_S = 5.0
+SOAK_DEADLINE_S = 200.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(260)
+def test_soak_with_a_runner_killed_and_restarted_every_few_seconds(world: World) -> None:
+    env = {"CLAIM_MIN_IDLE": "2", "MAX_JOBS_PER_USER": "4"}
+    users = [f"soak{u}" for u in range(SOAK_USERS)]
+    start_fleet(world, ["steady1", "steady2"], **env)
+    victim = world.start_runner(name="victim0", **env)
+    job_ids = [world.add_job(user=users[i % SOAK_USERS], job_id=f"{i:08x}-{uuid.uuid4().hex[:12]}")
+               for i in range(SOAK_JOBS)]
+
+    began = time.monotonic()
+    kills = 0
+    with JobHistory(world.redis_server.url, job_ids, interval_s=0.25) as history:
+        while not all_final(world.client, job_ids):
+            assert time.monotonic() - began < SOAK_DEADLINE_S, (
+                f"soak not done after {SOAK_DEADLINE_S} s: {sum(s == 'success' for s in statuses(world.client, job_ids).values())} done")
+            sleep_until(time.monotonic() + SOAK_KILL_EVERY_S)
+            if all_final(world.client, job_ids):
+                break
+            victim.signal(signal.SIGKILL)
+            victim.wait(10)
+            kills += 1
+            victim = world.start_runner(name=f"victim{kills}", **env)
+
+    final = statuses(world.client, job_ids)
+    assert kills >= 2, "the soak ended before a runner was killed twice"
+    finals_logged: Counter[str] = Counter()
+    for runner in world.runners:
+        for record in runner.log_records():
+            if str(record.get("msg", "")).startswith(("job success", "job failed", "job cancelled")):
+                finals_logged[str(record.get("job_id"))] += 1
+    assert [j for j, n in finals_logged.items() if n > 1] == [], "a job was finished by two attempts"
+    assert [j for j, s in final.items() if s != "success"] == []
+    for job_id in job_ids:
+        job = world.job(job_id)
+        assert job.get("started_at") and job.get("finished_at"), job
+        assert history.changes_after_final(job_id) == [], (job_id, history.history[job_id])
+    _assert_clean_end(world, users)

@@ -131,12 +131,15 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
 
+    def _sample(self) -> None:
+        try:
+            self.samples.append(self.probe(self.client))
+        except (redis.RedisError, OSError):
+            pass
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.samples.append(self.probe(self.client))
-            except (redis.RedisError, OSError):
-                pass
+            self._sample()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> Sampler:
@@ -147,6 +150,7 @@ class Sampler:
                  tb: TracebackType | None) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._sample()  # the state the test saw last is in the record too
         self.client.close()
 
 
