@@ -144,8 +144,8 @@ def exec_job(
     signal.signal(signal.SIGINT, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
     signal.signal(signal.SIGTERM, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
     outcome = single.run(job_id, _render_output)
-    if keep_workdir:
-        out_console.print(Text(f"work directory kept: {settings.temp_dir / job_id}"))
+    if keep_workdir and single.work_dir:
+        out_console.print(Text(f"work directory kept: {single.work_dir}"), soft_wrap=True)
     out_console.print(Text(f"job {job_id}: {outcome}", style="bold green" if outcome == Status.SUCCESS else "bold red"))
     raise typer.Exit(0 if outcome == Status.SUCCESS else 1)
 

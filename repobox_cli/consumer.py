@@ -39,6 +39,7 @@ MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this
 HEARTBEAT_INTERVAL_S = 2.0
 HOUSEKEEPING_INTERVAL_S = 30.0
 CLAIM_SWEEP_MAX_S = 5.0
+OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Runner:
         self._next_heartbeat = 0.0
         self._next_housekeeping = 0.0
         self.supervisor_stop = threading.Event()
+        self._recoveries_seen = 0
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self) -> int:
@@ -304,12 +306,20 @@ class Runner:
             if lost:
                 self._drop_waiting(lost)
             self._next_heartbeat = now + min(HEARTBEAT_INTERVAL_S, self.settings.lease_renew_s)
-        if now >= self._next_sweep and not self.stopping.is_set():
+        if self.health.recoveries != self._recoveries_seen:
+            self._recoveries_seen = self.health.recoveries
+            self._next_heartbeat = 0.0  # renew waiting entries' claims at once
+        if now >= self._next_sweep and not self.stopping.is_set() and self._sweep_allowed(now):
             self._claim_sweep()
             self._next_sweep = now + min(CLAIM_SWEEP_MAX_S, self.settings.claim_min_idle_s / 2)
         if now >= self._next_housekeeping:
             self._housekeeping()
             self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
+
+    def _sweep_allowed(self, now: float) -> bool:
+        """Not right after an outage: every live runner first renews the claims the outage aged."""
+        grace_s = OUTAGE_GRACE_S + 4 * self.settings.tick_s
+        return now - self.health.back_at >= grace_s
 
     def _start_waiting(self) -> None:
         """Each user's oldest waiting entry gets a try at a slot, while workers are free."""

@@ -40,6 +40,9 @@ class ActiveJob:
     output: JobOutput
     previous_consumer: str = ""
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Set once the job writes its final state: the supervisor stops renewing and watching it.
+    finishing: threading.Event = field(default_factory=threading.Event)
+    work_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class Executor:
             out.runner(f"job {job.id} started by runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})")
             if active.previous_consumer:
                 out.runner(f"taken over from runner {active.previous_consumer}: starting again in a fresh work directory")
-            paths = workdir.prepare(self.settings.temp_dir, job.id)
+            paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id)
+            active.work_dir = str(paths.root)
             result = self._steps(active, paths)
             outcome = self._finish(active, Status.SUCCESS, result.fields, result.message, jlog)
         except JobStopped:
@@ -92,7 +96,7 @@ class Executor:
             outcome = self._finish(active, Status.FAILED, {"error_message": reason}, f"job failed: {reason}", jlog)
         finally:
             if paths is not None and self.settings.cleanup_after_job and not self.options.keep_workdir:
-                workdir.remove_tree(paths.root)
+                workdir.remove_attempt(paths)
         return outcome
 
     def _steps(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Result:
@@ -193,6 +197,7 @@ class Executor:
                 jlog: JobLog) -> Outcome:
         out = active.output
         out.runner(message)
+        active.finishing.set()
         if status is Status.FAILED:
             fields = {"status": Status.FAILED, **fields}
         self._redis(out.flush, "writing the job output")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -91,6 +92,8 @@ class RedisHealth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lost = False
+        self.recoveries = 0  # how many times the connection came back
+        self.back_at = float("-inf")  # time.monotonic() of the last recovery
 
     def lost(self, exc: BaseException) -> None:
         with self._lock:
@@ -104,6 +107,8 @@ class RedisHealth:
             if not self._lost:
                 return
             self._lost = False
+            self.recoveries += 1
+            self.back_at = time.monotonic()
         log.info("connection to Redis is back")
 
     @property

@@ -36,6 +36,7 @@ class SingleJob:
         self.health = RedisHealth()
         self.leases = Leases(client)
         self.control = JobControl(settings.job_timeout_s)
+        self.work_dir = ""
 
     def run(self, job_id: str, echo: Echo | None) -> Outcome:
         job = load_job(self.client, job_id)
@@ -60,5 +61,6 @@ class SingleJob:
             return Executor(self.settings, self.client, self.leases, self.health, threading.Event(),
                             self.options).execute(active)
         finally:
+            self.work_dir = active.work_dir
             stop.set()
             watcher.join(timeout=5)

@@ -29,6 +29,7 @@ class JobWatch:
         self.leases = leases
         self.health = health
         self._next_renew = 0.0
+        self._recoveries_seen = 0
 
     @property
     def lease_ms(self) -> int:
@@ -36,12 +37,17 @@ class JobWatch:
 
     def tick(self, actives: Sequence[ActiveJob]) -> None:
         """Raises a connection error when Redis is away (the caller backs off)."""
+        actives = [a for a in actives if not a.finishing.is_set()]
         for active in actives:
             if active.control.expired():
                 active.control.cancel(StopReason.TIMEOUT)
         if self.health.is_lost:
             self.client.ping()
             self.health.ok()
+        if self.health.recoveries != self._recoveries_seen:
+            # Redis is back: renew at once, before any runner's sweep mistakes the outage for death.
+            self._recoveries_seen = self.health.recoveries
+            self._next_renew = 0.0
         if not actives:
             return
         self._check_cancelled(actives)

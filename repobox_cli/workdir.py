@@ -82,10 +82,13 @@ def _make_writable(root: Path) -> None:
                     os.chmod(full, PRIVATE_DIR_MODE)
 
 
-def prepare(temp_dir: Path, job_id: str) -> WorkPaths:
-    """A fresh, empty `TEMP_DIR/{job_id}` (a leftover from an earlier attempt is removed)."""
+def prepare(temp_dir: Path, job_id: str, attempt_id: str) -> WorkPaths:
+    """A fresh `TEMP_DIR/{job_id}/{attempt_id}`: each attempt has its own, so an attempt that was
+    superseded (paused, partitioned) never touches the files of the one that replaced it."""
     ensure_private_dir(temp_dir)
-    paths = WorkPaths(temp_dir / job_id)
+    job_dir = temp_dir / job_id
+    ensure_private_dir(job_dir)
+    paths = WorkPaths(job_dir / attempt_id)
     remove_tree(paths.root)
     try:
         os.mkdir(paths.root, PRIVATE_DIR_MODE)
@@ -94,6 +97,13 @@ def prepare(temp_dir: Path, job_id: str) -> WorkPaths:
     except OSError as exc:
         raise WorkDirError(f"cannot create work directory {paths.root}: {exc.strerror}") from exc
     return paths
+
+
+def remove_attempt(paths: WorkPaths) -> None:
+    """Remove the attempt's directory, and the job's directory once no attempt is left in it."""
+    remove_tree(paths.root)
+    with contextlib.suppress(OSError):
+        os.rmdir(paths.root.parent)
 
 
 def is_real_dir(path: Path) -> bool:

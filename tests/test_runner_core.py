@@ -103,7 +103,9 @@ def test_exec_no_push_leaves_the_remote_untouched(world: World) -> None:
     result = world.repobox("exec", job_id, "--no-push", "--keep-workdir", AGENT_COMMAND=CHANGE_AGENT)
     assert result.returncode == 0, result.stderr
     assert world.git.branches(world.repo_name) == before
-    assert (world.temp_dir / job_id / "repo" / "README.md").read_text().endswith("added line\n")
+    kept = Path(result.stdout.split("work directory kept: ", 1)[1].split()[0])
+    assert kept.parent == world.temp_dir / job_id
+    assert (kept / "repo" / "README.md").read_text().endswith("added line\n")
     assert world.job(job_id)["lines_added"] == "2"
 
 
