@@ -7,6 +7,7 @@ own session, and everything it leaves behind is killed when the step ends.
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
     with procs.spawning() as spawned:
         try:
             process = subprocess.Popen(
-                ["/bin/sh", "-c", settings.agent_command],
+                [sys.executable, "-m", "repobox_cli.reaper", settings.agent_command],
                 cwd=paths.repo,
                 env=agent_environment(settings, job, paths),
                 stdin=subprocess.DEVNULL,
@@ -95,7 +96,7 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
     finally:
         control.unregister(process.pid)
         procs.forget(process.pid)
-        killed = procs.kill_leftovers(process.pid, job.id)
+        killed = procs.kill_leftovers(process.pid)
     deadline = time.monotonic() + READER_JOIN_S
     for reader in readers:
         reader.join(max(0.0, deadline - time.monotonic()))

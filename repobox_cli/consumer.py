@@ -178,8 +178,17 @@ class Runner:
             if self.stopping.is_set():
                 self._park_for_handback(entry_id)
                 continue
-            self.admit(entry_id, fields, deliveries=1)
+            self._admit_safely(entry_id, fields, deliveries=1)
         return bool(entries)
+
+    def _admit_safely(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
+        try:
+            self.admit(entry_id, fields, deliveries=deliveries)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - boundary: one bad entry must not stop the runner
+            # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
+            log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
 
     def _burst_done(self) -> bool:
         with self._lock:
@@ -209,7 +218,11 @@ class Runner:
             reason = f"delivered {deliveries} times (MAX_DELIVERIES={self.settings.max_deliveries}): moved to the dead letters"
             self._reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
             return
-        data = self.client.hgetall(keys.job(entry.job_id))
+        try:
+            data = self.client.hgetall(keys.job(entry.job_id))
+        except redis.ResponseError as exc:  # WRONGTYPE: job:{id} is not a hash
+            self._reject(entry_id, entry.fields, f"job key unusable: {exc}")
+            return
         if not data:
             log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id), entry_id)
             self._reject(entry_id, entry.fields, "job hash missing")
@@ -364,7 +377,7 @@ class Runner:
         for entry_id, fields in claimed:
             deliveries = self._uncount_waiting(entry_id, fields, counts.get(entry_id, 1))
             log.info("took over entry %s (idle past CLAIM_MIN_IDLE, delivery %d)", entry_id, deliveries)
-            self.admit(entry_id, fields, deliveries=deliveries)
+            self._admit_safely(entry_id, fields, deliveries=deliveries)
         return True
 
     def _uncount_waiting(self, entry_id: str, fields: Mapping[str, str], deliveries: int) -> int:

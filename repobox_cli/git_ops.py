@@ -19,13 +19,12 @@ from pathlib import Path
 
 import sh
 
-from repobox_cli import procs
+from repobox_cli import procs, workdir
 from repobox_cli.control import JobControl
 from repobox_cli.errors import GitError, JobStopped
 from repobox_cli.redaction import basic_auth_value, one_line
 from repobox_cli.settings import Settings
 from repobox_cli.validation import RepoUrl
-from repobox_cli.workdir import WorkPaths
 
 Emit = Callable[[str, str], None]  # (line, stream)
 
@@ -112,7 +111,7 @@ class RemoteRefs:
 class Git:
     """git for one job: its paths, its control (for kills), its output."""
 
-    def __init__(self, settings: Settings, paths: WorkPaths, control: JobControl, emit: Emit) -> None:
+    def __init__(self, settings: Settings, paths: workdir.WorkPaths, control: JobControl, emit: Emit) -> None:
         self.settings = settings
         self.paths = paths
         self.control = control
@@ -200,7 +199,7 @@ class Git:
 
     def _in_runner_repo(self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False) -> str:
         env = self._env()
-        env["GIT_DIR"] = str(self.paths.git_dir)
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         if work_tree:
             env["GIT_WORK_TREE"] = str(self.paths.repo)
             env["GIT_INDEX_FILE"] = str(self.paths.index_file)
@@ -252,7 +251,11 @@ class Git:
     def reset_runner_config(self) -> None:
         """Rewrite the runner repository's config and drop its hooks before the post-agent steps."""
         git_dir = self.paths.git_dir
-        for name in ("config", "info/attributes", "objects/info/alternates"):
+        if not workdir.is_real_dir(git_dir):
+            raise GitError("the runner's repository was replaced (symlink or file): refusing to continue")
+        # Each of these can make git read another config, run a program, or see other history.
+        for name in ("config", "config.worktree", "commondir", "info/attributes", "info/grafts",
+                     "objects/info/alternates", "objects/info/http-alternates"):
             path = git_dir / name
             if path.is_symlink() or path.exists():
                 path.unlink()
@@ -294,7 +297,7 @@ class Git:
         """Push `commit` to `work_branch` at the job's URL, replacing it only if it still is `expected`."""
         ref = f"refs/heads/{work_branch}"
         env = self._env(self.auth_config(repo, token))
-        env["GIT_DIR"] = str(self.paths.git_dir)
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         self.run(
             ["push", "--progress", "--porcelain", f"--force-with-lease={ref}:{expected or ''}",
              "--", repo.url, f"{commit}:{ref}"],

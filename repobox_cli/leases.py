@@ -115,7 +115,7 @@ if KEYS[2] ~= '' then
   redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[3], 'job_id', tostring(fields['job_id'] or ''),
     'reason', ARGV[4], 'deliveries', ARGV[7], 'consumer', ARGV[2], 'dead_at', ARGV[5], 'fields', ARGV[6])
 end
-if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 and not is_final(redis.call('HGET', KEYS[3], 'status')) then
+if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash' and not is_final(redis.call('HGET', KEYS[3], 'status')) then
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error_message', ARGV[4], 'finished_at', ARGV[5])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])

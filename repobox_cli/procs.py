@@ -121,28 +121,24 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _leftovers(session_id: int, job_marker: str) -> set[int]:
-    """Live processes of the agent's session, and orphans re-parented to us that are this job's
-    (they carry its REPOBOX_JOB_ID) or nobody's (no marker at all)."""
+def _leftovers(session_id: int) -> set[int]:
+    """Live processes of the agent's session, and every orphan re-parented to the runner: agents
+    run under their own reaper (repobox_cli/reaper.py), so an orphan that reaches the runner
+    escaped one, whatever REPOBOX_JOB_ID it claims."""
     me = os.getpid()
     procs = [p for p in list_processes() if p.state != "Z" and p.pid != me]
-    roots = {p.pid for p in procs if p.sid == session_id}
     with _spawn_lock:
         spawned = set(_spawned)
-    for p in procs:
-        if p.ppid == me and p.pid not in spawned:
-            marker = environ_value(p.pid, "REPOBOX_JOB_ID")
-            if marker is None or marker == job_marker:
-                roots.add(p.pid)
+    roots = {p.pid for p in procs if p.sid == session_id or (p.ppid == me and p.pid not in spawned)}
     return descendants(roots, procs) - {me} - spawned if roots else set()
 
 
-def kill_leftovers(session_id: int, job_marker: str) -> int:
+def kill_leftovers(session_id: int) -> int:
     """Kill everything the agent left running, until a pass finds nothing; returns how many."""
     total = 0
     reap_orphans()
     for _ in range(MAX_KILL_PASSES):
-        found = _leftovers(session_id, job_marker)
+        found = _leftovers(session_id)
         if not found:
             break
         total += _kill(found)

@@ -40,6 +40,9 @@ def connect(url: str, *, block_ms: int = 0) -> redis.Redis:
         client: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
+            # Bytes that are not UTF-8 must not crash a runner: they become U+FFFD and the
+            # validators refuse what they must.
+            encoding_errors="replace",
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=block_ms / 1000 + SOCKET_SLACK_S,
             health_check_interval=30,

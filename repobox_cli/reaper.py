@@ -1,0 +1,51 @@
+"""`python -m repobox_cli.reaper COMMAND`: the agent's own parent.
+
+It runs COMMAND with `/bin/sh -c` as a child subreaper, so everything the agent leaves behind
+(daemonized with a double fork and a new session, or not) is re-parented here rather than to the
+runner; when COMMAND exits, everything below is killed and reaped, then the reaper exits with
+COMMAND's status. Anything that still reaches the runner escaped a reaper (e.g. killed it): the
+runner kills every such orphan, whatever it claims to be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+from repobox_cli import procs
+
+SIGNAL_EXIT_BASE = 128
+
+
+def _kill_below(me: int) -> bool:
+    found = procs.descendants([me], procs.list_processes()) - {me}
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    return bool(found)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m repobox_cli.reaper COMMAND", file=sys.stderr)
+        return 2
+    procs.become_subreaper()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - replaced by exec
+        os.execv("/bin/sh", ["/bin/sh", "-c", argv[1]])
+    _, status = os.waitpid(child, 0)
+    me = os.getpid()
+    for _ in range(procs.MAX_KILL_PASSES):
+        if not _kill_below(me):
+            break
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else SIGNAL_EXIT_BASE - code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
