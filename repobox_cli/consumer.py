@@ -150,6 +150,10 @@ class Runner:
         self.pool.shutdown(wait=True)
         self.supervisor_stop.set()
         supervisor.join(timeout=5)
+        try:
+            self._housekeeping()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("stream housekeeping at stop failed: %s", exc)
         self._leave_group()
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.stats.items())) or "no jobs"
         log.info("runner %s stopped: %s", self.consumer, summary)

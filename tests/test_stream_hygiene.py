@@ -1,0 +1,53 @@
+"""Issue 3, stream hygiene: acknowledged entries are trimmed, nothing pending or undelivered is;
+consumers of runners that are gone are removed once they hold nothing."""
+
+from __future__ import annotations
+
+from repobox_cli.leases import Leases
+from tests.support.world import World
+
+GROUP = "jobs:stream:runners"
+
+
+def test_a_runner_trims_the_entries_it_acknowledged(world: World) -> None:
+    done = [world.add_job() for _ in range(3)]
+    assert world.run_burst().returncode == 0
+    assert all(world.job(j)["status"] == "success" for j in done)
+    assert world.client.xlen("jobs:stream") == 0
+
+
+def test_trim_keeps_entries_pending_or_not_yet_delivered(world: World) -> None:
+    client = world.client
+    client.xgroup_create("jobs:stream", GROUP, id="0", mkstream=True)
+    acked = world.add_job(user="a")
+    pending = world.add_job(user="b")
+    client.xreadgroup(GROUP, "r1", {"jobs:stream": ">"}, count=2)
+    acked_id = next(i for i, f in client.xrange("jobs:stream") if f["job_id"] == acked)
+    client.xack("jobs:stream", GROUP, acked_id)
+    after_pending = world.add_job(user="c")  # acknowledged by nobody, delivered to nobody
+    undelivered = world.add_job(user="d")
+
+    assert Leases(client).trim() == 1
+
+    remaining = [f["job_id"] for _, f in client.xrange("jobs:stream")]
+    assert remaining == [pending, after_pending, undelivered]
+    client.xack("jobs:stream", GROUP, *[i for i, _ in client.xrange("jobs:stream", count=1)])
+    assert Leases(client).trim() == 1  # now the oldest needed entry is undelivered
+    assert [f["job_id"] for _, f in client.xrange("jobs:stream")] == [after_pending, undelivered]
+
+
+def test_consumers_of_gone_runners_are_removed_once_they_hold_nothing(world: World) -> None:
+    client = world.client
+    client.xgroup_create("jobs:stream", GROUP, id="0", mkstream=True)
+    client.xgroup_createconsumer("jobs:stream", GROUP, "gone-empty")
+    world.add_job(user="held")
+    client.xreadgroup(GROUP, "gone-holding", {"jobs:stream": ">"}, count=1)
+    client.xgroup_createconsumer("jobs:stream", GROUP, "alive-empty")
+    client.set("runner:heartbeat:alive-empty", "{}", ex=60)
+
+    assert world.run_burst(CLAIM_MIN_IDLE="600").returncode == 0
+
+    names = {c["name"] for c in client.xinfo_consumers("jobs:stream", GROUP)}
+    assert "gone-empty" not in names
+    assert "gone-holding" in names  # still holds an entry: kept until it is taken over
+    assert "alive-empty" in names
