@@ -59,7 +59,7 @@ def write_placeholder(job: Job, paths: WorkPaths, emit: Emit) -> None:
 
 
 def _pump(pipe: IO[bytes], stream: str, emit: Emit) -> None:
-    for raw in iter(pipe.readline, b""):
+    for raw in iter(lambda: pipe.readline(MAX_LINE_CHARS), b""):
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         emit(line[:MAX_LINE_CHARS], stream)
     pipe.close()
@@ -71,7 +71,8 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
     with procs.spawning() as spawned:
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "repobox_cli.reaper", settings.agent_command],
+                # -I: the clone is the working directory and must not shadow repobox_cli.
+                [sys.executable, "-I", "-m", "repobox_cli.reaper", settings.agent_command],
                 cwd=paths.repo,
                 env=agent_environment(settings, job, paths),
                 stdin=subprocess.DEVNULL,

@@ -141,8 +141,13 @@ def exec_job(
     settings.require_key()
     setup_logging(settings.log_format)
     single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
-    signal.signal(signal.SIGINT, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
-    signal.signal(signal.SIGTERM, lambda _s, _f: single.control.cancel(StopReason.INTERRUPTED))
+    def interrupt(_signum: int, _frame: object) -> None:
+        if single.control.stopped.is_set():
+            single.hard_stop.set()  # second signal: stop waiting for Redis too
+        single.control.cancel(StopReason.INTERRUPTED)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     outcome = single.run(job_id, _render_output)
     if keep_workdir and single.work_dir:
         out_console.print(Text(f"work directory kept: {single.work_dir}"), soft_wrap=True)
@@ -185,7 +190,10 @@ def _ciphertext_source(settings: Settings, ciphertext: str | None, user: str | N
     if ciphertext is None:
         if sys.stdin.isatty():
             raise RepoboxError("give a ciphertext as argument or on stdin, or --user and --provider")
-        ciphertext = sys.stdin.read()
+        try:
+            ciphertext = sys.stdin.buffer.read().decode("ascii")
+        except UnicodeDecodeError:
+            raise RepoboxError("the ciphertext on stdin is not base64 text") from None
     if not ciphertext.strip():
         raise RepoboxError("the ciphertext is empty")
     return ciphertext
@@ -200,11 +208,11 @@ def pending(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """The group's pending entries, lag, consumers and dead letters."""
+    if min_idle is not None and not 0 <= min_idle < float("inf"):
+        raise SettingsError("--min-idle must be a finite number of seconds, 0 or more")
     settings = load_settings(redis_url=redis_url, log_format="json")
     client = _connected(settings)
     idle_s = settings.claim_min_idle_s if min_idle is None else min_idle
-    if min_idle is not None and min_idle < 0:
-        raise SettingsError("--min-idle must not be negative")
     handed = claim_idle(client, idle_s) if claim else []
     report = pending_report(client, settings.claim_min_idle_s)
     if as_json:

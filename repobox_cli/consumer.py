@@ -27,6 +27,7 @@ from repobox_cli.errors import JobDataError
 from repobox_cli.executor import ActiveJob, Executor
 from repobox_cli.jobs import Job, StreamEntry, is_final, now_ms
 from repobox_cli.leases import Attempt, Leases, new_attempt_id
+from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, RedisHealth
@@ -64,6 +65,7 @@ class Runner:
         self.burst = burst
         self.consumer = settings.runner_id
         self.health = RedisHealth()
+        self.log = JobLog(log, {"runner_id": self.consumer})
         self.leases = Leases(client)
         self.stopping = threading.Event()
         self.hard_stop = threading.Event()
@@ -90,7 +92,7 @@ class Runner:
             target=run_watch_loop, name="supervisor",
             args=(self.watch, self._actives, self.supervisor_stop, self._duties), daemon=True)
         supervisor.start()
-        log.info("runner %s started: %d workers, %d jobs per user", self.consumer,
+        self.log.info("runner %s started: %d workers, %d jobs per user", self.consumer,
                  self.settings.max_concurrent_jobs, self.settings.max_jobs_per_user)
         backoff = Backoff()
         while not self.stopping.is_set():
@@ -112,26 +114,27 @@ class Runner:
         self._remove_stale_workdirs()
 
     def request_stop(self) -> None:
-        """First signal: stop reading, finish running jobs. Second: stop now."""
+        """From a signal handler. First signal: stop reading, finish running jobs. Second: stop now.
+        Only flags are touched here; the work happens on other threads (no lock is re-entered)."""
         if self.stopping.is_set():
-            self.stop_now()
+            threading.Thread(target=self.stop_now, name="stop-now", daemon=True).start()
             return
         self.stopping.set()
-        with self._lock:
-            self._lock.notify_all()
 
     def stop_now(self) -> None:
-        """Kill running jobs and exit at once; their entries are left for takeover."""
+        """Kill running jobs and exit at once; their entries are handed back for takeover."""
         self.hard_stop.set()
         actives = self._actives()
         for active in actives:
             active.control.cancel(StopReason.SHUTDOWN)
         try:
+            for active in actives:
+                self.leases.release_slot(active.attempt)
             ids = [a.attempt.entry_id for a in actives] + self._waiting_ids()
             self.leases.hand_back(self.consumer, ids)
         except (redis.RedisError, OSError):
             pass  # they become claimable after CLAIM_MIN_IDLE anyway
-        log.warning("second signal: stopped now; %d running job(s) left for another runner", len(actives))
+        self.log.warning("second signal: stopped now; %d running job(s) left for another runner", len(actives))
         for handler in logging.getLogger("repobox_cli").handlers:
             handler.flush()
         os._exit(1)
@@ -141,22 +144,24 @@ class Runner:
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         with self._lock:
             if self.running:
-                log.info("stopping: waiting for %d running job(s) to finish", len(self.running))
+                self.log.info("stopping: waiting for %d running job(s) to finish", len(self.running))
             while self.running and time.monotonic() < deadline:
                 self._lock.wait(self.settings.tick_s)
         for active in self._actives():
-            log.warning("shutdown timeout: stopping job", extra={"job_id": active.job.id})
+            self.log.warning("shutdown timeout: stopping job", extra={"job_id": active.job.id})
             active.control.cancel(StopReason.SHUTDOWN)
+        if self._actives():
+            self.hard_stop.set()  # jobs still waiting for Redis give up: SHUTDOWN_TIMEOUT is a bound
         self.pool.shutdown(wait=True)
         self.supervisor_stop.set()
         supervisor.join(timeout=5)
         try:
             self._housekeeping()
         except (redis.RedisError, OSError) as exc:
-            log.warning("stream housekeeping at stop failed: %s", exc)
+            self.log.warning("stream housekeeping at stop failed: %s", exc)
         self._leave_group()
         summary = ", ".join(f"{n} {k}" for k, n in sorted(self.stats.items())) or "no jobs"
-        log.info("runner %s stopped: %s", self.consumer, summary)
+        self.log.info("runner %s stopped: %s", self.consumer, summary)
         return 0
 
     # -- reading -------------------------------------------------------------------------
@@ -192,7 +197,7 @@ class Runner:
             raise
         except Exception as exc:  # noqa: BLE001 - boundary: one bad entry must not stop the runner
             # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
-            log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
+            self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
 
     def _burst_done(self) -> bool:
         with self._lock:
@@ -202,10 +207,10 @@ class Runner:
 
     def _on_response_error(self, exc: redis.ResponseError) -> None:
         if "NOGROUP" in str(exc):
-            log.warning("consumer group missing (Redis restarted empty?): creating it again")
+            self.log.warning("consumer group missing (Redis restarted empty?): creating it again")
             ensure_group(self.client)
         else:
-            log.error("Redis refused a command: %s", exc)
+            self.log.error("Redis refused a command: %s", exc)
 
     # -- admitting -----------------------------------------------------------------------
     def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
@@ -228,7 +233,7 @@ class Runner:
             self._reject(entry_id, entry.fields, f"job key unusable: {exc}")
             return
         if not data:
-            log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id), entry_id)
+            self.log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id), entry_id)
             self._reject(entry_id, entry.fields, "job hash missing")
             return
         try:
@@ -237,7 +242,7 @@ class Runner:
             self._reject(entry_id, entry.fields, f"job refused: {exc}")
             return
         if is_final(job.status):
-            log.info("job %s is already %s: entry %s acknowledged, not run again", job.id, job.status, entry_id)
+            self.log.info("job %s is already %s: entry %s acknowledged, not run again", job.id, job.status, entry_id)
             self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
             return
         self._try_start(Waiting(entry, job), queue_if_busy=True)
@@ -250,7 +255,7 @@ class Runner:
         except JobDataError:
             job_id = ""
         reason = one_line(reason)
-        log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
+        self.log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
         if job_id:
             JobOutput(self.client, job_id, self.health).runner(reason)
         self.leases.reject(self.consumer, entry_id, fields, reason, now_ms(), job_id=job_id,
@@ -264,12 +269,14 @@ class Runner:
         with self._lock:
             if self._free_workers() <= 0 or self.stopping.is_set():
                 if queue_if_busy:
+                    self.leases.mark_waiting(self.consumer, waiting.entry.entry_id)
                     self.waiting.setdefault(job.user_id, deque()).append(waiting)
                 return False
             result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
                                        lease_ms=self.watch.lease_ms, started_at=now_ms())
-            if result.outcome == "busy":
+            if result.outcome in ("busy", "active"):
                 if queue_if_busy:
+                    self.leases.mark_waiting(self.consumer, waiting.entry.entry_id)
                     self.waiting.setdefault(job.user_id, deque()).append(waiting)
                 return False
             if result.outcome == "ok":
@@ -281,12 +288,12 @@ class Runner:
     def _not_started(self, waiting: Waiting, outcome: str, final_status: str) -> None:
         entry_id = waiting.entry.entry_id
         if outcome == "final":
-            log.info("job %s is already %s: not run again", waiting.job.id, final_status)
+            self.log.info("job %s is already %s: not run again", waiting.job.id, final_status)
             self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
         elif outcome == "missing":
             self._reject(entry_id, waiting.entry.fields, "job hash missing")
         else:
-            log.info("entry %s is no longer ours: another runner took it", entry_id)
+            self.log.info("entry %s is no longer ours: another runner took it", entry_id)
 
     def _dispatch(self, job: Job, attempt: Attempt, previous: str) -> None:
         control = JobControl(self.settings.job_timeout_s)
@@ -298,7 +305,7 @@ class Runner:
         try:
             outcome = self.executor.execute(active)
         except Exception as exc:  # noqa: BLE001 - boundary: keep the worker alive, whatever happens
-            log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
+            self.log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
             outcome = "error"
         with self._lock:
             self.running.pop(active.attempt.entry_id, None)
@@ -379,22 +386,15 @@ class Runner:
             return False
         counts = self._delivery_counts([i for i, _ in claimed])
         for entry_id, fields in claimed:
-            deliveries = self._uncount_waiting(entry_id, fields, counts.get(entry_id, 1))
-            log.info("took over entry %s (idle past CLAIM_MIN_IDLE, delivery %d)", entry_id, deliveries)
+            deliveries = self._uncount_waiting(entry_id, counts.get(entry_id, 1))
+            self.log.info("took over entry %s (idle past CLAIM_MIN_IDLE, delivery %d)", entry_id, deliveries)
             self._admit_safely(entry_id, fields, deliveries=deliveries)
         return True
 
-    def _uncount_waiting(self, entry_id: str, fields: Mapping[str, str], deliveries: int) -> int:
-        """A delivery to a runner that died while the job only *waited* (no attempt began) does
-        not count toward MAX_DELIVERIES: waiting must not burn a job's budget."""
-        job_id = fields.get("job_id", "")
-        if deliveries <= 1 or not job_id:
-            return deliveries
-        try:
-            validation.safe_name(job_id, "job_id")
-        except JobDataError:
-            return deliveries
-        if self.client.exists(keys.job_attempt(job_id)):
+    def _uncount_waiting(self, entry_id: str, deliveries: int) -> int:
+        """A delivery to a runner that died while the entry only *waited* for a slot does not
+        count toward MAX_DELIVERIES: waiting must not burn a job's budget."""
+        if not self.leases.take_waiting_mark(entry_id) or deliveries <= 1:
             return deliveries
         self.client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, self.consumer, 0, [entry_id],
                            retrycount=deliveries - 1, justid=True)
@@ -414,12 +414,11 @@ class Runner:
     def _housekeeping(self) -> None:
         trimmed = self.leases.trim()
         if trimmed:
-            log.info("trimmed %d acknowledged entries from %s", trimmed, keys.JOBS_STREAM)
+            self.log.info("trimmed %d acknowledged entries from %s", trimmed, keys.JOBS_STREAM)
         for consumer in self.client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP):
             name = str(consumer["name"])
-            if name != self.consumer and int(consumer["pending"]) == 0 and not self.client.exists(keys.heartbeat(name)):
-                self.client.xgroup_delconsumer(keys.JOBS_STREAM, keys.RUNNERS_GROUP, name)
-                log.info("removed consumer %s of a runner that is gone and held nothing", name)
+            if name != self.consumer and int(consumer["pending"]) == 0 and self.leases.remove_consumer_if_gone(name):
+                self.log.info("removed consumer %s of a runner that is gone and held nothing", name)
 
     # -- stopping --------------------------------------------------------------------------
     def _park_for_handback(self, entry_id: str) -> None:
@@ -435,9 +434,9 @@ class Runner:
         if ids:
             try:
                 self.leases.hand_back(self.consumer, ids)
-                log.info("handed back %d waiting entries for other runners", len(ids))
+                self.log.info("handed back %d waiting entries for other runners", len(ids))
             except CONNECTION_ERRORS:
-                log.warning("could not hand back %d waiting entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
+                self.log.warning("could not hand back %d waiting entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
 
     def _leave_group(self) -> None:
         try:
@@ -447,14 +446,24 @@ class Runner:
             if not pending:
                 self.client.xgroup_delconsumer(keys.JOBS_STREAM, keys.RUNNERS_GROUP, self.consumer)
         except (redis.RedisError, OSError) as exc:
-            log.warning("could not leave the consumer group cleanly: %s", exc)
+            self.log.warning("could not leave the consumer group cleanly: %s", exc)
 
     def _remove_stale_workdirs(self) -> None:
-        """Work dirs of jobs that are final or gone (a crash left them): removed at start."""
+        """Work dirs of jobs that are final or gone (a crash left them): removed at start, unless
+        the operator keeps work dirs (CLEANUP_AFTER_JOB=false)."""
         temp_dir = self.settings.temp_dir
         workdir.ensure_private_dir(temp_dir)
-        for child in temp_dir.iterdir():
-            status = self.client.hget(keys.job(child.name), "status")
+        if not self.settings.cleanup_after_job:
+            return
+        try:
+            children = list(temp_dir.iterdir())
+        except OSError as exc:
+            raise workdir.WorkDirError(f"cannot read TEMP_DIR {temp_dir}: {exc.strerror}") from exc
+        for child in children:
+            try:
+                status = self.client.hget(keys.job(child.name), "status")
+            except redis.ResponseError:
+                continue  # not a job's directory we can judge
             if status is None or is_final(status):
                 workdir.remove_tree(child)
 

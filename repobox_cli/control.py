@@ -26,7 +26,7 @@ class JobControl:
         self.deadline = time.monotonic() + timeout_s
         self.stopped = threading.Event()
         self.reason: StopReason | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may cancel while this thread holds it
         self._groups: set[int] = set()
 
     def register(self, pgid: int) -> None:

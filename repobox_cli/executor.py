@@ -40,8 +40,10 @@ class ActiveJob:
     output: JobOutput
     previous_consumer: str = ""
     started_monotonic: float = field(default_factory=time.monotonic)
-    # Set once the job writes its final state: the supervisor stops renewing and watching it.
+    # Set when the job starts writing its final state: no more cancels or timeouts apply.
     finishing: threading.Event = field(default_factory=threading.Event)
+    # Set once the final state is written (slot freed, entry acked): no more renewals.
+    finished: threading.Event = field(default_factory=threading.Event)
     work_dir: str = ""
 
 
@@ -125,8 +127,9 @@ class Executor:
         added, removed = git.line_counts(base_sha, commit)
         out.runner(f"committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
-            return _Result({"status": Status.SUCCESS, "lines_added": added, "lines_removed": removed},
-                           "--no-push: the commit was not pushed")
+            # A debug run must not consume the job: it is left pending for a real run.
+            return _Result({"status": Status.PENDING}, f"--no-push: committed +{added} -{removed}, "
+                           "not pushed; the job is left pending for a real run")
         expected = refs.heads.get(work_branch)
         if expected:
             out.runner(f"{work_branch} already exists at {expected[:12]} (an earlier attempt): replacing it")
@@ -159,6 +162,7 @@ class Executor:
         if job.branch in heads:
             return job.branch
         if default:
+            validation.branch_name(default)
             out.runner(f"branch {job.branch} not found on the remote: using its default branch {default}")
             return default
         raise JobDataError(f"branch {job.branch} not found on the remote, and it has no default branch")
@@ -183,7 +187,12 @@ class Executor:
         if not token or any(ord(c) < 0x21 for c in token):
             raise ProviderError("the provider's token is empty or holds whitespace")
         with registered(token):
-            yield token
+            try:
+                yield token
+            except RepoboxError:
+                raise  # already one safe line
+            except Exception as exc:  # noqa: BLE001 - masked here, while the token is still known
+                raise RepoboxError(one_line(f"internal error: {type(exc).__name__}: {exc}")) from None
         del token
 
     def _ensure_current(self, active: ActiveJob) -> None:
@@ -200,8 +209,12 @@ class Executor:
         active.finishing.set()
         if status is Status.FAILED:
             fields = {"status": Status.FAILED, **fields}
-        self._redis(out.flush, "writing the job output")
-        result = self._redis(lambda: self.leases.finish(active.attempt, now_ms(), fields), "finishing the job")
+        self._redis(out.drain, "writing the job output")
+        finished_at = now_ms()
+        result = self._redis(lambda: self.leases.finish(active.attempt, finished_at, fields), "finishing the job")
+        active.finished.set()
+        if self.options.push is False and result == "ok":
+            self.client.hdel(keys.job(active.job.id), "started_at", "finished_at")
         elapsed = time.monotonic() - active.started_monotonic
         if result == "lost":
             jlog.warning("job finished here but was taken over meanwhile: result discarded")
@@ -210,6 +223,9 @@ class Executor:
         if result == "cancelled":
             jlog.info("job cancelled after %.1f s", elapsed)
             return Status.CANCELLED
+        if result == "missing":
+            jlog.warning("the job's hash was deleted while it ran: result discarded")
+            return "missing"
         jlog.info("job %s in %.1f s: %s", status, elapsed, one_line(message))
         return str(status)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,16 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
     ("commit.gpgSign", "false"),
     ("push.gpgSign", "false"),
     ("gc.auto", "0"),
+    ("http.sslVerify", "true"),
 )
+
+
+def proxy_from_env(env: Mapping[str, str]) -> str:
+    """The proxy curl would use for https from the operator's environment, or '' for none."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if env.get(name):
+            return env[name]
+    return ""
 
 _PROGRESS_RE = re.compile(r"^(remote: )?[A-Za-z ]+:\s+\d+% ")
 
@@ -123,10 +132,12 @@ class Git:
         s = self.settings
         allowed = "https:http" if (protocol == "https" and s.allow_http) else protocol
         pairs = list(HARDENED_CONFIG) + [(f"protocol.{p}.allow", "always") for p in allowed.split(":")]
+        # The operator's proxy (from the environment) or none: never one planted in a config.
+        pairs.append(("http.proxy", proxy_from_env(s.git_env)))
         pairs += list(config)
         env = {
             "PATH": s.path_env,
-            "HOME": str(self.paths.home),
+            "HOME": str(self.paths.git_home),
             "LC_ALL": "C",
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ASKPASS": "",
@@ -251,20 +262,19 @@ class Git:
     def reset_runner_config(self) -> None:
         """Rewrite the runner repository's config and drop its hooks before the post-agent steps."""
         git_dir = self.paths.git_dir
-        if not workdir.is_real_dir(git_dir):
-            raise GitError("the runner's repository was replaced (symlink or file): refusing to continue")
+        for directory in (git_dir, git_dir / "objects", git_dir / "refs"):
+            if not workdir.is_real_dir(directory):
+                raise GitError("the runner's repository was tampered with (a symlink or file in place "
+                               f"of {directory.name}/): refusing to continue")
         # Each of these can make git read another config, run a program, or see other history.
-        for name in ("config", "config.worktree", "commondir", "info/attributes", "info/grafts",
-                     "objects/info/alternates", "objects/info/http-alternates"):
+        # A symlinked parent (info/, objects/info/) is removed itself, never followed.
+        for name in ("config", "config.worktree", "commondir", "info", "hooks", "objects/info/alternates",
+                     "objects/info/http-alternates"):
             path = git_dir / name
-            if path.is_symlink() or path.exists():
-                path.unlink()
-        hooks = git_dir / "hooks"
-        if hooks.is_symlink():
-            hooks.unlink()
-        elif hooks.is_dir():
-            for hook in hooks.iterdir():
-                hook.unlink()
+            if name in ("info", "hooks") or path.is_symlink():
+                workdir.remove_tree(path)
+            elif path.exists():
+                workdir.remove_tree(path)
         (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
 
     def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
@@ -296,6 +306,7 @@ class Git:
     def push(self, repo: RepoUrl, token: str, commit: str, work_branch: str, expected: str | None) -> None:
         """Push `commit` to `work_branch` at the job's URL, replacing it only if it still is `expected`."""
         ref = f"refs/heads/{work_branch}"
+        self.reset_runner_config()  # again: a concurrent agent may have touched it since the commit
         env = self._env(self.auth_config(repo, token))
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         self.run(

@@ -32,5 +32,11 @@ def job_attempt(job_id: str) -> str:
     return f"runner:attempt:{job_id}"
 
 
+def waiting_entry(entry_id: str) -> str:
+    """Marks an entry its runner holds only *waiting* for a slot: a takeover of it does not count
+    as a delivery toward MAX_DELIVERIES."""
+    return f"runner:waiting:{entry_id}"
+
+
 def heartbeat(consumer: str) -> str:
     return f"{HEARTBEAT_PREFIX}{consumer}"

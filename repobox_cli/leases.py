@@ -21,6 +21,7 @@ import redis
 from repobox_cli import keys
 
 ATTEMPT_KEY_TTL_S = 7 * 24 * 3600
+WAITING_MARK_TTL_S = 24 * 3600
 HAND_BACK_IDLE_MS = 365 * 24 * 3600 * 1000  # makes an entry claimable by any runner's next sweep
 
 _LUA_COMMON = """
@@ -36,21 +37,29 @@ end
 local function is_final(s) return s == 'success' or s == 'failed' or s == 'cancelled' end
 """
 
-# KEYS: job, attempt, slots, stream. ARGV: group, consumer, entry, token, limit, lease_ms, started_at, ttl_s
+# KEYS: job, attempt, slots, stream, waiting marker.
+# ARGV: group, consumer, entry, token, limit, lease_ms, started_at, ttl_s
 _BEGIN = _LUA_COMMON + """
 if not owns(KEYS[4], ARGV[1], ARGV[3], ARGV[2]) then return 'lost' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 'missing' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if is_final(status) then return 'final:' .. status end
+local previous = redis.call('GET', KEYS[2]) or ''
+if previous == ARGV[4] then return 'ok:' end  -- this attempt already began: a retried call
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+-- Another attempt whose slot lease is still alive is running somewhere: never run beside it.
+if previous ~= '' and redis.call('ZSCORE', KEYS[3], previous) then return 'active' end
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'busy' end
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[4])
 redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[6]))
-local previous = redis.call('GET', KEYS[2]) or ''
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[8])
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[7])
-if ARGV[3] ~= '' then redis.call('XCLAIM', KEYS[4], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID') end
+if ARGV[3] ~= '' then
+  redis.call('XCLAIM', KEYS[4], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+  redis.call('DEL', KEYS[5])
+end
+if string.sub(previous, -9) == '#finished' then previous = '' end
 return 'ok:' .. previous
 """
 
@@ -86,10 +95,12 @@ return 1
 
 # KEYS: job, attempt, slots, stream. ARGV: group, consumer, entry, token, finished_at, field, value...
 _FINISH = _LUA_COMMON + """
+local done = ARGV[4] .. '#finished'
+if redis.call('GET', KEYS[2]) == done then return 'ok' end  -- already finished: a retried call
 if not owns(KEYS[4], ARGV[1], ARGV[3], ARGV[2]) then return 'lost' end
 if redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'lost' end
 local result = 'ok'
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   result = 'missing'
 elseif redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
   if redis.call('HEXISTS', KEYS[1], 'finished_at') == 0 then
@@ -100,7 +111,7 @@ else
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[5], unpack(ARGV, 6))
 end
 redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[2], done, 'EX', 3600)
 if ARGV[3] ~= '' then redis.call('XACK', KEYS[4], ARGV[1], ARGV[3]) end
 return result
 """
@@ -120,6 +131,21 @@ if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash' and not is_final(r
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 1
+"""
+
+# KEYS: stream, heartbeat of the consumer. ARGV: group, consumer.
+# Removes a consumer only if its runner is gone (no heartbeat) and it holds nothing, atomically.
+_REMOVE_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) ~= 0 then return 0 end
+    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1
+  end
+end
+return 0
 """
 
 # KEYS: stream. Trims entries below the oldest one any group still needs (pending or undelivered).
@@ -170,7 +196,7 @@ class Attempt:
 
 @dataclass(frozen=True)
 class BeginResult:
-    outcome: str  # ok | busy | lost | missing | final
+    outcome: str  # ok | busy | active (running elsewhere) | lost | missing | final
     final_status: str = ""
     previous_consumer: str = ""  # set when an unfinished earlier attempt is being taken over
 
@@ -188,13 +214,14 @@ class Leases:
         self._finish = client.register_script(_FINISH)
         self._reject = client.register_script(_REJECT)
         self._trim = client.register_script(_TRIM)
+        self._remove_consumer = client.register_script(_REMOVE_CONSUMER)
 
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
         running and make this attempt the current one."""
         raw = str(self._begin(
             keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), keys.JOBS_STREAM],
+                  keys.user_slots(attempt.user_id), keys.JOBS_STREAM, keys.waiting_entry(attempt.entry_id)],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, limit, lease_ms,
                   started_at, ATTEMPT_KEY_TTL_S],
         ))
@@ -255,6 +282,18 @@ class Leases:
         if entry_ids:
             self.client.xclaim(keys.JOBS_STREAM, self.group, consumer, 0, list(entry_ids),
                                idle=HAND_BACK_IDLE_MS, justid=True)
+
+    def mark_waiting(self, consumer: str, entry_id: str) -> None:
+        self.client.set(keys.waiting_entry(entry_id), consumer, ex=WAITING_MARK_TTL_S)
+
+    def take_waiting_mark(self, entry_id: str) -> bool:
+        """True if the entry's last holder only waited with it (the mark is removed)."""
+        return self.client.getdel(keys.waiting_entry(entry_id)) is not None
+
+    def remove_consumer_if_gone(self, consumer: str) -> bool:
+        """Delete a consumer with no heartbeat and nothing pending; True if it was removed."""
+        return bool(self._remove_consumer(keys=[keys.JOBS_STREAM, keys.heartbeat(consumer)],
+                                          args=[self.group, consumer]))
 
     def trim(self) -> int:
         """Drop acknowledged entries; never one still pending or not yet delivered."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -11,6 +12,8 @@ from repobox_cli import keys
 from repobox_cli.jobs import output_line
 from repobox_cli.redaction import redact
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TTL_S = 86400
 MAX_BUFFERED_LINES = 100_000  # while Redis is away; beyond this the oldest are dropped, and counted
@@ -55,6 +58,12 @@ class JobOutput:
         with self._lock:
             return self._flush_locked()
 
+    def drain(self) -> None:
+        """Write every waiting line now; raises a connection error if Redis is away (for retry)."""
+        with self._lock:
+            if self._buffer:
+                self._write_locked()
+
     @property
     def pending_lines(self) -> int:
         return len(self._buffer)
@@ -65,12 +74,19 @@ class JobOutput:
         if self.health.is_lost:
             return False  # the supervisor's flush will retry; don't stall the job on each line
         try:
+            self._write_locked()
+        except CONNECTION_ERRORS as exc:
+            self.health.lost(exc)
+            return False
+        return True
+
+    def _write_locked(self) -> None:
+        try:
             pipe = self.client.pipeline(transaction=False)
             pipe.rpush(self.key, *self._buffer)
             pipe.expire(self.key, OUTPUT_TTL_S)
             pipe.execute()
-        except CONNECTION_ERRORS as exc:
-            self.health.lost(exc)
-            return False
+        except redis.ResponseError as exc:  # e.g. WRONGTYPE: the key is not a list
+            log.warning("cannot write to %s: %s; %d output line(s) dropped", self.key, exc, len(self._buffer))
+            self.dropped += len(self._buffer)
         self._buffer.clear()
-        return True

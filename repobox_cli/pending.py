@@ -106,12 +106,20 @@ def pending_report(client: redis.Redis, claim_min_idle_s: float) -> PendingRepor
 
 
 def claim_idle(client: redis.Redis, min_idle_s: float) -> list[str]:
-    """Make every pending entry idle longer than `min_idle_s` claimable at once by a live runner."""
+    """Make every pending entry idle longer than `min_idle_s` claimable at once by a live runner.
+    Entries of runners that are alive (their heartbeat is there) are left alone: they are running
+    or waiting, and handing them over would run them twice."""
     rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+",
                                  count=PENDING_SHOWN, idle=int(min_idle_s * 1000))
     leases = Leases(client)
     handed: list[str] = []
+    alive: dict[str, bool] = {}
     for row in rows:
+        consumer = str(row["consumer"])
+        if consumer not in alive:
+            alive[consumer] = bool(client.exists(keys.heartbeat(consumer)))
+        if alive[consumer]:
+            continue
         leases.hand_back(str(row["consumer"]), [str(row["message_id"])])
         handed.append(str(row["message_id"]))
     return handed

@@ -17,7 +17,7 @@ from repobox_cli.crypto import mask_token
 GIT_USERNAME = "oauth2"
 MIN_SECRET_CHARS = 4  # shorter "secrets" would mask ordinary words
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entered if a signal handler logs mid-redaction
 _live: dict[str, int] = {}  # secret form -> reference count
 _masks: dict[str, str] = {}
 

@@ -27,8 +27,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
-    ConnectionError,
-    OSError,
+    ConnectionError,  # the builtin: socket-level resets redis-py may let through
 )
 
 T = TypeVar("T")

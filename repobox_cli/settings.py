@@ -6,6 +6,7 @@ This is the only module that reads os.environ.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import uuid
@@ -23,6 +24,8 @@ DEFAULT_BLOCK_MS = 5000
 DEFAULT_TICK_MS = 250
 # Never handed to the agent, whatever AGENT_ENV says.
 AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "REDIS_URL"})
+MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
+_ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 # git and curl read these from the environment: CA bundle and proxies for self-hosted servers.
@@ -94,8 +97,15 @@ def _seconds(name: str, raw: Any, minimum: float = 0.0) -> float:
         value = float(str(raw).strip())
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if not value > minimum or value != value or value == float("inf"):
-        raise SettingsError(f"{name} must be more than {minimum:g} seconds, got {raw!r}")
+    if not value > 0 or value < minimum or value != value or value == float("inf"):
+        raise SettingsError(f"{name} must be at least {minimum:g} seconds and finite, got {raw!r}"
+                            if minimum else f"{name} must be more than 0 seconds, got {raw!r}")
+    return value
+
+
+def _identity(name: str, value: str) -> str:
+    if any(ord(c) < 0x20 or c in "<>" for c in value):
+        raise SettingsError(f"{name} must not contain control characters, '<' or '>'")
     return value
 
 
@@ -146,6 +156,9 @@ def load_settings(
         raise SettingsError(f"LOG_FORMAT must be 'pretty' or 'json', got {log_format!r}")
     job_timeout_s = _seconds("JOB_TIMEOUT", src.get("JOB_TIMEOUT", "job_timeout", 3600))
     agent_env_names = _names(str(src.get("AGENT_ENV", None, "")))
+    bad_names = [n for n in agent_env_names if not _ENV_NAME_RE.match(n)]
+    if bad_names:
+        raise SettingsError(f"AGENT_ENV holds names that are not variable names: {', '.join(bad_names)}")
     forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(agent_env_names))
     if forbidden:
         raise SettingsError(f"AGENT_ENV must not pass {', '.join(forbidden)} to the agent")
@@ -163,13 +176,13 @@ def load_settings(
         temp_dir=Path(str(src.get("TEMP_DIR", "temp_dir", DEFAULT_TEMP_DIR))).absolute(),
         cleanup_after_job=_bool("CLEANUP_AFTER_JOB", src.get("CLEANUP_AFTER_JOB", "cleanup", True)),
         claim_min_idle_s=_seconds(
-            "CLAIM_MIN_IDLE", src.get("CLAIM_MIN_IDLE", "claim_min_idle", 300)
+            "CLAIM_MIN_IDLE", src.get("CLAIM_MIN_IDLE", "claim_min_idle", 300), MIN_CLAIM_IDLE_S
         ),
         agent_command=str(src.get("AGENT_COMMAND", "agent_command", "")),
         agent_env_names=agent_env_names,
         log_format=log_format,
-        git_author_name=env.get("GIT_AUTHOR_NAME") or "Repobox",
-        git_author_email=env.get("GIT_AUTHOR_EMAIL") or "repobox@localhost",
+        git_author_name=_identity("GIT_AUTHOR_NAME", env.get("GIT_AUTHOR_NAME") or "Repobox"),
+        git_author_email=_identity("GIT_AUTHOR_EMAIL", env.get("GIT_AUTHOR_EMAIL") or "repobox@localhost"),
         max_deliveries=_int("MAX_DELIVERIES", src.get("MAX_DELIVERIES", "max_deliveries", 5), 1),
         shutdown_timeout_s=_seconds(
             "SHUTDOWN_TIMEOUT", src.get("SHUTDOWN_TIMEOUT", "shutdown_timeout", job_timeout_s)

@@ -37,6 +37,7 @@ class SingleJob:
         self.leases = Leases(client)
         self.control = JobControl(settings.job_timeout_s)
         self.work_dir = ""
+        self.hard_stop = threading.Event()
 
     def run(self, job_id: str, echo: Echo | None) -> Outcome:
         job = load_job(self.client, job_id)
@@ -49,6 +50,8 @@ class SingleJob:
         if begun.outcome == "busy":
             raise RepoboxError(f"user {job.user_id} already runs {self.settings.max_jobs_per_user} job(s) "
                                "(MAX_JOBS_PER_USER): try again when one ends")
+        if begun.outcome == "active":
+            raise RepoboxError(f"job {job_id} is running on another runner right now: not started twice")
         if begun.outcome != "ok":
             raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status}".strip())
         procs.become_subreaper()
@@ -58,7 +61,7 @@ class SingleJob:
         watcher = threading.Thread(target=run_watch_loop, args=(watch, lambda: [active], stop), daemon=True)
         watcher.start()
         try:
-            return Executor(self.settings, self.client, self.leases, self.health, threading.Event(),
+            return Executor(self.settings, self.client, self.leases, self.health, self.hard_stop,
                             self.options).execute(active)
         finally:
             self.work_dir = active.work_dir

@@ -37,9 +37,9 @@ class JobWatch:
 
     def tick(self, actives: Sequence[ActiveJob]) -> None:
         """Raises a connection error when Redis is away (the caller backs off)."""
-        actives = [a for a in actives if not a.finishing.is_set()]
+        actives = [a for a in actives if not a.finished.is_set()]
         for active in actives:
-            if active.control.expired():
+            if active.control.expired() and not active.finishing.is_set():
                 active.control.cancel(StopReason.TIMEOUT)
         if self.health.is_lost:
             self.client.ping()
@@ -63,14 +63,18 @@ class JobWatch:
         for active in actives:
             pipe.hget(keys.job(active.job.id), "status")
         for active, status in zip(actives, pipe.execute(), strict=True):
+            if active.finishing.is_set():
+                continue
             if status == Status.CANCELLED and active.control.cancel(StopReason.CANCELLED):
                 log.info("job cancelled by the web app: stopping it", extra={"job_id": active.job.id})
 
     def _renew(self, actives: Sequence[ActiveJob]) -> None:
         for active in actives:
-            if active.control.stopped.is_set():
+            if active.control.reason is StopReason.LEASE_LOST:
                 continue
             if not self.leases.renew(active.attempt, self.lease_ms):
+                if active.finished.is_set() or active.finishing.is_set():
+                    continue  # it finished meanwhile: nothing was lost
                 if active.control.cancel(StopReason.LEASE_LOST):
                     log.warning("lost the job's lease to another runner: stopping it",
                                 extra={"job_id": active.job.id})

@@ -40,7 +40,13 @@ class WorkPaths:
 
     @property
     def home(self) -> Path:
+        """The agent's HOME."""
         return self.root / "home"
+
+    @property
+    def git_home(self) -> Path:
+        """HOME of the runner's git processes: not the agent's, so no planted ~/.netrc is read."""
+        return self.root / "git-home"
 
     @property
     def tmp(self) -> Path:
@@ -56,6 +62,9 @@ def ensure_private_dir(path: Path) -> None:
         raise WorkDirError(f"cannot create {path}: {exc.strerror}") from exc
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise WorkDirError(f"{path} is not a directory (a symlink or file is in the way)")
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise WorkDirError(f"{path} must be owned by this user and not writable by others "
+                           f"(owner uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o})")
 
 
 def remove_tree(path: Path) -> None:
@@ -92,7 +101,7 @@ def prepare(temp_dir: Path, job_id: str, attempt_id: str) -> WorkPaths:
     remove_tree(paths.root)
     try:
         os.mkdir(paths.root, PRIVATE_DIR_MODE)
-        for sub in (paths.home, paths.tmp):
+        for sub in (paths.home, paths.tmp, paths.git_home):
             os.mkdir(sub, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise WorkDirError(f"cannot create work directory {paths.root}: {exc.strerror}") from exc

@@ -232,7 +232,7 @@ def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) ->
     assert deliveries == 5
     healthy = world.add_job(user="bob")
 
-    result = world.run_burst(CLAIM_MIN_IDLE="0.5", MAX_DELIVERIES="3")
+    result = world.run_burst(CLAIM_MIN_IDLE="1", MAX_DELIVERIES="3")
 
     assert result.returncode == 0, result.stderr
     letters = client.xrange(DEAD_LETTERS)

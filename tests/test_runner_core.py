@@ -106,7 +106,10 @@ def test_exec_no_push_leaves_the_remote_untouched(world: World) -> None:
     kept = Path(result.stdout.split("work directory kept: ", 1)[1].split()[0])
     assert kept.parent == world.temp_dir / job_id
     assert (kept / "repo" / "README.md").read_text().endswith("added line\n")
-    assert world.job(job_id)["lines_added"] == "2"
+    job = world.job(job_id)
+    assert job["status"] == "pending", "a debug run must leave the job for a real run"
+    assert "started_at" not in job and "finished_at" not in job
+    assert "committed +2 -1" in world.output_text(job_id)
 
 
 def test_exec_unknown_job_is_one_line_and_exit_1(world: World) -> None:

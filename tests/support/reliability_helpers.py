@@ -36,9 +36,10 @@ def slots_held(client: redis.Redis, user: str) -> int:
 
 
 def attempt_owner(client: redis.Redis, job_id: str) -> str | None:
-    """The consumer of the job's current attempt (`runner:attempt:{job}` = `<id>|<consumer>`)."""
+    """The consumer of the job's current, unfinished attempt (`runner:attempt:{job}` =
+    `<id>|<consumer>`; a finished one is marked `#finished`)."""
     token = client.get(f"runner:attempt:{job_id}")
-    return token.split("|", 1)[1] if token else None
+    return token.split("|", 1)[1] if token and not token.endswith("#finished") else None
 
 
 def statuses(client: redis.Redis, job_ids: Iterable[str]) -> dict[str, str | None]:
