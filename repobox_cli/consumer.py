@@ -233,7 +233,8 @@ class Runner:
             self._reject(entry_id, entry.fields, f"job key unusable: {exc}")
             return
         if not data:
-            self.log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id), entry_id)
+            self.log.warning("job hash %s is missing: entry %s acknowledged, nothing run", keys.job(entry.job_id),
+                             entry_id, extra={"job_id": entry.job_id})
             self._reject(entry_id, entry.fields, "job hash missing")
             return
         try:
@@ -242,7 +243,8 @@ class Runner:
             self._reject(entry_id, entry.fields, f"job refused: {exc}")
             return
         if is_final(job.status):
-            self.log.info("job %s is already %s: entry %s acknowledged, not run again", job.id, job.status, entry_id)
+            self.log.info("job %s is already %s: entry %s acknowledged, not run again", job.id, job.status,
+                          entry_id, extra={"job_id": job.id, "user_id": job.user_id})
             self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
             return
         self._try_start(Waiting(entry, job), queue_if_busy=True)
@@ -288,7 +290,8 @@ class Runner:
     def _not_started(self, waiting: Waiting, outcome: str, final_status: str) -> None:
         entry_id = waiting.entry.entry_id
         if outcome == "final":
-            self.log.info("job %s is already %s: not run again", waiting.job.id, final_status)
+            self.log.info("job %s is already %s: not run again", waiting.job.id, final_status,
+                          extra={"job_id": waiting.job.id, "user_id": waiting.job.user_id})
             self.client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, entry_id)
         elif outcome == "missing":
             self._reject(entry_id, waiting.entry.fields, "job hash missing")
