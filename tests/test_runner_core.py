@@ -149,6 +149,8 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
         return job["error_message"]
 
     assert "401" in failed(jobs["wrong token"])
+    wrong_job = world.job(jobs["wrong token"])
+    assert int(wrong_job["finished_at"]) - int(wrong_job["started_at"]) < 10_000, "a wrong token must fail fast"
     assert "provider" in failed(jobs["provider missing"]) and "not found" in failed(jobs["provider missing"])
     assert "repository not found" in failed(jobs["repository missing"])
     assert "malformed" in failed(malformed_job)
