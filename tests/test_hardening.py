@@ -103,3 +103,35 @@ def _deliveries(world: World) -> dict[str, int]:
 def _owner(world: World, job_id: str) -> str | None:
     entry = _entry_of(world, job_id)
     return next((str(r["consumer"]) for r in _pending_rows(world) if r["message_id"] == entry), None)
+
+
+def test_work_dirs_left_by_a_crash_are_removed_at_the_next_start(world: World) -> None:
+    finished = world.add_job(enqueue=False)
+    world.client.hset(f"job:{finished}", "status", "success")
+    running = world.add_job(enqueue=False)
+    world.client.hset(f"job:{running}", "status", "running")
+    for job_id in (finished, running, "job-that-is-gone"):
+        leftover = world.temp_dir / job_id / "deadbeef" / "repo"
+        leftover.mkdir(parents=True)
+        (leftover / "file.txt").write_text("left by a crash\n")
+    world.temp_dir.chmod(0o700)
+    # A symlink planted in a leftover is removed, never followed.
+    outside = world.tmp / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me\n")
+    (world.temp_dir / finished / "link").symlink_to(outside)
+
+    assert world.run_burst().returncode == 0
+
+    assert not (world.temp_dir / finished).exists()
+    assert not (world.temp_dir / "job-that-is-gone").exists()
+    assert (world.temp_dir / running).exists(), "a running job's directory (another runner's) was removed"
+    assert (outside / "precious.txt").read_text() == "keep me\n"
+
+
+def test_a_temp_dir_writable_by_others_is_refused(world: World) -> None:
+    world.temp_dir.mkdir(mode=0o777)
+    world.temp_dir.chmod(0o777)
+    result = world.run_burst()
+    assert result.returncode == 1
+    assert "not writable by others" in result.stderr and "Traceback" not in result.stderr
