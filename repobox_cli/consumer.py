@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -45,8 +45,12 @@ OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sw
 
 @dataclass
 class Waiting:
+    """An admitted entry not yet running. Its attempt id is fixed, so a retried begin after a
+    lost reply is recognised as the same attempt."""
+
     entry: StreamEntry
     job: Job
+    attempt_id: str = field(default_factory=new_attempt_id)
 
 
 def ensure_group(client: redis.Redis) -> None:
@@ -81,6 +85,7 @@ class Runner:
         self._next_heartbeat = 0.0
         self._next_housekeeping = 0.0
         self.supervisor_stop = threading.Event()
+        self._stop_now_requested = threading.Event()
         self._recoveries_seen = 0
 
     # -- life cycle ----------------------------------------------------------------------
@@ -92,6 +97,8 @@ class Runner:
             target=run_watch_loop, name="supervisor",
             args=(self.watch, self._actives, self.supervisor_stop, self._duties), daemon=True)
         supervisor.start()
+        # Started now so a signal handler never has to start a thread (it only sets an event).
+        threading.Thread(target=self._stop_now_when_asked, name="stop-now", daemon=True).start()
         self.log.info("runner %s started: %d workers, %d jobs per user", self.consumer,
                  self.settings.max_concurrent_jobs, self.settings.max_jobs_per_user)
         backoff = Backoff()
@@ -117,15 +124,20 @@ class Runner:
         """From a signal handler. First signal: stop reading, finish running jobs. Second: stop now.
         Only flags are touched here; the work happens on other threads (no lock is re-entered)."""
         if self.stopping.is_set():
-            threading.Thread(target=self.stop_now, name="stop-now", daemon=True).start()
+            self._stop_now_requested.set()
             return
         self.stopping.set()
+
+    def _stop_now_when_asked(self) -> None:
+        self._stop_now_requested.wait()
+        self.stop_now()
 
     def stop_now(self) -> None:
         """Kill running jobs and exit at once; their entries are handed back for takeover."""
         self.hard_stop.set()
         actives = self._actives()
         for active in actives:
+            active.finished.set()  # no renewal may undo the release and hand-back below
             active.control.cancel(StopReason.SHUTDOWN)
         try:
             for active in actives:
@@ -264,28 +276,33 @@ class Runner:
                            dead_letter=dead_letter, deliveries=deliveries)
         self.stats["dead-lettered" if dead_letter else "refused"] += 1
 
-    def _try_start(self, waiting: Waiting, *, queue_if_busy: bool) -> bool:
-        """Start the job if a worker and a user slot are free; else (optionally) let it wait."""
+    def _try_start(self, waiting: Waiting, *, queue_if_busy: bool) -> str:
+        """Start the job if a worker and a user slot are free; else (optionally) let it wait.
+        Returns the outcome: ok | busy | active | no worker | retry | final | missing | lost."""
         job = waiting.job
-        attempt = Attempt(job.id, job.user_id, self.consumer, waiting.entry.entry_id, new_attempt_id())
+        attempt = Attempt(job.id, job.user_id, self.consumer, waiting.entry.entry_id, waiting.attempt_id)
         with self._lock:
             if self._free_workers() <= 0 or self.stopping.is_set():
+                outcome = "no worker"
+            else:
+                try:
+                    result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
+                                               lease_ms=self.watch.lease_ms, started_at=now_ms())
+                    outcome = result.outcome
+                except CONNECTION_ERRORS as exc:
+                    self.health.lost(exc)
+                    outcome = "retry"  # the begin may have run: the same attempt id is retried
+                if outcome == "ok":
+                    self._dispatch(job, attempt, result.previous_consumer)
+                    return outcome
+            if outcome in ("no worker", "busy", "active", "retry"):
                 if queue_if_busy:
-                    self.leases.mark_waiting(self.consumer, waiting.entry.entry_id)
                     self.waiting.setdefault(job.user_id, deque()).append(waiting)
-                return False
-            result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
-                                       lease_ms=self.watch.lease_ms, started_at=now_ms())
-            if result.outcome in ("busy", "active"):
-                if queue_if_busy:
-                    self.leases.mark_waiting(self.consumer, waiting.entry.entry_id)
-                    self.waiting.setdefault(job.user_id, deque()).append(waiting)
-                return False
-            if result.outcome == "ok":
-                self._dispatch(job, attempt, result.previous_consumer)
-                return True
-        self._not_started(waiting, result.outcome, result.final_status)
-        return True
+                    if outcome != "retry":
+                        self.leases.mark_waiting(self.consumer, waiting.entry.entry_id)
+                return outcome
+        self._not_started(waiting, outcome, result.final_status)
+        return outcome
 
     def _not_started(self, waiting: Waiting, outcome: str, final_status: str) -> None:
         entry_id = waiting.entry.entry_id
@@ -358,12 +375,18 @@ class Runner:
                 if not queue or self._free_workers() <= 0:
                     continue
                 head = queue[0]
-            if self._try_start(head, queue_if_busy=False):
-                with self._lock:
-                    if queue and queue[0] is head:
-                        queue.popleft()
-                    if not queue:
-                        self.waiting.pop(user, None)
+            outcome = self._try_start(head, queue_if_busy=False)
+            if outcome in ("busy", "no worker", "retry"):
+                continue
+            with self._lock:
+                if queue and queue[0] is head:
+                    queue.popleft()
+                    if outcome == "active":
+                        # Its job runs elsewhere (a duplicate entry, or `exec`): let the
+                        # user's other entries go first; it is acked once that run ends.
+                        queue.append(head)
+                if not queue:
+                    self.waiting.pop(user, None)
 
     def _drop_waiting(self, lost: set[str]) -> None:
         with self._lock:
@@ -463,6 +486,8 @@ class Runner:
         except OSError as exc:
             raise workdir.WorkDirError(f"cannot read TEMP_DIR {temp_dir}: {exc.strerror}") from exc
         for child in children:
+            if not workdir.looks_like_job_dir(child):
+                continue  # not made by repobox: never removed
             try:
                 status = self.client.hget(keys.job(child.name), "status")
             except redis.ResponseError:

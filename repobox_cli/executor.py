@@ -127,9 +127,7 @@ class Executor:
         added, removed = git.line_counts(base_sha, commit)
         out.runner(f"committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
-            # A debug run must not consume the job: it is left pending for a real run.
-            return _Result({"status": Status.PENDING}, f"--no-push: committed +{added} -{removed}, "
-                           "not pushed; the job is left pending for a real run")
+            return _Result({}, f"--no-push: committed +{added} -{removed}, not pushed")
         expected = refs.heads.get(work_branch)
         if expected:
             out.runner(f"{work_branch} already exists at {expected[:12]} (an earlier attempt): replacing it")
@@ -209,12 +207,13 @@ class Executor:
         active.finishing.set()
         if status is Status.FAILED:
             fields = {"status": Status.FAILED, **fields}
-        self._redis(out.drain, "writing the job output")
         finished_at = now_ms()
+        if not self.options.push:
+            out.runner("--no-push: the job is left pending for a real run")
+            finished_at, fields = 0, {}
+        self._redis(out.drain, "writing the job output")
         result = self._redis(lambda: self.leases.finish(active.attempt, finished_at, fields), "finishing the job")
         active.finished.set()
-        if self.options.push is False and result == "ok":
-            self.client.hdel(keys.job(active.job.id), "started_at", "finished_at")
         elapsed = time.monotonic() - active.started_monotonic
         if result == "lost":
             jlog.warning("job finished here but was taken over meanwhile: result discarded")
@@ -237,6 +236,7 @@ class Executor:
         if reason is StopReason.CANCELLED:
             return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED}, "job cancelled: stopped, nothing pushed", jlog)
         # Lost to another runner, or this runner is stopping: write nothing the next attempt owns.
+        active.finished.set()  # no renewal may undo the release and hand-back below
         active.output.runner(f"stopped on this runner: {active.control.describe()}")
         out_ok = active.output.flush()
         try:

@@ -47,6 +47,8 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
     ("push.gpgSign", "false"),
     ("gc.auto", "0"),
     ("http.sslVerify", "true"),
+    ("core.attributesFile", "/dev/null"),
+    ("core.excludesFile", "/dev/null"),
 )
 
 
@@ -146,6 +148,9 @@ class Git:
             "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_ALLOW_PROTOCOL": allowed,
             "GIT_NO_REPLACE_OBJECTS": "1",
+            # Never discover a repository above the attempt's directory (one planted in TEMP_DIR
+            # would bring URL-scoped proxy and TLS settings into ls-remote and clone).
+            "GIT_CEILING_DIRECTORIES": str(self.paths.root.parent),
             "GIT_AUTHOR_NAME": s.git_author_name,
             "GIT_AUTHOR_EMAIL": s.git_author_email,
             "GIT_COMMITTER_NAME": s.git_author_name,
@@ -267,15 +272,18 @@ class Git:
                 raise GitError("the runner's repository was tampered with (a symlink or file in place "
                                f"of {directory.name}/): refusing to continue")
         # Each of these can make git read another config, run a program, or see other history.
-        # A symlinked parent (info/, objects/info/) is removed itself, never followed.
-        for name in ("config", "config.worktree", "commondir", "info", "hooks", "objects/info/alternates",
-                     "objects/info/http-alternates"):
-            path = git_dir / name
-            if name in ("info", "hooks") or path.is_symlink():
-                workdir.remove_tree(path)
-            elif path.exists():
-                workdir.remove_tree(path)
+        # remove_tree never follows a symlink: a symlinked info/ or objects/info/ goes itself.
+        for name in ("config", "config.worktree", "commondir", "info", "hooks"):
+            workdir.remove_tree(git_dir / name)
+        if not workdir.is_real_dir(git_dir / "objects" / "info"):
+            workdir.remove_tree(git_dir / "objects" / "info")
+        else:
+            for name in ("alternates", "http-alternates"):
+                workdir.remove_tree(git_dir / "objects" / "info" / name)
         (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+        # git's HOME too: the agent could have reached it (~/.netrc is read by curl).
+        workdir.remove_tree(self.paths.git_home)
+        self.paths.git_home.mkdir(mode=workdir.PRIVATE_DIR_MODE)
 
     def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
         """Commit the agent's files on top of `base_sha` as `work_branch`; None if nothing changed."""

@@ -107,6 +107,10 @@ elseif redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
     redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
   end
   result = 'cancelled'
+elseif ARGV[5] == '0' then
+  -- a debug run (exec --no-push) gives the job back untouched for a real run
+  redis.call('HDEL', KEYS[1], 'started_at', 'finished_at')
+  redis.call('HSET', KEYS[1], 'status', 'pending')
 else
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[5], unpack(ARGV, 6))
 end
@@ -130,7 +134,20 @@ if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash' and not is_final(r
   redis.call('HSET', KEYS[3], 'status', 'failed', 'error_message', ARGV[4], 'finished_at', ARGV[5])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('DEL', KEYS[4])
 return 1
+"""
+
+# KEYS: stream. ARGV: group, consumer, idle_ms, entry ids... Returns the ids handed back.
+_HAND_BACK = _LUA_COMMON + """
+local handed = {}
+for i = 4, #ARGV do
+  if owns(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    table.insert(handed, ARGV[i])
+  end
+end
+return handed
 """
 
 # KEYS: stream, heartbeat of the consumer. ARGV: group, consumer.
@@ -215,6 +232,7 @@ class Leases:
         self._reject = client.register_script(_REJECT)
         self._trim = client.register_script(_TRIM)
         self._remove_consumer = client.register_script(_REMOVE_CONSUMER)
+        self._hand_back = client.register_script(_HAND_BACK)
 
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
@@ -253,7 +271,8 @@ class Leases:
         ))
 
     def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> str:
-        """Write the final fields, free the slot and ack, all or nothing: ok | cancelled | missing | lost."""
+        """Write the final fields, free the slot and ack, all or nothing: ok | cancelled | missing | lost.
+        `finished_at` 0 instead puts the job back to `pending` (a debug run that must not consume it)."""
         flat: list[str | int] = []
         for name, value in fields.items():
             flat += [name, value]
@@ -273,15 +292,17 @@ class Leases:
         with `dead_letter`, also file the entry under runner:dead_letters."""
         return bool(self._reject(
             keys=[keys.JOBS_STREAM, keys.DEAD_LETTERS_STREAM if dead_letter else "",
-                  keys.job(job_id) if job_id else ""],
+                  keys.job(job_id) if job_id else "", keys.waiting_entry(entry_id)],
             args=[self.group, consumer, entry_id, reason, now, json.dumps(dict(fields)), deliveries],
         ))
 
-    def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Make entries at once claimable by any runner (idle set far past every CLAIM_MIN_IDLE)."""
-        if entry_ids:
-            self.client.xclaim(keys.JOBS_STREAM, self.group, consumer, 0, list(entry_ids),
-                               idle=HAND_BACK_IDLE_MS, justid=True)
+    def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Make entries `consumer` still owns claimable at once by any runner (idle set far past
+        every CLAIM_MIN_IDLE); entries another runner took meanwhile are left alone."""
+        if not entry_ids:
+            return []
+        handed = self._hand_back(keys=[keys.JOBS_STREAM], args=[self.group, consumer, HAND_BACK_IDLE_MS, *entry_ids])
+        return [str(i) for i in handed]
 
     def mark_waiting(self, consumer: str, entry_id: str) -> None:
         self.client.set(keys.waiting_entry(entry_id), consumer, ex=WAITING_MARK_TTL_S)

@@ -120,6 +120,5 @@ def claim_idle(client: redis.Redis, min_idle_s: float) -> list[str]:
             alive[consumer] = bool(client.exists(keys.heartbeat(consumer)))
         if alive[consumer]:
             continue
-        leases.hand_back(str(row["consumer"]), [str(row["message_id"])])
-        handed.append(str(row["message_id"]))
+        handed += leases.hand_back(consumer, [str(row["message_id"])])
     return handed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -113,6 +114,21 @@ def remove_attempt(paths: WorkPaths) -> None:
     remove_tree(paths.root)
     with contextlib.suppress(OSError):
         os.rmdir(paths.root.parent)
+
+
+ATTEMPT_DIR_RE = re.compile(r"\A[0-9a-f]{12}\Z")
+JOB_DIR_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+
+
+def looks_like_job_dir(path: Path) -> bool:
+    """A directory repobox made: a job-id name holding only attempt directories. Anything else
+    under TEMP_DIR (a mis-set TEMP_DIR, say) is never removed by the start-up sweep."""
+    if not JOB_DIR_RE.match(path.name) or ".." in path.name or not is_real_dir(path):
+        return False
+    try:
+        return all(ATTEMPT_DIR_RE.match(entry.name) for entry in path.iterdir())
+    except OSError:
+        return False
 
 
 def is_real_dir(path: Path) -> bool:

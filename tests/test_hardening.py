@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 
 from tests.support.reliability_helpers import wait_agent_running
 from tests.support.world import World, wait_for
@@ -111,7 +112,7 @@ def test_work_dirs_left_by_a_crash_are_removed_at_the_next_start(world: World) -
     running = world.add_job(enqueue=False)
     world.client.hset(f"job:{running}", "status", "running")
     for job_id in (finished, running, "job-that-is-gone"):
-        leftover = world.temp_dir / job_id / "deadbeef" / "repo"
+        leftover = world.temp_dir / job_id / "deadbeef0123" / "repo"
         leftover.mkdir(parents=True)
         (leftover / "file.txt").write_text("left by a crash\n")
     world.temp_dir.chmod(0o700)
@@ -119,7 +120,11 @@ def test_work_dirs_left_by_a_crash_are_removed_at_the_next_start(world: World) -
     outside = world.tmp / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep me\n")
-    (world.temp_dir / finished / "link").symlink_to(outside)
+    (world.temp_dir / finished / "deadbeef0123" / "link").symlink_to(outside)
+    # Something under TEMP_DIR that repobox did not make is never removed.
+    foreign = world.temp_dir / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine\n")
 
     assert world.run_burst().returncode == 0
 
@@ -127,6 +132,7 @@ def test_work_dirs_left_by_a_crash_are_removed_at_the_next_start(world: World) -
     assert not (world.temp_dir / "job-that-is-gone").exists()
     assert (world.temp_dir / running).exists(), "a running job's directory (another runner's) was removed"
     assert (outside / "precious.txt").read_text() == "keep me\n"
+    assert (foreign / "todo.txt").read_text() == "mine\n"
 
 
 def test_a_temp_dir_writable_by_others_is_refused(world: World) -> None:
@@ -135,3 +141,41 @@ def test_a_temp_dir_writable_by_others_is_refused(world: World) -> None:
     result = world.run_burst()
     assert result.returncode == 1
     assert "not writable by others" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_repository_planted_above_the_work_dir_is_never_discovered(world: World) -> None:
+    from tests.support.security_helpers import RecordingListener
+
+    world.temp_dir.mkdir(mode=0o700)
+    planted = world.temp_dir / ".git"
+    subprocess.run(["git", "init", "-q", "--bare", str(planted)], check=True)
+    with RecordingListener() as listener:
+        config = planted / "config"
+        config.write_text(config.read_text() + f'[http "{world.git.base_url}/"]\n'
+                          f"\tproxy = http://127.0.0.1:{listener.port}\n\tsslVerify = false\n")
+        job_id = world.add_job()
+        assert world.run_burst().returncode == 0
+        assert listener.received == [], "git used a proxy from a repository planted in TEMP_DIR"
+    assert world.job(job_id)["status"] == "success"
+
+
+def test_exec_no_push_without_changes_still_leaves_the_job_pending(world: World) -> None:
+    job_id = world.add_job(enqueue=False)
+    result = world.repobox("exec", job_id, "--no-push", AGENT_COMMAND="true")
+    assert result.returncode == 0, result.stderr
+    job = world.job(job_id)
+    assert job["status"] == "pending" and "started_at" not in job and "finished_at" not in job
+
+
+def test_hand_back_never_takes_an_entry_another_runner_owns(world: World) -> None:
+    from repobox_cli.leases import Leases
+
+    client = world.client
+    world.add_job()
+    client.xgroup_create("jobs:stream", GROUP, id="0")
+    entry_id = client.xreadgroup(GROUP, "old-owner", {"jobs:stream": ">"}, count=1)[0][1][0][0]
+    client.xclaim("jobs:stream", GROUP, "new-owner", 0, [entry_id])  # taken over meanwhile
+    assert Leases(client).hand_back("old-owner", [entry_id]) == []
+    row = client.xpending_range("jobs:stream", GROUP, min="-", max="+", count=1)[0]
+    assert row["consumer"] == "new-owner" and int(row["time_since_delivered"]) < 60_000
+    assert Leases(client).hand_back("new-owner", [entry_id]) == [entry_id]
