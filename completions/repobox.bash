@@ -33,10 +33,10 @@ _repobox() {
         run)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
-                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts) COMPREPLY=(); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--agent-user) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --burst --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --agent-user --burst --help" -- "$cur")
             fi
             ;;
         exec)

@@ -26,6 +26,7 @@ complete -c repobox -n '__fish_seen_subcommand_from run' -l shutdown-timeout -r 
 complete -c repobox -n '__fish_seen_subcommand_from run' -l allowed-git-hosts -r -d 'Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l allow-http -d 'Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l no-allow-http -d 'Opposite of --allow-http: Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-user -r -d 'Run the agent as this OS user; needs a root runner (env: AGENT_USER; default: the runner\'s user)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l help -d 'Show this message and exit.'
 

@@ -65,6 +65,11 @@ def _pump(pipe: IO[bytes], stream: str, emit: Emit) -> None:
     pipe.close()
 
 
+def _as_user(settings: Settings) -> list[str]:
+    user = settings.agent_user
+    return ["--as", f"{user.uid}:{user.gid}"] if user else []
+
+
 def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:
     """Run AGENT_COMMAND to completion; AgentError on non-zero exit, JobStopped when stopped."""
     control.check()
@@ -72,7 +77,8 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
         try:
             process = subprocess.Popen(
                 # -I: the clone is the working directory and must not shadow repobox_cli.
-                [sys.executable, "-I", "-m", "repobox_cli.reaper", settings.agent_command],
+                [sys.executable, "-I", "-m", "repobox_cli.reaper", *_as_user(settings),
+                 settings.agent_command],
                 cwd=paths.repo,
                 env=agent_environment(settings, job, paths),
                 stdin=subprocess.DEVNULL,

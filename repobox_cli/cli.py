@@ -101,6 +101,7 @@ def run(
     shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default JOB_TIMEOUT)")] = None,
     allowed_git_hosts: Annotated[str | None, typer.Option("--allowed-git-hosts", help="Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)")] = None,
     allow_http: Annotated[bool | None, typer.Option("--allow-http/--no-allow-http", help="Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)")] = None,
+    agent_user: Annotated[str | None, typer.Option("--agent-user", help="Run the agent as this OS user; needs a root runner (env: AGENT_USER; default: the runner's user)")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
 ) -> None:
     """The long-lived worker: consume jobs:stream and run jobs."""
@@ -108,7 +109,8 @@ def run(
         redis_url=redis_url, runner_id=runner_id, concurrency=concurrency, max_jobs_per_user=max_jobs_per_user,
         job_timeout=job_timeout, temp_dir=temp_dir, cleanup=cleanup, claim_min_idle=claim_min_idle,
         agent_command=agent_command, log_format=log_format, max_deliveries=max_deliveries,
-        shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http)
+        shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http,
+        agent_user=agent_user)
     settings.require_key()
     setup_logging(settings.log_format)
     runner = Runner(settings, _connected(settings), burst=burst)

@@ -91,7 +91,7 @@ class Runner:
     # -- life cycle ----------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until nothing is left); the exit code."""
-        procs.become_subreaper()
+        procs.harden_process()
         self._startup()
         supervisor = threading.Thread(
             target=run_watch_loop, name="supervisor",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,7 +85,9 @@ class Executor:
             out.runner(f"job {job.id} started by runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})")
             if active.previous_consumer:
                 out.runner(f"taken over from runner {active.previous_consumer}: starting again in a fresh work directory")
-            paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id)
+            agent_user = self.settings.agent_user
+            paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id,
+                                    agent_uid=agent_user.uid if agent_user else None)
             active.work_dir = str(paths.root)
             result = self._steps(active, paths)
             outcome = self._finish(active, Status.SUCCESS, result.fields, result.message, jlog)
@@ -113,7 +116,11 @@ class Executor:
             out.runner(f"cloning {repo.url} at {base_branch}")
             base_sha = git.clone(repo, token, base_branch)
         out.runner(f"cloned {base_branch} at {base_sha[:12]}")
-        git.checkout_for_agent(repo, base_branch, work_branch)
+        agent_user = self.settings.agent_user
+        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=agent_user is not None)
+        if agent_user is not None:
+            workdir.give_to([paths.repo, paths.home, paths.tmp], agent_user.uid, agent_user.gid)
+            os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
         out.runner(f"created branch {work_branch}")
         self._agent_step(active, paths)
         self._ensure_current(active)

@@ -250,10 +250,13 @@ class Git:
         )
         return self._in_runner_repo(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], step="rev-parse")
 
-    def checkout_for_agent(self, repo: RepoUrl, branch: str, work_branch: str) -> None:
-        """The agent's clone in `repo/`, on `work_branch`, its origin the real URL (no credentials)."""
+    def checkout_for_agent(self, repo: RepoUrl, branch: str, work_branch: str, *, own_objects: bool = False) -> None:
+        """The agent's clone in `repo/`, on `work_branch`, its origin the real URL (no credentials).
+        It borrows the runner's objects (`--shared`) unless `own_objects`: an agent running as
+        another user cannot read the runner's repository, so it gets a copy."""
+        sharing = "--no-hardlinks" if own_objects else "--shared"
         self.run(
-            ["clone", "--quiet", "--shared", "--no-tags", "--branch", branch, "--",
+            ["clone", "--quiet", sharing, "--no-tags", "--branch", branch, "--",
              str(self.paths.git_dir), str(self.paths.repo)],
             step="checkout",
             env=self._env(protocol="file"),

@@ -38,6 +38,16 @@ def forget(pid: int) -> None:
         _spawned.discard(pid)
 
 
+RUNNER_UMASK = 0o077  # everything the runner (and its git) creates is private to its user
+AGENT_UMASK = 0o022
+
+
+def harden_process() -> None:
+    """Process-wide settings for a runner: private files; orphans re-parented to us."""
+    os.umask(RUNNER_UMASK)
+    become_subreaper()
+
+
 def become_subreaper() -> bool:
     """Make orphaned descendants re-parent to this process (Linux); False where unsupported."""
     try:

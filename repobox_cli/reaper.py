@@ -30,14 +30,32 @@ def _kill_below(me: int) -> bool:
     return bool(found)
 
 
+def _switch_user(spec: str) -> None:
+    """In the child, before exec: become the agent's user, with no supplementary groups."""
+    uid, gid = (int(part) for part in spec.split(":", 1))
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
 def main(argv: list[str]) -> int:
+    as_user = None
+    if len(argv) == 4 and argv[1] == "--as":
+        as_user, argv = argv[2], [argv[0], argv[3]]
     if len(argv) != 2:
-        print("usage: python -m repobox_cli.reaper COMMAND", file=sys.stderr)
+        print("usage: python -m repobox_cli.reaper [--as UID:GID] COMMAND", file=sys.stderr)
         return 2
     procs.become_subreaper()
     child = os.fork()
     if child == 0:  # pragma: no cover - replaced by exec
-        os.execv("/bin/sh", ["/bin/sh", "-c", argv[1]])
+        try:
+            os.umask(procs.AGENT_UMASK)
+            if as_user:
+                _switch_user(as_user)
+            os.execv("/bin/sh", ["/bin/sh", "-c", argv[1]])
+        except OSError as exc:
+            print(f"repobox: cannot start the agent: {exc}", file=sys.stderr)
+        os._exit(127)
     _, status = os.waitpid(child, 0)
     me = os.getpid()
     for _ in range(procs.MAX_KILL_PASSES):

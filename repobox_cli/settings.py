@@ -6,6 +6,7 @@ This is the only module that reads os.environ.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import socket
 import sys
@@ -46,6 +47,30 @@ GIT_PASSTHROUGH_ENV = (
 
 
 @dataclass(frozen=True)
+class AgentUser:
+    """The OS user the agent runs as (AGENT_USER): it cannot read the runner's memory, its git
+    directory or its git processes' environment."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def _agent_user(raw: str) -> AgentUser | None:
+    if not raw:
+        return None
+    try:
+        entry = pwd.getpwuid(int(raw)) if raw.isdigit() else pwd.getpwnam(raw)
+    except (KeyError, ValueError) as exc:
+        raise SettingsError(f"AGENT_USER {raw!r} is not a user on this machine") from exc
+    if os.geteuid() != 0:
+        raise SettingsError("AGENT_USER needs the runner to run as root, to start the agent as that user")
+    if entry.pw_uid in (0, os.geteuid()):
+        raise SettingsError("AGENT_USER must be another user than the runner's (and not root)")
+    return AgentUser(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     encryption_key: EncryptionKey | None = field(default=None, repr=False)
@@ -58,6 +83,7 @@ class Settings:
     claim_min_idle_s: float = 300.0
     agent_command: str = ""
     agent_env_names: tuple[str, ...] = ()
+    agent_user: AgentUser | None = None
     log_format: str = "json"
     git_author_name: str = "Repobox"
     git_author_email: str = "repobox@localhost"
@@ -180,6 +206,7 @@ def load_settings(
         ),
         agent_command=str(src.get("AGENT_COMMAND", "agent_command", "")),
         agent_env_names=agent_env_names,
+        agent_user=_agent_user(str(src.get("AGENT_USER", "agent_user", "")).strip()),
         log_format=log_format,
         git_author_name=_identity("GIT_AUTHOR_NAME", env.get("GIT_AUTHOR_NAME") or "Repobox"),
         git_author_email=_identity("GIT_AUTHOR_EMAIL", env.get("GIT_AUTHOR_EMAIL") or "repobox@localhost"),

@@ -54,7 +54,7 @@ class SingleJob:
             raise RepoboxError(f"job {job_id} is running on another runner right now: not started twice")
         if begun.outcome != "ok":
             raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status}".strip())
-        procs.become_subreaper()
+        procs.harden_process()
         active = ActiveJob(job, attempt, self.control, JobOutput(self.client, job.id, self.health, echo),
                            begun.previous_consumer)
         stop = threading.Event()

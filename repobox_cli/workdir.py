@@ -92,7 +92,10 @@ def _make_writable(root: Path) -> None:
                     os.chmod(full, PRIVATE_DIR_MODE)
 
 
-def prepare(temp_dir: Path, job_id: str, attempt_id: str) -> WorkPaths:
+TRAVERSE_ONLY_MODE = 0o711  # others may pass through to a path they know, never list
+
+
+def prepare(temp_dir: Path, job_id: str, attempt_id: str, *, agent_uid: int | None = None) -> WorkPaths:
     """A fresh `TEMP_DIR/{job_id}/{attempt_id}`: each attempt has its own, so an attempt that was
     superseded (paused, partitioned) never touches the files of the one that replaced it."""
     ensure_private_dir(temp_dir)
@@ -106,7 +109,20 @@ def prepare(temp_dir: Path, job_id: str, attempt_id: str) -> WorkPaths:
             os.mkdir(sub, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise WorkDirError(f"cannot create work directory {paths.root}: {exc.strerror}") from exc
+    if agent_uid is not None:
+        # The agent's user must reach repo/, home/ and tmp/ (its own); nothing else is open to it.
+        for directory in (temp_dir, job_dir, paths.root):
+            os.chmod(directory, TRAVERSE_ONLY_MODE)
     return paths
+
+
+def give_to(paths: list[Path], uid: int, gid: int) -> None:
+    """Hand files to the agent's user: every entry below, never following a symlink."""
+    for top in paths:
+        os.lchown(top, uid, gid)
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            for name in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
 def remove_attempt(paths: WorkPaths) -> None:
