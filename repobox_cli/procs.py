@@ -136,8 +136,8 @@ def _leftovers(session_id: int) -> set[int]:
     run under their own reaper (repobox_cli/reaper.py), so an orphan that reaches the runner
     escaped one, whatever REPOBOX_JOB_ID it claims."""
     me = os.getpid()
-    procs = [p for p in list_processes() if p.state != "Z" and p.pid != me]
-    with _spawn_lock:
+    with _spawn_lock:  # list and snapshot together: no child is half-registered meanwhile
+        procs = [p for p in list_processes() if p.state != "Z" and p.pid != me]
         spawned = set(_spawned)
     roots = {p.pid for p in procs if p.sid == session_id or (p.ppid == me and p.pid not in spawned)}
     return descendants(roots, procs) - {me} - spawned if roots else set()
@@ -157,11 +157,12 @@ def kill_leftovers(session_id: int) -> int:
 
 
 def reap_orphans() -> None:
-    """Collect exit statuses of re-parented children we did not start (they would stay zombies)."""
+    """Collect exit statuses of re-parented children we did not start (they would stay zombies).
+    The spawn lock is held throughout: a child started meanwhile (a fast git command may already
+    be a zombie) must never be reaped here, or its owner's wait fails."""
     me = os.getpid()
     with _spawn_lock:
-        spawned = set(_spawned)
-    for p in list_processes():
-        if p.ppid == me and p.pid not in spawned:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(p.pid, os.WNOHANG)
+        for p in list_processes():
+            if p.ppid == me and p.pid not in _spawned:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(p.pid, os.WNOHANG)
