@@ -197,7 +197,7 @@ class Runner:
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
             if self.stopping.is_set():
-                self._park_for_handback(entry_id)
+                self._hand_back_unstarted([entry_id])
                 continue
             self._admit_safely(entry_id, fields, deliveries=1)
         return bool(entries)
@@ -447,22 +447,24 @@ class Runner:
                 self.log.info("removed consumer %s of a runner that is gone and held nothing", name)
 
     # -- stopping --------------------------------------------------------------------------
-    def _park_for_handback(self, entry_id: str) -> None:
-        try:
-            self.leases.hand_back(self.consumer, [entry_id])
-        except CONNECTION_ERRORS:
-            pass  # claimable after CLAIM_MIN_IDLE anyway
-
     def _hand_back_waiting(self) -> None:
         ids = self._waiting_ids()
         with self._lock:
             self.waiting.clear()
-        if ids:
-            try:
-                self.leases.hand_back(self.consumer, ids)
-                self.log.info("handed back %d waiting entries for other runners", len(ids))
-            except CONNECTION_ERRORS:
-                self.log.warning("could not hand back %d waiting entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
+        self._hand_back_unstarted(ids)
+
+    def _hand_back_unstarted(self, ids: list[str]) -> None:
+        """Entries this runner holds but never started: claimable at once by another runner, and
+        marked as only waited on, so the takeover does not count as a delivery."""
+        if not ids:
+            return
+        try:
+            for entry_id in ids:
+                self.leases.mark_waiting(self.consumer, entry_id)
+            self.leases.hand_back(self.consumer, ids)
+            self.log.info("handed back %d entries not started here, for other runners", len(ids))
+        except CONNECTION_ERRORS:
+            self.log.warning("could not hand back %d entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
 
     def _leave_group(self) -> None:
         try:

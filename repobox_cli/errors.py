@@ -37,9 +37,5 @@ class JobStopped(RepoboxError):
     """Raised inside a job when its control was cancelled (timeout, web-app cancel, lease lost)."""
 
 
-class LeaseLost(RepoboxError):
-    """Raised when this runner no longer owns the job (taken over, or its attempt replaced)."""
-
-
 class RedisUnavailable(RepoboxError):
     """Raised when Redis cannot be reached."""

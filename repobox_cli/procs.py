@@ -88,19 +88,6 @@ def list_processes() -> list[ProcInfo]:
     return found
 
 
-def environ_value(pid: int, name: str) -> str | None:
-    """One variable of another process's environment (same user only), or None."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    prefix = f"{name}=".encode()
-    for item in raw.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode("utf-8", errors="replace")
-    return None
-
-
 def descendants(roots: Iterable[int], procs: list[ProcInfo]) -> set[int]:
     """`roots` and every process below them."""
     children: dict[int, list[int]] = {}
