@@ -44,6 +44,7 @@ def agent_environment(settings: Settings, job: Job, paths: WorkPaths) -> dict[st
         **settings.agent_env,
         "REPOBOX_JOB_ID": job.id,
         "REPOBOX_PROMPT": job.prompt,
+        "REPOBOX_ENVIRONMENT": job.environment,
         "REPOBOX_REPO_DIR": str(paths.repo),
     }
 
@@ -55,7 +56,7 @@ def write_placeholder(job: Job, paths: WorkPaths, emit: Emit) -> None:
     if target.is_symlink():
         target.unlink()
     target.write_text(f"# Repobox test\n\nJob: {job.id}\n\nPrompt: {job.prompt}\n\nTime: {stamp}\n")
-    emit(f"placeholder agent wrote {PLACEHOLDER_FILE}", "stdout")
+    emit(f"Wrote {PLACEHOLDER_FILE} (placeholder agent)", "stdout")
 
 
 def _pump(pipe: IO[bytes], stream: str, emit: Emit) -> None:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, keys, validation
+from repobox_cli import __version__, envscrub, keys, validation
 from repobox_cli.consumer import Runner
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -29,10 +29,12 @@ from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import RepoboxError, SettingsError
 from repobox_cli.executor import ExecOptions
 from repobox_cli.jobs import Status
+from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
+from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
-from repobox_cli.settings import Settings, load_settings
+from repobox_cli.settings import SECRET_ENV_NAMES, Settings, load_settings
 from repobox_cli.single import SingleJob
 
 app = typer.Typer(
@@ -112,16 +114,20 @@ def run(
         shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http,
         agent_user=agent_user)
     settings.require_key()
+    envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
-    runner = Runner(settings, _connected(settings), burst=burst)
+    client = _connected(settings)
+    check_key(client, settings.require_key())
+    runner = Runner(settings, client, burst=burst)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
     raise typer.Exit(runner.run())
 
 
 def _render_output(line: str, stream: str, source: str) -> None:
-    style = "red" if stream == "stderr" and source == "agent" else ("cyan" if source == "agent" else "dim" if stream == "stderr" else "")
-    prefix = "agent │ " if source == "agent" else "      │ "
+    from_agent = source == AGENT_SOURCE
+    style = "red" if stream == "stderr" else ("cyan" if from_agent else "")
+    prefix = "agent │ " if from_agent else "      │ "
     out_console.print(Text(prefix + line, style=style), soft_wrap=True)
 
 
@@ -141,6 +147,7 @@ def exec_job(
     settings = load_settings(redis_url=redis_url, temp_dir=temp_dir, agent_command=agent_command,
                              job_timeout=job_timeout, log_format=log_format)
     settings.require_key()
+    envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
     def interrupt(_signum: int, _frame: object) -> None:
@@ -184,7 +191,7 @@ def _ciphertext_source(settings: Settings, ciphertext: str | None, user: str | N
     if user is not None and provider is not None:
         if ciphertext is not None:
             raise RepoboxError("give a ciphertext or --user/--provider, not both")
-        key_name = keys.git_provider(validation.safe_name(user, "user"), validation.safe_name(provider, "provider"))
+        key_name = keys.git_provider(validation.key_part(user, "--user"), validation.key_part(provider, "--provider"))
         stored = _connected(settings).hget(key_name, "token")
         if not stored:
             raise RepoboxError(f"no token stored at {key_name}")
@@ -207,6 +214,7 @@ def pending(
     redis_url: RedisUrlOpt = None,
     claim: Annotated[bool, typer.Option("--claim", help="Hand entries idle longer than --min-idle back for delivery")] = False,
     min_idle: Annotated[float | None, typer.Option("--min-idle", help="Seconds; default CLAIM_MIN_IDLE")] = None,
+    claim_runner: Annotated[str | None, typer.Option("--runner", help="With --claim: hand back every entry of this runner at once, alive or not (fencing makes a mistake harmless: a live runner stops the job without writing)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """The group's pending entries, lag, consumers and dead letters."""
@@ -215,7 +223,9 @@ def pending(
     settings = load_settings(redis_url=redis_url, log_format="json")
     client = _connected(settings)
     idle_s = settings.claim_min_idle_s if min_idle is None else min_idle
-    handed = claim_idle(client, idle_s) if claim else []
+    if claim_runner is not None and not claim:
+        raise SettingsError("--runner goes with --claim")
+    handed = claim_idle(client, idle_s, claim_runner) if claim else []
     report = pending_report(client, settings.claim_min_idle_s)
     if as_json:
         data = report.as_json()
@@ -239,10 +249,13 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
                         e.user_id, e.job_status, "yes" if e.claimable else "no")
     out_console.print(entries)
     consumers = Table(title="consumers")
-    for col in ("consumer", "idle", "pending", "alive"):
-        consumers.add_column(col)
+    for col in ("consumer", "host", "pid", "jobs", "heartbeat", "idle", "pending", "alive"):
+        consumers.add_column(col, overflow="fold")
     for c in report.consumers:
-        consumers.add_row(c.name, f"{c.idle_ms / 1000:.1f}s", str(c.pending), "yes" if c.alive else "no")
+        jobs = f"{c.running} running, {c.waiting} waiting" if c.running is not None else "-"
+        beat = f"{c.heartbeat_age_ms / 1000:.1f}s ago" if c.heartbeat_age_ms is not None else "gone"
+        consumers.add_row(c.name, c.host or "-", str(c.pid or "-"), jobs, beat, f"{c.idle_ms / 1000:.1f}s",
+                          str(c.pending), "yes" if c.alive else "no")
     out_console.print(consumers)
     dead = Table(title=f"dead letters ({keys.DEAD_LETTERS_STREAM})")
     for col in ("id", "entry", "job", "deliveries", "reason"):

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this, stop reading
 HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_MS = 8_000  # four missed heartbeats: gone
 HOUSEKEEPING_INTERVAL_S = 30.0
 CLAIM_SWEEP_MAX_S = 5.0
 OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
@@ -87,6 +88,7 @@ class Runner:
         self.supervisor_stop = threading.Event()
         self._stop_now_requested = threading.Event()
         self._recoveries_seen = 0
+        self._started_at_ms = now_ms()
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self) -> int:
@@ -271,7 +273,7 @@ class Runner:
         reason = one_line(reason)
         self.log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
         if job_id:
-            JobOutput(self.client, job_id, self.health).runner(reason)
+            JobOutput(self.client, job_id, self.health).error(reason)
         self.leases.reject(self.consumer, entry_id, fields, reason, now_ms(), job_id=job_id,
                            dead_letter=dead_letter, deliveries=deliveries)
         self.stats["dead-lettered" if dead_letter else "refused"] += 1
@@ -432,10 +434,13 @@ class Runner:
         return {str(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     def _heartbeat(self) -> None:
-        ttl_s = max(10, int(self.settings.claim_min_idle_s))
+        with self._lock:
+            running, waiting = len(self.running), self._waiting_count()
         info = {"runner_id": self.consumer, "host": socket.gethostname(), "pid": os.getpid(),
-                "running": len(self.running), "waiting": self._waiting_count(), "at": now_ms()}
-        self.client.set(keys.heartbeat(self.consumer), json.dumps(info), ex=ttl_s)
+                "started_at": self._started_at_ms, "concurrency": self.settings.max_concurrent_jobs,
+                "running": running, "waiting": waiting, "at": now_ms()}
+        # A short TTL: a killed runner shows as gone within seconds (`pending`, `--claim`).
+        self.client.set(keys.heartbeat(self.consumer), json.dumps(info), px=HEARTBEAT_TTL_MS)
 
     def _housekeeping(self) -> None:
         trimmed = self.leases.trim()

@@ -82,9 +82,9 @@ class Executor:
         jlog.info("job started")
         paths: workdir.WorkPaths | None = None
         try:
-            out.runner(f"job {job.id} started by runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})")
+            out.runner(f"Starting job {job.id} on runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})")
             if active.previous_consumer:
-                out.runner(f"taken over from runner {active.previous_consumer}: starting again in a fresh work directory")
+                out.runner(f"Restarting the job in a fresh work directory: taken over from runner {active.previous_consumer}")
             agent_user = self.settings.agent_user
             paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id,
                                     agent_uid=agent_user.uid if agent_user else None)
@@ -94,11 +94,12 @@ class Executor:
         except JobStopped:
             outcome = self._stopped(active, jlog)
         except RepoboxError as exc:
-            outcome = self._finish(active, Status.FAILED, {"error_message": one_line(str(exc))}, f"job failed: {one_line(str(exc))}", jlog)
+            reason = one_line(str(exc))
+            outcome = self._finish(active, Status.FAILED, {"error_message": reason}, reason, jlog)
         except Exception as exc:  # noqa: BLE001 - boundary: one job's bug must not kill the worker
             reason = one_line(f"internal error: {type(exc).__name__}: {exc}")
             jlog.error("unexpected error in job: %s", reason)
-            outcome = self._finish(active, Status.FAILED, {"error_message": reason}, f"job failed: {reason}", jlog)
+            outcome = self._finish(active, Status.FAILED, {"error_message": reason}, reason, jlog)
         finally:
             if paths is not None and self.settings.cleanup_after_job and not self.options.keep_workdir:
                 workdir.remove_attempt(paths)
@@ -110,49 +111,53 @@ class Executor:
         work_branch = validation.branch_name(job.work_branch)
         git = Git(self.settings, paths, control, out.git)
         with self._token(job, repo) as token:
-            out.runner(f"looking up {repo.url}")
+            out.runner(f"Looking up branches of {repo.url}")
             refs = git.remote_refs(repo, token, [job.branch, work_branch])
             base_branch = self._base_branch(job, refs.heads, refs.default_branch, out)
-            out.runner(f"cloning {repo.url} at {base_branch}")
+            out.runner(f"Cloning {repo.url} at {base_branch}...")
             base_sha = git.clone(repo, token, base_branch)
-        out.runner(f"cloned {base_branch} at {base_sha[:12]}")
+        out.runner(f"Clone completed: {base_branch} at {base_sha[:12]}")
         agent_user = self.settings.agent_user
         git.checkout_for_agent(repo, base_branch, work_branch, own_objects=agent_user is not None)
         if agent_user is not None:
             workdir.give_to([paths.repo, paths.home, paths.tmp], agent_user.uid, agent_user.gid)
             os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
-        out.runner(f"created branch {work_branch}")
+        out.runner(f"Creating branch {work_branch}")
         self._agent_step(active, paths)
         self._ensure_current(active)
         if not workdir.is_real_dir(paths.repo):
             raise JobDataError("the agent replaced the repository directory: refusing to commit")
         git.reset_runner_config()
+        out.runner("Committing changes")
         commit = git.commit_worktree(base_sha, work_branch, validation.commit_subject(job.prompt))
         if commit is None:
             return _Result({"status": Status.SUCCESS, "lines_added": 0, "lines_removed": 0},
-                           "no changes: nothing committed, nothing pushed")
+                           "Job completed successfully: no changes, nothing committed or pushed")
         added, removed = git.line_counts(base_sha, commit)
-        out.runner(f"committed {commit[:12]}: +{added} -{removed}")
+        out.runner(f"Committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
-            return _Result({}, f"--no-push: committed +{added} -{removed}, not pushed")
+            return _Result({}, f"Skipping the push (--no-push): committed +{added} -{removed}")
         expected = refs.heads.get(work_branch)
         if expected:
-            out.runner(f"{work_branch} already exists at {expected[:12]} (an earlier attempt): replacing it")
+            out.runner(f"Replacing branch {work_branch} left by an earlier attempt (at {expected[:12]})")
         self._ensure_current(active)
         with self._token(job, repo) as token:
-            out.runner(f"pushing {work_branch}")
+            out.runner(f"Pushing {work_branch} to {repo.url}...")
             git.push(repo, token, commit, work_branch, expected)
+        out.runner(f"Push completed: {work_branch}")
         return _Result({"status": Status.SUCCESS, "branch": work_branch, "lines_added": added,
-                        "lines_removed": removed}, f"pushed {work_branch}")
+                        "lines_removed": removed}, f"Job completed successfully: pushed {work_branch}")
 
     def _agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
         out = active.output
+        out.runner(f"Running prompt: {validation.prompt_headline(active.job.prompt)}")
         if not self.settings.agent_command:
+            out.runner("Starting the placeholder agent (no AGENT_COMMAND set)")
             agent.write_placeholder(active.job, paths, out.agent)
             return
-        out.runner("running the agent")
+        out.runner("Starting agent")
         agent.run_agent(self.settings, active.job, paths, active.control, out.agent)
-        out.runner("agent finished")
+        out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------
     def _checked_repo(self, job: Job) -> RepoUrl:
@@ -168,7 +173,7 @@ class Executor:
             return job.branch
         if default:
             validation.branch_name(default)
-            out.runner(f"branch {job.branch} not found on the remote: using its default branch {default}")
+            out.runner(f"Using the default branch {default}: branch {job.branch} was not found on the remote")
             return default
         raise JobDataError(f"branch {job.branch} not found on the remote, and it has no default branch")
 
@@ -210,13 +215,16 @@ class Executor:
     def _finish(self, active: ActiveJob, status: Status, fields: dict[str, str | int], message: str,
                 jlog: JobLog) -> Outcome:
         out = active.output
-        out.runner(message)
+        if status is Status.FAILED:
+            out.error(message)
+        else:
+            out.runner(message)
         active.finishing.set()
         if status is Status.FAILED:
             fields = {"status": Status.FAILED, **fields}
         finished_at = now_ms()
         if not self.options.push:
-            out.runner("--no-push: the job is left pending for a real run")
+            out.runner("Leaving the job pending for a real run (--no-push)")
             finished_at, fields = 0, {}
         self._redis(out.drain, "writing the job output")
         result = self._redis(lambda: self.leases.finish(active.attempt, finished_at, fields), "finishing the job")
@@ -232,19 +240,20 @@ class Executor:
         if result == "missing":
             jlog.warning("the job's hash was deleted while it ran: result discarded")
             return "missing"
-        jlog.info("job %s in %.1f s: %s", status, elapsed, one_line(message))
+        level = logging.WARNING if status is Status.FAILED else logging.INFO
+        jlog.log(level, "job %s in %.1f s: %s", status, elapsed, one_line(message))
         return str(status)
 
     def _stopped(self, active: ActiveJob, jlog: JobLog) -> Outcome:
         reason = active.control.reason
         if reason in (StopReason.TIMEOUT, StopReason.INTERRUPTED):
             msg = active.control.describe()
-            return self._finish(active, Status.FAILED, {"error_message": msg}, f"job failed: {msg}", jlog)
+            return self._finish(active, Status.FAILED, {"error_message": msg}, msg, jlog)
         if reason is StopReason.CANCELLED:
-            return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED}, "job cancelled: stopped, nothing pushed", jlog)
+            return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED}, "Job cancelled: stopped, nothing pushed", jlog)
         # Lost to another runner, or this runner is stopping: write nothing the next attempt owns.
         active.finished.set()  # no renewal may undo the release and hand-back below
-        active.output.runner(f"stopped on this runner: {active.control.describe()}")
+        active.output.runner(f"Stopping here: {active.control.describe()}")
         out_ok = active.output.flush()
         try:
             self.leases.release_slot(active.attempt)

@@ -59,6 +59,7 @@ def proxy_from_env(env: Mapping[str, str]) -> str:
             return env[name]
     return ""
 
+_GIT_ERROR_PREFIXES = ("fatal:", "error:", "remote: error:", " ! [")
 _PROGRESS_RE = re.compile(r"^(remote: )?[A-Za-z ]+:\s+\d+% ")
 
 
@@ -95,7 +96,9 @@ class _StderrLines:
             if now - self._last_progress_at < PROGRESS_INTERVAL_S:
                 return
             self._last_progress_at = now
-        self.emit(line, "stderr")
+        # git prints its progress on stderr, but progress is not an error: only git's own
+        # error lines go out as stderr (the web app paints stderr red).
+        self.emit(line, "stderr" if line.startswith(_GIT_ERROR_PREFIXES) else "stdout")
 
 
 def _reason(step: str, tail: Sequence[str]) -> str:

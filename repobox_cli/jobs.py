@@ -79,12 +79,12 @@ class Job:
             raise JobDataError(f"job hash id {stored_id[:40]!r} does not match {job_id!r}")
         return cls(
             id=job_id,
-            user_id=validation.safe_name(data.get("user_id", ""), "user_id"),
-            provider_id=validation.safe_name(data.get("provider_id", ""), "provider_id"),
+            user_id=validation.key_part(data.get("user_id", ""), "user_id"),
+            provider_id=validation.key_part(data.get("provider_id", ""), "provider_id"),
             repo_url=data.get("repo_url", ""),
             branch=validation.branch_name(data.get("branch") or DEFAULT_BRANCH),
             prompt=validation.prompt_text(data.get("prompt", "")),
-            environment=data.get("environment", ""),
+            environment=validation.environment_name(data.get("environment", "")),
             status=data.get("status", Status.PENDING),
         )
 

@@ -4,6 +4,7 @@ JOBS_STREAM = "jobs:stream"
 RUNNERS_GROUP = "jobs:stream:runners"
 DEAD_LETTERS_STREAM = "runner:dead_letters"
 HEARTBEAT_PREFIX = "runner:heartbeat:"
+GIT_PROVIDER_PATTERN = "git_provider:*"  # for SCAN only: ids are never parsed back out of a key
 
 
 def job(job_id: str) -> str:

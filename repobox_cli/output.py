@@ -16,6 +16,10 @@ from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
 log = logging.getLogger(__name__)
 
 OUTPUT_TTL_S = 86400
+RUNNER_SOURCE = "runner"
+# The web app's one name for agent output, whatever the agent is (its types know no other).
+AGENT_SOURCE = "claude"
+ERROR_PREFIX = "Error: "
 MAX_BUFFERED_LINES = 100_000  # while Redis is away; beyond this the oldest are dropped, and counted
 
 Echo = Callable[[str, str, str], None]  # (line, stream, source), already redacted
@@ -45,13 +49,18 @@ class JobOutput:
             self._flush_locked()
 
     def runner(self, line: str) -> None:
-        self.write(line, "stdout", "runner")
+        """One of the runner's own lines: a step (`Cloning …`) or a report; never an error."""
+        self.write(line, "stdout", RUNNER_SOURCE)
+
+    def error(self, reason: str) -> None:
+        """The runner reports an error: `Error: <reason>` on stderr (the web app paints it red)."""
+        self.write(f"{ERROR_PREFIX}{reason}", "stderr", RUNNER_SOURCE)
 
     def agent(self, line: str, stream: str) -> None:
-        self.write(line, stream, "agent")
+        self.write(line, stream, AGENT_SOURCE)
 
     def git(self, line: str, stream: str) -> None:
-        self.write(line, stream, "runner")
+        self.write(line, stream, RUNNER_SOURCE)
 
     def flush(self) -> bool:
         """True when nothing is left waiting."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,10 +29,18 @@ class PendingEntry:
 
 @dataclass(frozen=True)
 class ConsumerInfo:
+    """A consumer of the group; host, pid, jobs and heartbeat age come from its runner's
+    heartbeat (empty/None when the runner is gone)."""
+
     name: str
     idle_ms: int
     pending: int
     alive: bool
+    host: str = ""
+    pid: int | None = None
+    running: int | None = None
+    waiting: int | None = None
+    heartbeat_age_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,28 +106,63 @@ def pending_report(client: redis.Redis, claim_min_idle_s: float) -> PendingRepor
             entry_id=str(row["message_id"]), consumer=str(row["consumer"]), idle_ms=idle,
             deliveries=int(row["times_delivered"]), job_id=fields.get("job_id", ""),
             user_id=fields.get("user_id", ""), job_status=status or "(no job)", claimable=idle >= min_idle_ms))
+    now = _redis_now_ms(client)
     for consumer in client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP):
         name = str(consumer["name"])
-        report.consumers.append(ConsumerInfo(name=name, idle_ms=int(consumer["idle"]),
-                                             pending=int(consumer["pending"]),
-                                             alive=bool(client.exists(keys.heartbeat(name)))))
+        beat = _heartbeat(client, name)
+        report.consumers.append(ConsumerInfo(
+            name=name, idle_ms=int(consumer["idle"]), pending=int(consumer["pending"]),
+            alive=beat is not None, host=str((beat or {}).get("host", "")),
+            pid=_int_or_none((beat or {}).get("pid")), running=_int_or_none((beat or {}).get("running")),
+            waiting=_int_or_none((beat or {}).get("waiting")),
+            heartbeat_age_ms=max(0, now - at) if beat and (at := _int_or_none(beat.get("at"))) else None))
     return report
 
 
-def claim_idle(client: redis.Redis, min_idle_s: float) -> list[str]:
-    """Make every pending entry idle longer than `min_idle_s` claimable at once by a live runner.
-    Entries of runners that are alive (their heartbeat is there) are left alone: they are running
-    or waiting, and handing them over would run them twice."""
+def _redis_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _heartbeat(client: redis.Redis, runner: str) -> dict[str, Any] | None:
+    """The runner's last heartbeat, or None when it is gone (expired) or unreadable."""
+    raw = client.get(keys.heartbeat(runner))
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def claim_idle(client: redis.Redis, min_idle_s: float, runner: str | None = None) -> list[str]:
+    """Make pending entries claimable at once by a live runner.
+
+    Without `runner`: every entry idle longer than `min_idle_s` whose runner is gone (no
+    heartbeat); entries of live runners are left alone. With `runner`: every entry of that runner,
+    alive or not, at once — fencing makes a mistake harmless: a live runner whose entry is taken
+    over loses its next lease check and stops without writing anything."""
+    idle_ms = 0 if runner is not None else int(min_idle_s * 1000)
     rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+",
-                                 count=PENDING_SHOWN, idle=int(min_idle_s * 1000))
+                                 count=PENDING_SHOWN, idle=idle_ms,
+                                 **({"consumername": runner} if runner is not None else {}))
     leases = Leases(client)
     handed: list[str] = []
     alive: dict[str, bool] = {}
     for row in rows:
         consumer = str(row["consumer"])
-        if consumer not in alive:
-            alive[consumer] = bool(client.exists(keys.heartbeat(consumer)))
-        if alive[consumer]:
-            continue
+        if runner is None:
+            if consumer not in alive:
+                alive[consumer] = bool(client.exists(keys.heartbeat(consumer)))
+            if alive[consumer]:
+                continue
         handed += leases.hand_back(consumer, [str(row["message_id"])])
     return handed

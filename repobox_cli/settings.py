@@ -9,6 +9,7 @@ import os
 import pwd
 import re
 import socket
+import stat
 import sys
 import uuid
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_BLOCK_MS = 5000
 DEFAULT_TICK_MS = 250
 # Never handed to the agent, whatever AGENT_ENV says.
-AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "REDIS_URL"})
+AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD"})
 MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -150,6 +151,43 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace(" ", ",").split(",") if part.strip())
 
 
+# Read from the environment once, then wiped from this process's environment block.
+SECRET_ENV_NAMES = ("ENCRYPTION_KEY", "REDIS_URL", "REDIS_PASSWORD")
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _key_text(env: Mapping[str, str]) -> str:
+    """ENCRYPTION_KEY, or the contents of ENCRYPTION_KEY_FILE (one of them, not both)."""
+    inline = env.get("ENCRYPTION_KEY", "")
+    path = env.get("ENCRYPTION_KEY_FILE", "")
+    if inline and path:
+        raise SettingsError("set ENCRYPTION_KEY or ENCRYPTION_KEY_FILE, not both")
+    return _read_key_file(Path(path)) if path else inline
+
+
+def _read_key_file(path: Path) -> str:
+    """The key file's text without its trailing newline; it must be a regular file that only
+    its owner (this user or root) can read."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is readable by others (mode "
+                                f"{stat.S_IMODE(info.st_mode):o}): chmod 600 it")
+        if info.st_uid not in (0, os.geteuid()):
+            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} must be owned by this user or root")
+        raw = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
+    except OSError as exc:
+        raise SettingsError(f"cannot read ENCRYPTION_KEY_FILE {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is too large to hold a key")
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not UTF-8 text") from exc
+
+
 def default_runner_id() -> str:
     """Unique per process: host name, pid and a short random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -175,7 +213,7 @@ def load_settings(
     """Build Settings from `env` (default os.environ) and options (None means not given)."""
     env = os.environ if env is None else env
     src = _Source(env, options)
-    key_text = env.get("ENCRYPTION_KEY", "")
+    key_text = _key_text(env)
     tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
     log_format = str(src.get("LOG_FORMAT", "log_format", "pretty" if tty else "json")).lower()
     if log_format not in ("pretty", "json"):

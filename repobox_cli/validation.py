@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from repobox_cli.errors import JobDataError
 
 MAX_NAME_CHARS = 128
+MAX_KEY_PART_CHARS = 256  # user and provider ids: `google:109876543210987654321` is 28
 MAX_URL_CHARS = 2048
 MAX_REF_CHARS = 255
 MAX_PROMPT_BYTES = 64 * 1024  # one environment string may hold at most 128 KiB on Linux
@@ -30,6 +31,22 @@ def safe_name(value: str, what: str) -> str:
         raise JobDataError(f"{what} is too long ({len(value)} characters, limit {MAX_NAME_CHARS})")
     if not _SAFE_NAME_RE.match(value) or ".." in value:
         raise JobDataError(f"{what} {value[:40]!r} is not a safe name (letters, digits, '_', '.', '-')")
+    return value
+
+
+def key_part(value: str, what: str) -> str:
+    """An id that is only ever part of a Redis key and a log label, never a path (user and
+    provider ids: `github:12345678`, uuids): non-empty, at most 256 characters, valid UTF-8, no
+    whitespace or control characters. `:` and any other printable character are accepted."""
+    if not value:
+        raise JobDataError(f"{what} is empty")
+    if len(value) > MAX_KEY_PART_CHARS:
+        raise JobDataError(f"{what} is too long ({len(value)} characters, limit {MAX_KEY_PART_CHARS})")
+    # Redis bytes that are not UTF-8 arrive as U+FFFD (the client decodes with errors="replace").
+    if "\ufffd" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise JobDataError(f"{what} is not valid UTF-8")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise JobDataError(f"{what} {value[:40]!r} contains whitespace or control characters")
     return value
 
 
@@ -148,3 +165,23 @@ def commit_subject(prompt: str, limit: int = 50) -> str:
     flat = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in prompt)
     flat = " ".join(flat.split())
     return f"repobox: {flat[:limit]}".rstrip()
+
+
+def prompt_headline(prompt: str, limit: int = 100) -> str:
+    """The prompt's first non-empty line, cut to `limit` characters: what `Running prompt:` shows."""
+    first = next((line.strip() for line in prompt.splitlines() if line.strip()), "")
+    flat = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in first)
+    return flat[:limit]
+
+
+MAX_ENVIRONMENT_CHARS = 64
+
+
+def environment_name(value: str) -> str:
+    """The job's `environment` (`default`, `nodejs-full`, `php`, …), passed to the agent as
+    REPOBOX_ENVIRONMENT: empty, or at most 64 printable characters without whitespace."""
+    if len(value) > MAX_ENVIRONMENT_CHARS:
+        raise JobDataError(f"environment is too long ({len(value)} characters, limit {MAX_ENVIRONMENT_CHARS})")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise JobDataError(f"environment {value[:40]!r} contains whitespace or control characters")
+    return value

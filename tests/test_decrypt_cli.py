@@ -148,9 +148,14 @@ def test_provider_without_user() -> None:
     assert_one_line_error(repobox_decrypt("--provider", "p"), "--user and --provider go together")
 
 
-def test_unsafe_user_id_is_refused(redis_server: RedisServer) -> None:
-    result = repobox_decrypt("--user", "a:b", "--provider", "p", redis_url=redis_server.url)
-    assert_one_line_error(result, "not a safe name")
+def test_user_id_with_a_control_character_is_refused(redis_server: RedisServer) -> None:
+    result = repobox_decrypt("--user", "github:1\x1b[2J", "--provider", "p", redis_url=redis_server.url)
+    assert_one_line_error(result, "control characters")
+
+
+def test_web_app_user_id_with_no_stored_token_names_the_key(redis_server: RedisServer) -> None:
+    result = repobox_decrypt("--user", "github:12345678", "--provider", "p", redis_url=redis_server.url)
+    assert_one_line_error(result, "no token stored at git_provider:github:12345678:p")
 
 
 def test_unreachable_redis_for_a_stored_token() -> None:

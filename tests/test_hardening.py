@@ -38,7 +38,7 @@ def test_exec_refuses_a_job_running_on_a_live_runner(world: World) -> None:
     assert runner.wait(30) == 0, runner.log()
     job = world.job(job_id)
     assert job["status"] == "success"
-    assert world.output_text(job_id).count("started by runner") == 1
+    assert world.output_text(job_id).count("Starting job ") == 1
 
 
 def test_pending_claim_spares_entries_of_live_runners(world: World) -> None:
@@ -52,7 +52,7 @@ def test_pending_claim_spares_entries_of_live_runners(world: World) -> None:
     assert [e["job_id"] for e in report["entries"]] == [job_id]
     runner.signal(signal.SIGTERM)
     assert runner.wait(30) == 0
-    assert world.output_text(job_id).count("started by runner") == 1
+    assert world.output_text(job_id).count("Starting job ") == 1
 
 
 def test_pending_claim_hands_back_a_dead_runners_entry_at_once(world: World) -> None:
@@ -68,8 +68,8 @@ def test_pending_claim_hands_back_a_dead_runners_entry_at_once(world: World) -> 
 
 def test_a_delivery_that_only_waited_is_not_counted(world: World) -> None:
     slow = "sleep 3; echo x > x.txt"
-    first = world.add_job(user="alice")
-    second = world.add_job(user="alice")
+    first = world.add_job(user=world.user("alice"))
+    second = world.add_job(user=world.user("alice"))
     env = {"MAX_JOBS_PER_USER": "1", "CLAIM_MIN_IDLE": "1", "AGENT_COMMAND": slow}
     victim = world.start_runner(name="victim", **env)
     wait_agent_running(world, first)

@@ -68,7 +68,7 @@ def _assert_clean_end(world: World, users: list[str], timeout_s: float = 15.0) -
 def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
 
     with JobHistory(world.redis_server.url, [job_id]) as history:
         owner = wait_agent_running(world, job_id)
@@ -83,10 +83,10 @@ def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> 
     assert [s for s, _, _ in history.history[job_id] if s == "success"] == ["success"]
     assert history.changes_after_final(job_id) == []
     assert output_lines(world, job_id, f"taken over from runner {owner}")
-    assert len(output_lines(world, job_id, f"started by runner {survivor}")) == 1
+    assert len(output_lines(world, job_id, f"on runner {survivor} (attempt")) == 1
     assert len(log_messages(fleet[survivor], "job success")) == 1
     assert _work_branch(job_id) in world.git.branches(world.repo_name)
-    _assert_clean_end(world, ["alice"])
+    _assert_clean_end(world, [world.user("alice")])
     assert fleet[survivor].process.poll() is None
 
 
@@ -95,7 +95,7 @@ def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> 
 def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=5)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
 
     with JobHistory(world.redis_server.url, [job_id]) as history:
         wait_status(world, job_id, {"success", "failed"}, timeout_s=40)
@@ -104,15 +104,15 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
     assert len(history.started_values(job_id)) == 1, history.history[job_id]
     seen = [s for s, _, _ in history.history[job_id]]
     assert seen.count("running") == 1 and seen[-2:] == ["running", "success"], history.history[job_id]
-    assert len(output_lines(world, job_id, "cloning ")) == 1
-    assert len(output_lines(world, job_id, "started by runner")) == 1
+    assert len(output_lines(world, job_id, "Cloning ")) == 1
+    assert len(output_lines(world, job_id, "Starting job ")) == 1
     assert not output_lines(world, job_id, "taken over")
     for runner in fleet.values():
         assert not log_messages(runner, "took over entry"), runner.log()
         # A live runner must not even believe it lost the job (nor say so to the operator).
         assert not log_messages(runner, "lost the job's lease"), runner.log()
     assert push_requests(world) == 1
-    _assert_clean_end(world, ["alice"])
+    _assert_clean_end(world, [world.user("alice")])
 
 
 # -- 3. a paused runner cannot overwrite the new attempt --------------------------------------
@@ -121,7 +121,7 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
 def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: World, resume: str) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
     branch = _work_branch(job_id)
 
     owner = wait_agent_running(world, job_id)
@@ -131,7 +131,7 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
         new_owner = wait_for(lambda: (o := attempt_owner(world.client, job_id)) not in (None, owner) and o,
                              20, "another runner to take the job over")
         if resume == "while_new_attempt_runs":
-            wait_for(lambda: len(output_lines(world, job_id, "running the agent")) == 2, 20,
+            wait_for(lambda: len(output_lines(world, job_id, "Starting agent")) == 2, 20,
                      "the new attempt's agent to start")
             assert world.job(job_id)["status"] == "running"
             paused.signal(signal.SIGCONT)
@@ -141,7 +141,7 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     after_takeover = world.job(job_id)
     assert after_takeover["status"] == "success", (after_takeover, world.output_text(job_id))
     pushed_sha = world.git.branches(world.repo_name)[branch]
-    committed = output_lines(world, job_id, "committed ")
+    committed = output_lines(world, job_id, "Committed ")
     assert len(committed) == 1, committed  # only the new attempt got as far as committing
     assert pushed_sha.startswith(committed[0].split()[1].rstrip(":"))
     pushes = push_requests(world)
@@ -149,7 +149,7 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     # The resumed runner's agent step has ended meanwhile; it must notice it lost the job.
     wait_for(lambda: log_messages(paused, "job stopped") or log_messages(paused, "result discarded"),
              20, "the resumed runner to give the job up")
-    wait_for(lambda: slots_held(world.client, "alice") == 0, 15, "the resumed runner to free its slot")
+    wait_for(lambda: slots_held(world.client, world.user("alice")) == 0, 15, "the resumed runner to free its slot")
     assert world.job(job_id) == after_takeover
     assert world.git.branches(world.repo_name)[branch] == pushed_sha
     assert push_requests(world) == pushes == 1
@@ -157,7 +157,7 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     assert new_owner != owner
     assert not log_messages(paused, "job success"), paused.log()
     assert paused.process.poll() is None
-    _assert_clean_end(world, ["alice"])
+    _assert_clean_end(world, [world.user("alice")])
 
 
 # -- 4. Redis stopped for 5 s and restarted ---------------------------------------------------
@@ -186,7 +186,7 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
     world = aof_world
     env = {"CLAIM_MIN_IDLE": claim_min_idle, "AGENT_COMMAND": SLOW_AGENT.format(s=2), "MAX_JOBS_PER_USER": "10"}
     fleet = start_fleet(world, ["r1", "r2"], **env)
-    job_ids = [world.add_job(user=f"user{i % 2}") for i in range(6)]
+    job_ids = [world.add_job(user=world.user(f"user{i % 2}")) for i in range(6)]
     wait_for(lambda: sum(s == "running" for s in statuses(world.client, job_ids).values()) >= 2,
              20, "jobs to be running")
 
@@ -200,14 +200,14 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
 
     if float(claim_min_idle) > REDIS_DOWN_S + float(claim_min_idle) / 3:
         for job_id in job_ids:
-            assert len(output_lines(world, job_id, "started by runner")) == 1, world.output_text(job_id)
+            assert len(output_lines(world, job_id, "Starting job ")) == 1, world.output_text(job_id)
     for job_id in job_ids:
         assert history.changes_after_final(job_id) == [], history.history[job_id]
     assert statuses(world.client, job_ids) == {j: "success" for j in job_ids}
     for job_id in job_ids:
         assert world.job(job_id).get("finished_at"), job_id
         assert output_lines(world, job_id, f"pushed {_work_branch(job_id)}"), world.output_text(job_id)
-    _assert_clean_end(world, ["user0", "user1"])
+    _assert_clean_end(world, [world.user("user0"), world.user("user1")])
     for name, runner in fleet.items():
         assert runner.process.poll() is None, f"{name} exited during the outage:\n{runner.log()}"
         assert log_messages(runner, "lost connection to Redis"), runner.log()
@@ -223,14 +223,14 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
 def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) -> None:
     client = world.client
     client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    poison = world.add_job(user="alice")
+    poison = world.add_job(user=world.user("alice"))
     entry_id = client.xreadgroup(GROUP, "ghost", {STREAM: ">"}, count=1)[0][1][0][0]
     for _ in range(4):  # without JUSTID every XCLAIM counts as one more delivery
         client.xclaim(STREAM, GROUP, "ghost", 0, [entry_id])
     client.xclaim(STREAM, GROUP, "ghost", 0, [entry_id], idle=3_600_000, justid=True)
     deliveries = client.xpending_range(STREAM, GROUP, min="-", max="+", count=10)[0]["times_delivered"]
     assert deliveries == 5
-    healthy = world.add_job(user="bob")
+    healthy = world.add_job(user=world.user("bob"))
 
     result = world.run_burst(CLAIM_MIN_IDLE="1", MAX_DELIVERIES="3")
 
@@ -268,11 +268,11 @@ def test_per_user_limit_holds_fleet_wide_and_other_users_are_not_delayed(world: 
     began = time.monotonic()
     with Sampler(world.redis_server.url, probe) as sampler:
         for job_id in a_jobs:
-            world.add_job(user="A", job_id=job_id)
+            world.add_job(user=world.user("A"), job_id=job_id)
         queued_ms = {}
         for job_id in b_jobs:
             queued_ms[job_id] = int(time.time() * 1000)
-            world.add_job(user="B", job_id=job_id)
+            world.add_job(user=world.user("B"), job_id=job_id)
         wait_for(lambda: all_final(world.client, a_jobs + b_jobs), 60, "all 22 jobs to finish")
     elapsed_s = time.monotonic() - began
 
@@ -294,9 +294,9 @@ def test_per_user_limit_holds_fleet_wide_and_other_users_are_not_delayed(world: 
 # -- 7. cancellation and shutdown signals ------------------------------------------------------
 
 def test_job_cancelled_while_queued_is_never_started(world: World) -> None:
-    cancelled = world.add_job(user="alice")
+    cancelled = world.add_job(user=world.user("alice"))
     world.client.hset(f"job:{cancelled}", "status", "cancelled")
-    other = world.add_job(user="alice")
+    other = world.add_job(user=world.user("alice"))
 
     result = world.run_burst()
 
@@ -304,11 +304,11 @@ def test_job_cancelled_while_queued_is_never_started(world: World) -> None:
     job = world.job(cancelled)
     assert job["status"] == "cancelled"
     assert not job.get("started_at")
-    assert not output_lines(world, cancelled, "started by runner")
+    assert not output_lines(world, cancelled, "Starting job ")
     assert _work_branch(cancelled) not in world.git.branches(world.repo_name)
     assert world.job(other)["status"] == "success"
     assert pending_count(world.client) == 0  # its entry was acknowledged
-    assert slots_held(world.client, "alice") == 0
+    assert slots_held(world.client, world.user("alice")) == 0
 
 
 CANCEL_DEADLINE_S = 2.0
@@ -318,7 +318,7 @@ def test_running_job_cancelled_by_web_app_is_killed_within_two_seconds(world: Wo
     sleep = f"sleep 30.{uuid.uuid4().int % 10**6:06d}"  # a command line no other process has
     runner = world.start_runner(name="r1", AGENT_COMMAND=f"{sleep}; echo late > late.txt")
     wait_ready(world, ["r1"])
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
     wait_agent_running(world, job_id)
     wait_for(lambda: processes_with(sleep), 10, "the agent's sleep to run")
     assert world.job(job_id)["status"] == "running"
@@ -335,15 +335,15 @@ def test_running_job_cancelled_by_web_app_is_killed_within_two_seconds(world: Wo
     assert job["status"] == "cancelled"
     assert _work_branch(job_id) not in world.git.branches(world.repo_name)
     assert push_requests(world) == 0
-    assert not output_lines(world, job_id, "agent finished")
-    _assert_clean_end(world, ["alice"])
+    assert not output_lines(world, job_id, "Agent completed")
+    _assert_clean_end(world, [world.user("alice")])
     assert runner.process.poll() is None
 
 
 def test_first_signal_finishes_the_running_job_and_exits_zero(world: World) -> None:
     runner = world.start_runner(name="r1", AGENT_COMMAND=SLOW_AGENT.format(s=2))
     wait_ready(world, ["r1"])
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
     wait_agent_running(world, job_id)
 
     runner.signal(signal.SIGTERM)
@@ -352,7 +352,7 @@ def test_first_signal_finishes_the_running_job_and_exits_zero(world: World) -> N
     assert world.job(job_id)["status"] == "success"
     assert _work_branch(job_id) in world.git.branches(world.repo_name)
     assert log_messages(runner, "runner r1 stopped"), runner.log()
-    _assert_clean_end(world, ["alice"])
+    _assert_clean_end(world, [world.user("alice")])
 
 
 SECOND_SIGNAL_EXIT_S = 3.0
@@ -362,7 +362,7 @@ def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: Worl
     env = {"CLAIM_MIN_IDLE": "1.5"}
     first = world.start_runner(name="r1", AGENT_COMMAND=SLOW_AGENT.format(s=20), **env)
     wait_ready(world, ["r1"])
-    job_id = world.add_job(user="alice")
+    job_id = world.add_job(user=world.user("alice"))
     wait_agent_running(world, job_id)
 
     first.signal(signal.SIGTERM)
@@ -383,7 +383,7 @@ def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: Worl
     assert world.job(job_id)["status"] == "success", world.output_text(job_id)
     assert output_lines(world, job_id, "taken over from runner r1")
     assert log_messages(second, "job success")
-    _assert_clean_end(world, ["alice"])
+    _assert_clean_end(world, [world.user("alice")])
 
 
 # -- 8. soak ------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_soak_with_a_runner_killed_and_restarted_every_few_seconds(world: World)
     # on the victim at five kills in a row, which MAX_DELIVERIES=5 would rightly call poison.
     # Raise it so the soak measures loss and duplication, not this chance (poison has its own test).
     env = {"CLAIM_MIN_IDLE": "2", "MAX_JOBS_PER_USER": "4", "MAX_DELIVERIES": "25"}
-    users = [f"soak{u}" for u in range(SOAK_USERS)]
+    users = [world.user(f"soak{u}") for u in range(SOAK_USERS)]
     start_fleet(world, ["steady1", "steady2"], **env)
     victim = world.start_runner(name="victim0", **env)
     job_ids = [world.add_job(user=users[i % SOAK_USERS], job_id=f"{i:08x}-{uuid.uuid4().hex[:12]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ def assert_output_shape(world: World, job_id: str) -> None:
         assert isinstance(entry["timestamp"], int) and entry["timestamp"] > 1_600_000_000_000
         assert isinstance(entry["line"], str)
         assert entry["stream"] in ("stdout", "stderr")
-        assert entry["source"] in ("runner", "agent")
+        assert entry["source"] in ("runner", "claude")
     assert 0 < world.client.ttl(f"job:{job_id}:output") <= 86400
 
 
@@ -55,7 +56,8 @@ def test_job_written_like_the_web_app_ends_success_and_pushes_one_commit(world: 
     assert int(job["started_at"]) <= int(job["finished_at"])
     assert_output_shape(world, job_id)
     text = world.output_text(job_id)
-    for step in ("cloning", "Receiving objects", "created branch", "running the agent", "committed", "pushed"):
+    for step in ("Cloning ", "Receiving objects", "Creating branch ", "Running prompt: ", "Starting agent",
+                 "Committing changes", "Pushing ", "Push completed"):
         assert step in text
     commit = subprocess.run(["git", "--git-dir", str(world.git.repo_path(world.repo_name)), "log", "-1",
                              "--format=%an <%ae>|%cn <%ce>", head], capture_output=True, text=True, check=True).stdout.strip()
@@ -74,7 +76,7 @@ def test_missing_base_branch_falls_back_to_the_remote_default(world: World) -> N
     job_id = world.add_job(branch="does-not-exist")
     assert world.run_burst().returncode == 0
     assert world.job(job_id)["status"] == "success"
-    assert "using its default branch main" in world.output_text(job_id)
+    assert "Using the default branch main" in world.output_text(job_id)
 
 
 def test_agent_without_changes_succeeds_with_nothing_pushed(world: World) -> None:
@@ -83,8 +85,8 @@ def test_agent_without_changes_succeeds_with_nothing_pushed(world: World) -> Non
     job = world.job(job_id)
     assert job["status"] == "success"
     assert f"repobox/{job_id[:8]}" not in world.git.branches(world.repo_name)
-    assert "no changes" in world.output_text(job_id)
-    assert any(o["source"] == "agent" and o["line"] == "looked around" for o in world.output(job_id))
+    assert "no changes, nothing committed or pushed" in world.output_text(job_id)
+    assert any(o["source"] == "claude" and o["line"] == "looked around" for o in world.output(job_id))
 
 
 def test_exec_runs_one_job_in_the_foreground(world: World) -> None:
@@ -109,7 +111,7 @@ def test_exec_no_push_leaves_the_remote_untouched(world: World) -> None:
     job = world.job(job_id)
     assert job["status"] == "pending", "a debug run must leave the job for a real run"
     assert "started_at" not in job and "finished_at" not in job
-    assert "committed +2 -1" in world.output_text(job_id)
+    assert re.search(r"^Committed [0-9a-f]{12}: \+2 -1$", world.output_text(job_id), re.M)
 
 
 def test_exec_unknown_job_is_one_line_and_exit_1(world: World) -> None:
@@ -121,12 +123,12 @@ def test_exec_unknown_job_is_one_line_and_exit_1(world: World) -> None:
 
 def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: World) -> None:
     wrong = "ghp_" + "W" * 36
-    world.add_provider("baduser", token=wrong)
+    world.add_provider(world.user("baduser"), token=wrong)
     jobs = {
-        "wrong token": world.add_job(user="baduser"),
-        "provider missing": world.add_job(user="noprov", provider_record=False),
+        "wrong token": world.add_job(user=world.user("baduser")),
+        "provider missing": world.add_job(user=world.user("noprov"), provider_record=False),
         "repository missing": world.add_job(repo_url=f"{world.git.base_url}/nope.git"),
-        "agent exit": world.add_job(user="agentuser", prompt="fail"),
+        "agent exit": world.add_job(user=world.user("agentuser"), prompt="fail"),
     }
     # A stream entry whose job hash does not exist, and a malformed entry.
     world.client.xadd("jobs:stream", {"job_id": "ghost-job", "user_id": "u", "provider_id": "p",
@@ -134,7 +136,7 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
     malformed_job = world.add_job(enqueue=False)
     world.client.xadd("jobs:stream", {"job_id": malformed_job})
     world.client.xadd("jobs:stream", {"garbage": "yes"})
-    after = world.add_job(user="gooduser")
+    after = world.add_job(user=world.user("gooduser"))
 
     started = time.monotonic()
     result = world.run_burst(AGENT_COMMAND='if [ "$REPOBOX_PROMPT" = fail ]; then exit 3; fi; echo ok > ok.txt')
@@ -168,7 +170,7 @@ def test_agent_nonzero_exit_fails_the_job(world: World) -> None:
     assert result.returncode == 0
     job = world.job(job_id)
     assert job["status"] == "failed" and job["error_message"] == "agent command exited with status 3"
-    assert any(o["stream"] == "stderr" and o["source"] == "agent" and o["line"] == "about to fail"
+    assert any(o["stream"] == "stderr" and o["source"] == "claude" and o["line"] == "about to fail"
                for o in world.output(job_id))
     assert f"repobox/{job_id[:8]}" not in world.git.branches(world.repo_name)
 
@@ -200,8 +202,8 @@ def test_job_timeout_kills_the_whole_tree_and_fails(world: World) -> None:
 
 def test_one_user_never_runs_two_jobs_at_once_across_runners_and_others_still_run(world: World) -> None:
     slow = "sleep 1; echo done > done.txt"
-    a_jobs = [world.add_job(user="alice") for _ in range(3)]
-    b_job = world.add_job(user="bob")
+    a_jobs = [world.add_job(user=world.user("alice")) for _ in range(3)]
+    b_job = world.add_job(user=world.user("bob"))
     peak = {"alice": 0}
     stop = threading.Event()
 
@@ -209,7 +211,7 @@ def test_one_user_never_runs_two_jobs_at_once_across_runners_and_others_still_ru
         client = world.client
         while not stop.is_set():
             running = [j for j in a_jobs if client.hget(f"job:{j}", "status") == "running"]
-            peak["alice"] = max(peak["alice"], len(running), client.zcard("runner:slots:alice"))
+            peak["alice"] = max(peak["alice"], len(running), client.zcard(f"runner:slots:{world.user('alice')}"))
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -226,7 +228,7 @@ def test_one_user_never_runs_two_jobs_at_once_across_runners_and_others_still_ru
     assert all(world.job(j)["status"] == "success" for j in [*a_jobs, b_job])
     a_finish = sorted(int(world.job(j)["finished_at"]) for j in a_jobs)
     assert int(world.job(b_job)["started_at"]) < a_finish[1], "bob waited behind alice's jobs"
-    assert world.client.zcard("runner:slots:alice") == 0
+    assert world.client.zcard(f"runner:slots:{world.user('alice')}") == 0
 
 
 def test_redelivered_entry_of_a_finished_job_is_acked_and_not_run_again(world: World) -> None:
@@ -235,7 +237,7 @@ def test_redelivered_entry_of_a_finished_job_is_acked_and_not_run_again(world: W
     first = world.job(job_id)
     assert first["status"] == "success"
     lines = len(world.output(job_id))
-    fields = {"job_id": job_id, "user_id": "user1", "provider_id": "prov1", "repo_url": world.repo_url,
+    fields = {"job_id": job_id, "user_id": world.default_user, "provider_id": world.provider_id, "repo_url": world.repo_url,
               "prompt": "again", "environment": "default"}
     world.client.xadd("jobs:stream", fields)
     result = world.run_burst()
@@ -268,8 +270,8 @@ def test_works_with_empty_home_and_ignores_host_credential_helpers(world: World,
     global_cfg = tmp_path / "global.gitconfig"
     global_cfg.write_text(f"[credential]\n\thelper = {helper}\n")
     job_ok = world.add_job()
-    world.add_provider("baduser", token="ghp_" + "Z" * 36)
-    job_bad = world.add_job(user="baduser")
+    world.add_provider(world.user("baduser"), token="ghp_" + "Z" * 36)
+    job_bad = world.add_job(user=world.user("baduser"))
 
     for env in ({"HOME": ""}, {"HOME": str(home), "XDG_CONFIG_HOME": str(xdg), "GIT_CONFIG_GLOBAL": str(global_cfg)}):
         result = world.run_burst(**env)
@@ -280,5 +282,5 @@ def test_works_with_empty_home_and_ignores_host_credential_helpers(world: World,
         for j in (job_ok, job_bad):
             world.client.hset(f"job:{j}", mapping={"status": "pending", "branch": "main"})
         for j in (job_ok, job_bad):
-            world.client.xadd("jobs:stream", {"job_id": j, "user_id": world.job(j)["user_id"], "provider_id": "prov1",
+            world.client.xadd("jobs:stream", {"job_id": j, "user_id": world.job(j)["user_id"], "provider_id": world.provider_id,
                                               "repo_url": world.repo_url, "prompt": "p", "environment": "e"})

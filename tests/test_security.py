@@ -256,9 +256,9 @@ def test_daemon_borrowing_a_concurrent_jobs_marker_is_gone_before_the_push(
     victim_started = tmp_path / "b-started"
     other_token = fresh_token()  # B's own token: whatever the daemon finds of A's token came from A's push
     world.git.allow_token(other_token)
-    world.add_provider("userb", token=other_token)
-    victim = world.add_job(user="userb", prompt="victim-b")
-    attacker = world.add_job(user="usera", prompt="attacker-a")
+    world.add_provider(world.user("userb"), token=other_token)
+    victim = world.add_job(user=world.user("userb"), prompt="victim-b")
+    attacker = world.add_job(user=world.user("usera"), prompt="attacker-a")
     args = " ".join(shlex.quote(str(a)) for a in (sniffer_script(tmp_path), loot, heartbeat, marker_tag, 30))
     script = write_script(tmp_path / "agent.sh", f"""
 case "$REPOBOX_PROMPT" in
@@ -503,12 +503,12 @@ def test_redirect_to_a_second_server_is_not_followed_and_gets_no_credentials(
     with GitHttpsServer(tmp_path / "redirector", world.tls) as redirector:
         redirector.allow_token(world.token)
         repo_url = redirector.create_repo(world.repo_name, REPO_FILES)
-        world.add_provider("ruser", "prov1", url=redirector.base_url)
+        world.add_provider(world.user("ruser"), url=redirector.base_url)
         if when == "from-the-start":
             redirector.redirect_to = evil_server.base_url
         started = tmp_path / "agent-started"
         command = f"touch {shlex.quote(str(started))}; sleep 1; echo changed > f"
-        job_id = world.add_job(user="ruser", repo_url=repo_url)
+        job_id = world.add_job(user=world.user("ruser"), repo_url=repo_url)
 
         def switch_on_redirect() -> None:
             if when == "at-push":
@@ -636,10 +636,13 @@ def hostile_corpus(world: World, tmp_path: Path, other_port: int) -> list[Case]:
         # legal ref names with shell syntax: no shell ever sees them (the base falls back to main)
         Case("branch:legal-shell-syntax", job={"branch": f"main;touch$IFS{pwn('branch-shell')}"}, expect="final"),
         Case("branch:legal-command-substitution", job={"branch": "$(touch${IFS}pwned)"}, expect="final"),
-        Case("id:user-dot-dot", job={"user": "../x", "provider_record": False}, reason="user_id"),
-        Case("id:user-slash", job={"user": "a/b", "provider_record": False}, reason="user_id"),
-        Case("id:provider-dash", job={"provider": "-rf", "provider_record": False}, reason="provider_id"),
-        Case("id:provider-colon-key", job={"provider": "p:other", "provider_record": False}, reason="provider_id"),
+        # User and provider ids are only ever key parts: path syntax in them is harmless and legal.
+        Case("id:user-path-syntax-is-only-a-key-part", job={"user": "github:../../x/y"}, expect="success"),
+        Case("id:provider-dash-is-only-a-key-part", job={"provider": "-rf"}, expect="success"),
+        Case("id:user-newline", job={"user": "github:1\nEVIL", "provider_record": False}, reason="user_id"),
+        Case("id:user-nul", job={"user": "github:1\x002", "provider_record": False}, reason="user_id"),
+        Case("id:user-10KiB", job={"user": "github:" + "1" * 10240, "provider_record": False}, reason="user_id"),
+        Case("id:provider-space", job={"provider": "a b", "provider_record": False}, reason="provider_id"),
         Case("id:job-dot-dot", job={"job_id": "../x"}, expect="refused"),
         Case("id:job-dash-rf", job={"job_id": "-rf"}, expect="refused"),
         Case("id:job-slash", job={"job_id": "a/../../x"}, expect="refused"),
@@ -652,8 +655,8 @@ def hostile_corpus(world: World, tmp_path: Path, other_port: int) -> list[Case]:
         Case("prompt:control-and-shell", expect="success", job={
             "prompt": f"\x1b[31mred\x07\r\n$(touch {pwn('prompt1')}); `touch {pwn('prompt2')}`; \x7f\x08'\"*"}),
         Case("entry:only-job-id", entry={"job_id": "{job}"}, reason="lacks"),
-        Case("entry:no-job-id", entry={"user_id": "user1", "repo_url": world.repo_url}, expect="refused"),
-        Case("entry:no-such-job", entry={"job_id": "no-such-job", "user_id": "user1", "provider_id": "prov1",
+        Case("entry:no-job-id", entry={"user_id": world.default_user, "repo_url": world.repo_url}, expect="refused"),
+        Case("entry:no-such-job", entry={"job_id": "no-such-job", "user_id": world.default_user, "provider_id": world.provider_id,
                                          "repo_url": world.repo_url, "prompt": "x", "environment": "d"},
              expect="refused"),
         Case("hash:id-mismatch", job={"id": "someone-else"}, reason="does not match"),
@@ -668,7 +671,7 @@ def _setup_case(world: World, case: Case) -> tuple[str | None, str | None]:
     client = world.client
     if case.job is not None:
         kwargs = dict(case.job)
-        user = kwargs.pop("user", "user1")
+        user = kwargs.pop("user", world.default_user)
         job_id = world.add_job(user=str(user), **kwargs)  # type: ignore[arg-type]
         entry_id = client.xrevrange("jobs:stream", count=1)[0][0]
         if "user_id" in kwargs or "id" in kwargs:  # hash-only corruption: the entry stays well-formed
@@ -755,7 +758,7 @@ def test_undecodable_bytes_and_wrong_key_types_are_refused_and_the_runner_keeps_
     entry, or a `job:{id}` key of the wrong type, must not crash or wedge the runner."""
     world = sworld
     raw = redis.Redis.from_url(world.redis_server.url)
-    fields: dict[str, str | bytes] = {"user_id": "user1", "provider_id": "prov1", "repo_url": world.repo_url,
+    fields: dict[str, str | bytes] = {"user_id": world.default_user, "provider_id": world.provider_id, "repo_url": world.repo_url,
                                       "prompt": "x", "environment": "default"}
     job_id: str | None = None
     if kind == "prompt-not-utf8":

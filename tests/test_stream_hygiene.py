@@ -19,13 +19,13 @@ def test_a_runner_trims_the_entries_it_acknowledged(world: World) -> None:
 def test_trim_keeps_entries_pending_or_not_yet_delivered(world: World) -> None:
     client = world.client
     client.xgroup_create("jobs:stream", GROUP, id="0", mkstream=True)
-    acked = world.add_job(user="a")
-    pending = world.add_job(user="b")
+    acked = world.add_job(user=world.user("a"))
+    pending = world.add_job(user=world.user("b"))
     client.xreadgroup(GROUP, "r1", {"jobs:stream": ">"}, count=2)
     acked_id = next(i for i, f in client.xrange("jobs:stream") if f["job_id"] == acked)
     client.xack("jobs:stream", GROUP, acked_id)
-    after_pending = world.add_job(user="c")  # acknowledged by nobody, delivered to nobody
-    undelivered = world.add_job(user="d")
+    after_pending = world.add_job(user=world.user("c"))  # acknowledged by nobody, delivered to nobody
+    undelivered = world.add_job(user=world.user("d"))
 
     assert Leases(client).trim() == 1
 
@@ -40,7 +40,7 @@ def test_consumers_of_gone_runners_are_removed_once_they_hold_nothing(world: Wor
     client = world.client
     client.xgroup_create("jobs:stream", GROUP, id="0", mkstream=True)
     client.xgroup_createconsumer("jobs:stream", GROUP, "gone-empty")
-    world.add_job(user="held")
+    world.add_job(user=world.user("held"))
     client.xreadgroup(GROUP, "gone-holding", {"jobs:stream": ">"}, count=1)
     client.xgroup_createconsumer("jobs:stream", GROUP, "alive-empty")
     client.set("runner:heartbeat:alive-empty", "{}", ex=60)

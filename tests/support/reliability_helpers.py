@@ -66,7 +66,7 @@ def wait_status(world: World, job_id: str, wanted: str | set[str], timeout_s: fl
 
 def wait_agent_running(world: World, job_id: str, timeout_s: float = 30.0) -> str:
     """Wait until the job's agent step started; returns the consumer running it."""
-    wait_for(lambda: output_lines(world, job_id, "running the agent"), timeout_s,
+    wait_for(lambda: output_lines(world, job_id, "Starting agent"), timeout_s,
              f"the agent of job {job_id} to start")
     owner = attempt_owner(world.client, job_id)
     assert owner, f"job {job_id} runs the agent but has no current attempt"

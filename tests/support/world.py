@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -90,6 +91,24 @@ class World:
         self.repo_name = f"demo-{uuid.uuid4().hex[:8]}"
         self.repo_url = self.git.create_repo(self.repo_name, REPO_FILES)
         self._encrypted: dict[str, str] = {}
+        self._user_ids: dict[str, str] = {}
+        # Ids as the web app writes them: `<auth provider>:<account id>` users, uuid4 providers.
+        self.provider_id = str(uuid.uuid4())
+
+    def user(self, nickname: str = "default", auth: str | None = None) -> str:
+        """A web-app-shaped user id for `nickname`, stable within this world: a GitHub
+        (`github:12345678`) or Google (`google:` + 21 digits) account, alternately unless `auth`
+        names one."""
+        if nickname not in self._user_ids:
+            auth = auth or ("github" if len(self._user_ids) % 2 == 0 else "google")
+            rnd = random.Random(f"{self.repo_name}/{nickname}")
+            digits = rnd.randrange(10**7, 10**8) if auth == "github" else rnd.randrange(10**20, 10**21)
+            self._user_ids[nickname] = f"{auth}:{digits}"
+        return self._user_ids[nickname]
+
+    @property
+    def default_user(self) -> str:
+        return self.user()
 
     @property
     def client(self) -> redis.Redis:
@@ -100,18 +119,22 @@ class World:
             self._encrypted[token] = node_encrypt(token, self.key)
         return self._encrypted[token]
 
-    def add_provider(self, user: str, provider: str = "prov1", *, token: str | None = None,
-                     url: str | None = None, kind: str = "github") -> None:
+    def add_provider(self, user: str | None = None, provider: str | None = None, *,
+                     token: str | None = None, url: str | None = None, kind: str = "github") -> None:
+        user = user or self.default_user
+        provider = provider or self.provider_id
         self.client.hset(f"git_provider:{user}:{provider}", mapping={
             "type": kind, "url": self.git.base_url if url is None else url,
             "token": self.encrypted(token or self.token), "username": "someone", "verified": "true",
             "repos_count": "1", "created_at": str(int(time.time() * 1000))})
 
-    def add_job(self, *, user: str = "user1", provider: str = "prov1", repo_url: str | None = None,
+    def add_job(self, *, user: str | None = None, provider: str | None = None, repo_url: str | None = None,
                 branch: str | None = "main", prompt: str = "Add a test file", job_id: str | None = None,
                 enqueue: bool = True, provider_record: bool = True, **extra: str) -> str:
         """Write a job exactly as the web app does: hash, user index, stream entry."""
         job_id = job_id or str(uuid.uuid4())
+        user = user or self.default_user
+        provider = provider or self.provider_id
         if provider_record and not self.client.exists(f"git_provider:{user}:{provider}"):
             self.add_provider(user, provider)
         now = str(int(time.time() * 1000))
