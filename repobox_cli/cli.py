@@ -22,18 +22,18 @@ from rich.table import Table
 from rich.text import Text
 
 from repobox_cli import __version__, envscrub, keys, validation
-from repobox_cli.consumer import Runner
+from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import RepoboxError, SettingsError
 from repobox_cli.executor import ExecOptions
-from repobox_cli.jobs import Status
 from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
+from repobox_cli.runner import Runner
 from repobox_cli.settings import SECRET_ENV_NAMES, Settings, load_settings
 from repobox_cli.single import SingleJob
 
@@ -160,8 +160,10 @@ def exec_job(
     outcome = single.run(job_id, _render_output)
     if keep_workdir and single.work_dir:
         out_console.print(Text(f"work directory kept: {single.work_dir}"), soft_wrap=True)
-    out_console.print(Text(f"job {job_id}: {outcome}", style="bold green" if outcome == Status.SUCCESS else "bold red"))
-    raise typer.Exit(0 if outcome == Status.SUCCESS else 1)
+    # --no-push returns a job whose steps all succeeded to pending: that run succeeded.
+    ok = outcome in (RunOutcome.SUCCESS, RunOutcome.PENDING)
+    out_console.print(Text(f"job {job_id}: {outcome}", style="bold green" if ok else "bold red"))
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()

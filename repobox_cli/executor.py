@@ -8,17 +8,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
 from repobox_cli import agent, keys, validation, workdir
-from repobox_cli.control import JobControl, StopReason
+from repobox_cli.active import ActiveJob, RunOutcome
+from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt
 from repobox_cli.errors import DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
 from repobox_cli.git_ops import Git
 from repobox_cli.jobs import Job, Status, now_ms
-from repobox_cli.leases import Attempt, Leases
+from repobox_cli.leases import FinishOutcome, Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line, registered
@@ -27,26 +28,6 @@ from repobox_cli.settings import Settings
 from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
-
-Outcome = str  # a final status, or "lost" / "handed back"
-
-
-@dataclass
-class ActiveJob:
-    """A job this process is running: what the supervisor watches and renews."""
-
-    job: Job
-    attempt: Attempt
-    control: JobControl
-    output: JobOutput
-    previous_consumer: str = ""
-    started_monotonic: float = field(default_factory=time.monotonic)
-    # Set when the job starts writing its final state: no more cancels or timeouts apply.
-    finishing: threading.Event = field(default_factory=threading.Event)
-    # Set once the final state is written (slot freed, entry acked): no more renewals.
-    finished: threading.Event = field(default_factory=threading.Event)
-    work_dir: str = ""
-
 
 @dataclass(frozen=True)
 class ExecOptions:
@@ -74,7 +55,7 @@ class Executor:
         return retry_until(call, self.health, self.hard_stop, what)
 
     # ------------------------------------------------------------------------------------
-    def execute(self, active: ActiveJob) -> Outcome:
+    def execute(self, active: ActiveJob) -> RunOutcome:
         """Run the job; write its final state (guarded by the attempt); never raises."""
         job, out = active.job, active.output
         jlog = JobLog(log, {"job_id": job.id, "user_id": job.user_id, "runner_id": self.settings.runner_id,
@@ -213,53 +194,54 @@ class Executor:
 
     # ------------------------------------------------------------------------------------
     def _finish(self, active: ActiveJob, status: Status, fields: dict[str, str | int], message: str,
-                jlog: JobLog) -> Outcome:
+                jlog: JobLog) -> RunOutcome:
         out = active.output
         if status is Status.FAILED:
             out.error(message)
+            fields = {"status": Status.FAILED, **fields}
         else:
             out.runner(message)
         active.finishing.set()
-        if status is Status.FAILED:
-            fields = {"status": Status.FAILED, **fields}
-        finished_at = now_ms()
         if not self.options.push:
             out.runner("Leaving the job pending for a real run (--no-push)")
-            finished_at, fields = 0, {}
         self._redis(out.drain, "writing the job output")
-        result = self._redis(lambda: self.leases.finish(active.attempt, finished_at, fields), "finishing the job")
+        if self.options.push:
+            result = self._redis(lambda: self.leases.finish(active.attempt, now_ms(), fields), "finishing the job")
+        else:
+            result = self._redis(lambda: self.leases.return_to_pending(active.attempt), "returning the job")
         active.finished.set()
         elapsed = time.monotonic() - active.started_monotonic
-        if result == "lost":
+        if result is FinishOutcome.LOST:
             jlog.warning("job finished here but was taken over meanwhile: result discarded")
-            self.leases.release_slot(active.attempt)
-            return "lost"
-        if result == "cancelled":
+            self.leases.abandon(active.attempt, hand_back=False)
+            return RunOutcome.LOST
+        if result is FinishOutcome.CANCELLED:
             jlog.info("job cancelled after %.1f s", elapsed)
-            return Status.CANCELLED
-        if result == "missing":
+            return RunOutcome.CANCELLED
+        if result is FinishOutcome.MISSING:
             jlog.warning("the job's hash was deleted while it ran: result discarded")
-            return "missing"
+            return RunOutcome.MISSING
         level = logging.WARNING if status is Status.FAILED else logging.INFO
         jlog.log(level, "job %s in %.1f s: %s", status, elapsed, one_line(message))
-        return str(status)
+        if result is FinishOutcome.PENDING and status is Status.SUCCESS:
+            return RunOutcome.PENDING  # --no-push: every step succeeded, the job is given back
+        return RunOutcome(status.value)
 
-    def _stopped(self, active: ActiveJob, jlog: JobLog) -> Outcome:
+    def _stopped(self, active: ActiveJob, jlog: JobLog) -> RunOutcome:
         reason = active.control.reason
         if reason in (StopReason.TIMEOUT, StopReason.INTERRUPTED):
             msg = active.control.describe()
             return self._finish(active, Status.FAILED, {"error_message": msg}, msg, jlog)
         if reason is StopReason.CANCELLED:
-            return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED}, "Job cancelled: stopped, nothing pushed", jlog)
+            return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED},
+                                "Job cancelled: stopped, nothing pushed", jlog)
         # Lost to another runner, or this runner is stopping: write nothing the next attempt owns.
-        active.finished.set()  # no renewal may undo the release and hand-back below
+        active.finished.set()  # no renewal may undo the abandon below
         active.output.runner(f"Stopping here: {active.control.describe()}")
         out_ok = active.output.flush()
         try:
-            self.leases.release_slot(active.attempt)
-            if reason is StopReason.SHUTDOWN and active.attempt.entry_id:
-                self.leases.hand_back(active.attempt.consumer, [active.attempt.entry_id])
+            self.leases.abandon(active.attempt, hand_back=reason is StopReason.SHUTDOWN)
         except (redis.RedisError, OSError) as exc:
             jlog.warning("could not release the job on stop: %s", exc)
         jlog.warning("job stopped: %s%s", active.control.describe(), "" if out_ok else " (output not flushed)")
-        return "lost" if reason is StopReason.LEASE_LOST else "handed back"
+        return RunOutcome.LOST if reason is StopReason.LEASE_LOST else RunOutcome.HANDED_BACK

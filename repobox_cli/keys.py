@@ -4,6 +4,7 @@ JOBS_STREAM = "jobs:stream"
 RUNNERS_GROUP = "jobs:stream:runners"
 DEAD_LETTERS_STREAM = "runner:dead_letters"
 HEARTBEAT_PREFIX = "runner:heartbeat:"
+WAITING_PREFIX = "runner:waiting:"
 GIT_PROVIDER_PATTERN = "git_provider:*"  # for SCAN only: ids are never parsed back out of a key
 
 
@@ -36,7 +37,7 @@ def job_attempt(job_id: str) -> str:
 def waiting_entry(entry_id: str) -> str:
     """Marks an entry its runner holds only *waiting* for a slot: a takeover of it does not count
     as a delivery toward MAX_DELIVERIES."""
-    return f"runner:waiting:{entry_id}"
+    return f"{WAITING_PREFIX}{entry_id}"
 
 
 def heartbeat(consumer: str) -> str:

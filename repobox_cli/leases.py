@@ -1,12 +1,18 @@
-"""Ownership of jobs across runners, as atomic Lua scripts.
+"""Ownership of work across runners, as atomic Lua scripts (`repobox_cli/lua/*.lua`).
 
 - An *attempt* is one run of a job by one runner. `runner:attempt:{job}` holds the current
   attempt's token (`<attempt id>|<consumer>`): every status write, the ack and the slot release
   check it, and check that the runner still owns the stream entry (its consumer in the PEL).
 - A *slot* is a member of `runner:slots:{user}` scored by its lease expiry (Redis clock, ms):
   taken atomically under the per-user limit, renewed with the entry's claim, and gone by itself
-  when a dead runner stops renewing it.
+  when a dead runner stops renewing them.
 - The entry's claim is renewed with `XCLAIM … JUSTID` (resets idle, does not count a delivery).
+
+An attempt ends in exactly one of three ways, each one script: `finish` (final fields, slot
+freed, entry acked), `return_to_pending` (a debug run gives the job back), `abandon` (lost or
+stopping: slot freed, entry handed back, nothing the next attempt owns is written). An entry that
+never became an attempt is settled by `reject` (failed, optionally dead-lettered, acked),
+`acknowledge` (its job was already final) or `release_unstarted` (handed back, not counted).
 """
 
 from __future__ import annotations
@@ -15,181 +21,41 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
 
 import redis
 
 from repobox_cli import keys
+from repobox_cli.jobs import Status
 
 ATTEMPT_KEY_TTL_S = 7 * 24 * 3600
 WAITING_MARK_TTL_S = 24 * 3600
 HAND_BACK_IDLE_MS = 365 * 24 * 3600 * 1000  # makes an entry claimable by any runner's next sweep
+_COMMON = "common.lua"
 
-_LUA_COMMON = """
-local function owns(stream, group, id, consumer)
-  if id == '' then return true end
-  local p = redis.call('XPENDING', stream, group, 'IDLE', 0, id, id, 1)
-  return p[1] ~= nil and p[1][2] == consumer
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function is_final(s) return s == 'success' or s == 'failed' or s == 'cancelled' end
-"""
 
-# KEYS: job, attempt, slots, stream, waiting marker.
-# ARGV: group, consumer, entry, token, limit, lease_ms, started_at, ttl_s
-_BEGIN = _LUA_COMMON + """
-if not owns(KEYS[4], ARGV[1], ARGV[3], ARGV[2]) then return 'lost' end
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 'missing' end
-local status = redis.call('HGET', KEYS[1], 'status')
-if is_final(status) then return 'final:' .. status end
-local previous = redis.call('GET', KEYS[2]) or ''
-if previous == ARGV[4] then return 'ok:' end  -- this attempt already began: a retried call
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
--- Another attempt whose slot lease is still alive is running somewhere: never run beside it.
-if previous ~= '' and redis.call('ZSCORE', KEYS[3], previous) then return 'active' end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'busy' end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[4])
-redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[6]))
-redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[8])
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[7])
-if ARGV[3] ~= '' then
-  redis.call('XCLAIM', KEYS[4], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-  redis.call('DEL', KEYS[5])
-end
-if string.sub(previous, -9) == '#finished' then previous = '' end
-return 'ok:' .. previous
-"""
+def _script(name: str) -> str:
+    """The script's text with the shared helpers in front (package data, read once at start)."""
+    folder = resources.files("repobox_cli") / "lua"
+    return (folder / _COMMON).read_text() + "\n" + (folder / name).read_text()
 
-# KEYS: attempt, slots, stream. ARGV: group, consumer, entry, token, lease_ms
-_RENEW = _LUA_COMMON + """
-if not owns(KEYS[3], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
-if redis.call('GET', KEYS[1]) ~= ARGV[4] then return 0 end
-if ARGV[3] ~= '' then redis.call('XCLAIM', KEYS[3], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID') end
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[5]), ARGV[4])
-redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[5]))
-return 1
-"""
 
-# KEYS: stream. ARGV: group, consumer, entry ids... Returns the ids no longer ours.
-_RENEW_WAITING = _LUA_COMMON + """
-local lost = {}
-for i = 3, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  else
-    table.insert(lost, ARGV[i])
-  end
-end
-return lost
-"""
+class BeginOutcome(StrEnum):
+    OK = "ok"  # this attempt is current: run it
+    BUSY = "busy"  # the user is at the limit: wait
+    ACTIVE = "active"  # another attempt of the job runs with a live lease: never beside it
+    LOST = "lost"  # the entry is no longer this runner's
+    MISSING = "missing"  # no job hash
+    FINAL = "final"  # the job is already success/failed/cancelled
 
-# KEYS: attempt, stream. ARGV: group, consumer, entry, token
-_CHECK = _LUA_COMMON + """
-if not owns(KEYS[2], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
-if redis.call('GET', KEYS[1]) ~= ARGV[4] then return 0 end
-return 1
-"""
 
-# KEYS: job, attempt, slots, stream. ARGV: group, consumer, entry, token, finished_at, field, value...
-_FINISH = _LUA_COMMON + """
-local done = ARGV[4] .. '#finished'
-if redis.call('GET', KEYS[2]) == done then return 'ok' end  -- already finished: a retried call
-if not owns(KEYS[4], ARGV[1], ARGV[3], ARGV[2]) then return 'lost' end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'lost' end
-local result = 'ok'
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
-  result = 'missing'
-elseif redis.call('HGET', KEYS[1], 'status') == 'cancelled' then
-  if redis.call('HEXISTS', KEYS[1], 'finished_at') == 0 then
-    redis.call('HSET', KEYS[1], 'finished_at', ARGV[5])
-  end
-  result = 'cancelled'
-elseif ARGV[5] == '0' then
-  -- a debug run (exec --no-push) gives the job back untouched for a real run
-  redis.call('HDEL', KEYS[1], 'started_at', 'finished_at')
-  redis.call('HSET', KEYS[1], 'status', 'pending')
-else
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[5], unpack(ARGV, 6))
-end
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[2], done, 'EX', 3600)
-if ARGV[3] ~= '' then redis.call('XACK', KEYS[4], ARGV[1], ARGV[3]) end
-return result
-"""
-
-# KEYS: stream, dead letters ('' for none), job ('' for none).
-# ARGV: group, consumer, entry, reason, finished_at, fields json, deliveries
-# Fails the job (if it exists and is not final), optionally files a dead letter, and acks.
-_REJECT = _LUA_COMMON + """
-if not owns(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then return 0 end
-if KEYS[2] ~= '' then
-  local fields = cjson.decode(ARGV[6])
-  redis.call('XADD', KEYS[2], '*', 'entry_id', ARGV[3], 'job_id', tostring(fields['job_id'] or ''),
-    'reason', ARGV[4], 'deliveries', ARGV[7], 'consumer', ARGV[2], 'dead_at', ARGV[5], 'fields', ARGV[6])
-end
-if KEYS[3] ~= '' and redis.call('TYPE', KEYS[3]).ok == 'hash' and not is_final(redis.call('HGET', KEYS[3], 'status')) then
-  redis.call('HSET', KEYS[3], 'status', 'failed', 'error_message', ARGV[4], 'finished_at', ARGV[5])
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('DEL', KEYS[4])
-return 1
-"""
-
-# KEYS: stream. ARGV: group, consumer, idle_ms, entry ids... Returns the ids handed back.
-_HAND_BACK = _LUA_COMMON + """
-local handed = {}
-for i = 4, #ARGV do
-  if owns(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
-    table.insert(handed, ARGV[i])
-  end
-end
-return handed
-"""
-
-# KEYS: stream, heartbeat of the consumer. ARGV: group, consumer.
-# Removes a consumer only if its runner is gone (no heartbeat) and it holds nothing, atomically.
-_REMOVE_CONSUMER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['name'] == ARGV[2] then
-    if tonumber(info['pending']) ~= 0 then return 0 end
-    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1
-  end
-end
-return 0
-"""
-
-# KEYS: stream. Trims entries below the oldest one any group still needs (pending or undelivered).
-_TRIM = """
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups == 0 then return 0 end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local best_ms, best_seq = nil, nil
-local function consider(ms, seq)
-  if best_ms == nil or ms < best_ms or (ms == best_ms and seq < best_seq) then best_ms, best_seq = ms, seq end
-end
-for _, g in ipairs(groups) do
-  local info = {}
-  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-  local ms, seq = parse(info['last-delivered-id'])
-  consider(ms, seq + 1)
-  local summary = redis.call('XPENDING', KEYS[1], info['name'])
-  if tonumber(summary[1]) > 0 then
-    local pms, pseq = parse(summary[2])
-    consider(pms, pseq)
-  end
-end
-return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', best_ms, best_seq))
-"""
+class FinishOutcome(StrEnum):
+    OK = "ok"  # the final fields were written
+    CANCELLED = "cancelled"  # the web app cancelled it meanwhile: only finished_at written
+    PENDING = "pending"  # given back as pending (return_to_pending)
+    MISSING = "missing"  # the job hash was deleted while it ran
+    LOST = "lost"  # another attempt took over: nothing written
 
 
 def new_attempt_id() -> str:
@@ -213,96 +79,128 @@ class Attempt:
 
 @dataclass(frozen=True)
 class BeginResult:
-    outcome: str  # ok | busy | active (running elsewhere) | lost | missing | final
-    final_status: str = ""
+    outcome: BeginOutcome
+    final_status: Status | None = None  # set with FINAL
     previous_consumer: str = ""  # set when an unfinished earlier attempt is being taken over
 
 
+def _begin_result(raw: str) -> BeginResult:
+    word, _, rest = raw.partition(":")
+    outcome = BeginOutcome(word)
+    if outcome is BeginOutcome.OK:
+        return BeginResult(outcome, previous_consumer=rest.split("|", 1)[-1] if rest else "")
+    if outcome is BeginOutcome.FINAL:
+        return BeginResult(outcome, final_status=Status(rest))
+    return BeginResult(outcome)
+
+
 class Leases:
-    """The scripts, bound to one client and one consumer group."""
+    """The scripts, bound to one client and one stream's consumer group."""
 
-    def __init__(self, client: redis.Redis, *, group: str = keys.RUNNERS_GROUP) -> None:
+    def __init__(self, client: redis.Redis, *, stream: str = keys.JOBS_STREAM,
+                 group: str = keys.RUNNERS_GROUP) -> None:
         self.client = client
+        self.stream = stream
         self.group = group
-        self._begin = client.register_script(_BEGIN)
-        self._renew = client.register_script(_RENEW)
-        self._renew_waiting = client.register_script(_RENEW_WAITING)
-        self._check = client.register_script(_CHECK)
-        self._finish = client.register_script(_FINISH)
-        self._reject = client.register_script(_REJECT)
-        self._trim = client.register_script(_TRIM)
-        self._remove_consumer = client.register_script(_REMOVE_CONSUMER)
-        self._hand_back = client.register_script(_HAND_BACK)
+        load = client.register_script
+        self._begin = load(_script("begin.lua"))
+        self._renew = load(_script("renew.lua"))
+        self._renew_waiting = load(_script("renew_waiting.lua"))
+        self._check = load(_script("check.lua"))
+        self._finish = load(_script("finish.lua"))
+        self._abandon = load(_script("abandon.lua"))
+        self._reject = load(_script("reject.lua"))
+        self._release_unstarted = load(_script("release_unstarted.lua"))
+        self._trim = load(_script("trim.lua"))
+        self._remove_consumer = load(_script("remove_consumer.lua"))
 
+    # -- an attempt's life ------------------------------------------------------------------
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
-        running and make this attempt the current one."""
-        raw = str(self._begin(
+        running and make this attempt the current one. Retrying after a lost reply is safe."""
+        raw = self._begin(
             keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), keys.JOBS_STREAM, keys.waiting_entry(attempt.entry_id)],
+                  keys.user_slots(attempt.user_id), self.stream, keys.waiting_entry(attempt.entry_id)],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, limit, lease_ms,
                   started_at, ATTEMPT_KEY_TTL_S],
-        ))
-        if raw.startswith("ok:"):
-            previous = raw[3:]
-            return BeginResult("ok", previous_consumer=previous.split("|", 1)[-1] if previous else "")
-        if raw.startswith("final:"):
-            return BeginResult("final", final_status=raw[6:])
-        return BeginResult(raw)
+        )
+        return _begin_result(str(raw))
 
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""
         return bool(self._renew(
-            keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), keys.JOBS_STREAM],
+            keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
         ))
 
-    def renew_waiting(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
-        """Keep claims on entries waiting for a slot; returns the ids that are no longer ours."""
-        if not entry_ids:
-            return []
-        lost = self._renew_waiting(keys=[keys.JOBS_STREAM], args=[self.group, consumer, *entry_ids])
-        return [str(i) for i in lost]
-
     def is_current(self, attempt: Attempt) -> bool:
         return bool(self._check(
-            keys=[keys.job_attempt(attempt.job_id), keys.JOBS_STREAM],
+            keys=[keys.job_attempt(attempt.job_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token],
         ))
 
-    def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> str:
-        """Write the final fields, free the slot and ack, all or nothing: ok | cancelled | missing | lost.
-        `finished_at` 0 instead puts the job back to `pending` (a debug run that must not consume it)."""
+    def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> FinishOutcome:
+        """Write the final fields, free the slot and ack, all or nothing. Retrying is safe."""
         flat: list[str | int] = []
         for name, value in fields.items():
             flat += [name, value]
-        return str(self._finish(
+        return self._end(attempt, "final", finished_at, flat)
+
+    def return_to_pending(self, attempt: Attempt) -> FinishOutcome:
+        """Give the job back as `pending`, untouched (a debug run must not consume it); the slot
+        is freed and the entry (if any) acked. PENDING, or CANCELLED/MISSING/LOST as `finish`."""
+        return self._end(attempt, "pending", 0, [])
+
+    def _end(self, attempt: Attempt, mode: str, finished_at: int, flat: list[str | int]) -> FinishOutcome:
+        raw = self._finish(
             keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), keys.JOBS_STREAM],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, finished_at, *flat],
+                  keys.user_slots(attempt.user_id), self.stream],
+            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
+        )
+        return FinishOutcome(str(raw))
+
+    def abandon(self, attempt: Attempt, *, hand_back: bool) -> bool:
+        """The attempt will not finish here: free its slot and, with `hand_back`, make its entry
+        claimable at once if still ours. Writes nothing the next attempt owns; True if handed back."""
+        return bool(self._abandon(
+            keys=[keys.user_slots(attempt.user_id), self.stream],
+            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token,
+                  "1" if hand_back else "0", HAND_BACK_IDLE_MS],
         ))
 
-    def release_slot(self, attempt: Attempt) -> None:
-        """Free this attempt's slot only (its own member): for an attempt that lost or stopped."""
-        self.client.zrem(keys.user_slots(attempt.user_id), attempt.token)
-
+    # -- entries that never became an attempt --------------------------------------------
     def reject(self, consumer: str, entry_id: str, fields: Mapping[str, str], reason: str, now: int,
                *, job_id: str = "", dead_letter: bool = False, deliveries: int = 1) -> bool:
         """Fail the entry's job (when it exists and is not final) with `reason` and ack the entry;
         with `dead_letter`, also file the entry under runner:dead_letters."""
         return bool(self._reject(
-            keys=[keys.JOBS_STREAM, keys.DEAD_LETTERS_STREAM if dead_letter else "",
+            keys=[self.stream, keys.DEAD_LETTERS_STREAM if dead_letter else "",
                   keys.job(job_id) if job_id else "", keys.waiting_entry(entry_id)],
             args=[self.group, consumer, entry_id, reason, now, json.dumps(dict(fields)), deliveries],
         ))
 
-    def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
-        """Make entries `consumer` still owns claimable at once by any runner (idle set far past
-        every CLAIM_MIN_IDLE); entries another runner took meanwhile are left alone."""
+    def acknowledge(self, consumer: str, entry_id: str) -> bool:
+        """Ack an entry whose job is already final (nothing written to the job)."""
+        return self.reject(consumer, entry_id, {}, "", 0)
+
+    def release_unstarted(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Hand back entries `consumer` holds but never started: claimable at once, marked as only
+        waited on (the takeover does not count a delivery). Returns the ids handed back."""
         if not entry_ids:
             return []
-        handed = self._hand_back(keys=[keys.JOBS_STREAM], args=[self.group, consumer, HAND_BACK_IDLE_MS, *entry_ids])
+        handed = self._release_unstarted(
+            keys=[self.stream],
+            args=[self.group, consumer, HAND_BACK_IDLE_MS, keys.WAITING_PREFIX, WAITING_MARK_TTL_S,
+                  *entry_ids])
         return [str(i) for i in handed]
+
+    # -- waiting entries -------------------------------------------------------------------
+    def renew_waiting(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Keep claims on entries waiting for a slot; returns the ids that are no longer ours."""
+        if not entry_ids:
+            return []
+        lost = self._renew_waiting(keys=[self.stream], args=[self.group, consumer, *entry_ids])
+        return [str(i) for i in lost]
 
     def mark_waiting(self, consumer: str, entry_id: str) -> None:
         self.client.set(keys.waiting_entry(entry_id), consumer, ex=WAITING_MARK_TTL_S)
@@ -311,11 +209,19 @@ class Leases:
         """True if the entry's last holder only waited with it (the mark is removed)."""
         return self.client.getdel(keys.waiting_entry(entry_id)) is not None
 
+    # -- the group -------------------------------------------------------------------------
+    def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Make entries of `consumer` claimable at once (operator's `pending --claim`); entries
+        another runner took meanwhile are left alone. Counted as deliveries when taken over."""
+        return [entry_id for entry_id in entry_ids
+                if self._abandon(keys=["", self.stream],
+                                 args=[self.group, consumer, entry_id, "", "1", HAND_BACK_IDLE_MS])]
+
     def remove_consumer_if_gone(self, consumer: str) -> bool:
         """Delete a consumer with no heartbeat and nothing pending; True if it was removed."""
-        return bool(self._remove_consumer(keys=[keys.JOBS_STREAM, keys.heartbeat(consumer)],
+        return bool(self._remove_consumer(keys=[self.stream, keys.heartbeat(consumer)],
                                           args=[self.group, consumer]))
 
     def trim(self) -> int:
         """Drop acknowledged entries; never one still pending or not yet delivered."""
-        return int(self._trim(keys=[keys.JOBS_STREAM]))
+        return int(self._trim(keys=[self.stream]))

@@ -7,15 +7,17 @@ import threading
 import redis
 
 from repobox_cli import keys, procs, validation
+from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl
 from repobox_cli.errors import JobDataError, RepoboxError
-from repobox_cli.executor import ActiveJob, ExecOptions, Executor, Outcome
+from repobox_cli.executor import ExecOptions, Executor
 from repobox_cli.jobs import Job, is_final, now_ms
-from repobox_cli.leases import Attempt, Leases, new_attempt_id
+from repobox_cli.leases import Attempt, BeginOutcome, Leases, new_attempt_id
 from repobox_cli.output import Echo, JobOutput
 from repobox_cli.redis_conn import RedisHealth
 from repobox_cli.settings import Settings
-from repobox_cli.watch import JobWatch, run_watch_loop
+from repobox_cli.supervisor import supervise
+from repobox_cli.watch import JobWatch
 
 
 def load_job(client: redis.Redis, job_id: str) -> Job:
@@ -39,7 +41,7 @@ class SingleJob:
         self.work_dir = ""
         self.hard_stop = threading.Event()
 
-    def run(self, job_id: str, echo: Echo | None) -> Outcome:
+    def run(self, job_id: str, echo: Echo | None) -> RunOutcome:
         job = load_job(self.client, job_id)
         if is_final(job.status):
             raise JobDataError(f"job {job_id} is already {job.status}: not run again")
@@ -47,18 +49,20 @@ class SingleJob:
         watch = JobWatch(self.settings, self.client, self.leases, self.health)
         begun = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user, lease_ms=watch.lease_ms,
                                   started_at=now_ms())
-        if begun.outcome == "busy":
+        if begun.outcome is BeginOutcome.BUSY:
             raise RepoboxError(f"user {job.user_id} already runs {self.settings.max_jobs_per_user} job(s) "
                                "(MAX_JOBS_PER_USER): try again when one ends")
-        if begun.outcome == "active":
+        if begun.outcome is BeginOutcome.ACTIVE:
             raise RepoboxError(f"job {job_id} is running on another runner right now: not started twice")
-        if begun.outcome != "ok":
-            raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status}".strip())
+        if begun.outcome is not BeginOutcome.OK:
+            raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status or ''}".strip())
         procs.harden_process()
         active = ActiveJob(job, attempt, self.control, JobOutput(self.client, job.id, self.health, echo),
                            begun.previous_consumer)
         stop = threading.Event()
-        watcher = threading.Thread(target=run_watch_loop, args=(watch, lambda: [active], stop), daemon=True)
+        watcher = threading.Thread(
+            target=supervise, daemon=True,
+            args=(self.client, self.health, self.settings.tick_s, stop, [lambda r: watch.tick([active], r)]))
         watcher.start()
         try:
             return Executor(self.settings, self.client, self.leases, self.health, self.hard_stop,

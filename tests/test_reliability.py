@@ -104,7 +104,7 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
     assert len(history.started_values(job_id)) == 1, history.history[job_id]
     seen = [s for s, _, _ in history.history[job_id]]
     assert seen.count("running") == 1 and seen[-2:] == ["running", "success"], history.history[job_id]
-    assert len(output_lines(world, job_id, "Cloning ")) == 1
+    assert len(output_lines(world, job_id, f"Cloning {world.repo_url} at ")) == 1
     assert len(output_lines(world, job_id, "Starting job ")) == 1
     assert not output_lines(world, job_id, "taken over")
     for runner in fleet.values():

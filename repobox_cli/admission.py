@@ -1,0 +1,180 @@
+"""What happens to one delivered entry: refused, skipped (already final), dead-lettered, started
+on a worker, or left waiting for a worker or a user slot.
+
+Called from the consumer thread (new entries) and the supervisor thread (takeovers, waiting
+heads). It holds no lock across a Redis call: a worker is reserved in the pool first, the begin
+script runs, then the job starts or the reservation is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from enum import StrEnum
+
+import redis
+
+from repobox_cli import validation
+from repobox_cli.active import ActiveJob
+from repobox_cli.control import JobControl
+from repobox_cli.errors import JobDataError
+from repobox_cli.jobs import is_final, now_ms
+from repobox_cli.kinds import WorkKind
+from repobox_cli.leases import Attempt, BeginOutcome, Leases
+from repobox_cli.logs import JobLog
+from repobox_cli.output import JobOutput
+from repobox_cli.redaction import one_line
+from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
+from repobox_cli.settings import Settings
+from repobox_cli.waiting import Waiting, WaitingQueues
+from repobox_cli.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    NO_WORKER = "no worker"  # every worker busy (or stopping): wait
+    BUSY = "busy"  # the user is at the limit: wait
+    ACTIVE = "active"  # the job runs elsewhere (a duplicate entry, `exec`): wait behind others
+    RETRY = "retry"  # Redis went away mid-begin: try the same attempt again
+    SETTLED = "settled"  # final, missing or no longer ours: the entry is done here
+
+    @property
+    def keeps_waiting(self) -> bool:
+        return self in (StartOutcome.NO_WORKER, StartOutcome.BUSY, StartOutcome.ACTIVE, StartOutcome.RETRY)
+
+
+class Admission:
+    def __init__(self, settings: Settings, client: redis.Redis, kind: WorkKind, leases: Leases,
+                 pool: WorkerPool, waiting: WaitingQueues, health: RedisHealth, stopping: threading.Event,
+                 log: JobLog) -> None:
+        self.settings = settings
+        self.client = client
+        self.kind = kind
+        self.leases = leases
+        self.pool = pool
+        self.waiting = waiting
+        self.health = health
+        self.stopping = stopping
+        self.log = log
+        self.consumer = settings.runner_id
+        self.lease_ms = int(settings.claim_min_idle_s * 1000)
+
+    # -- one delivered entry ---------------------------------------------------------------
+    def admit_safely(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
+        """`admit`, logging (never raising) what goes wrong with one entry, but for Redis outages."""
+        try:
+            self.admit(entry_id, fields, deliveries=deliveries)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - boundary: one bad entry must not stop the runner
+            # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
+            self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__,
+                           one_line(str(exc)))
+
+    def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
+        """Decide what to do with one delivered entry; never raises for bad data."""
+        if entry_id in self.pool or entry_id in self.waiting:
+            return
+        try:
+            entry = self.kind.decode(entry_id, fields)
+        except JobDataError as exc:
+            self.reject(entry_id, fields or {}, f"malformed stream entry: {exc}")
+            return
+        if deliveries > self.settings.max_deliveries:
+            reason = (f"delivered {deliveries} times (MAX_DELIVERIES={self.settings.max_deliveries}): "
+                      "moved to the dead letters")
+            self.reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
+            return
+        try:
+            job = self.kind.load(entry)
+        except redis.ResponseError as exc:  # WRONGTYPE: the key is not a hash
+            self.reject(entry_id, entry.fields, f"job key unusable: {exc}")
+            return
+        except JobDataError as exc:
+            self.reject(entry_id, entry.fields, f"job refused: {exc}")
+            return
+        if job is None:
+            self.reject(entry_id, entry.fields, "job hash missing")
+            return
+        if is_final(job.status):
+            self._skip_final(entry_id, job.id, job.user_id, job.status)
+            return
+        waiting = Waiting(entry, job)
+        if self.try_start(waiting).keeps_waiting:
+            self.waiting.add(waiting)
+
+    def start_waiting(self) -> None:
+        """Each user's oldest waiting entry gets a try at a slot, while workers are free."""
+        for head in self.waiting.heads():
+            if self.pool.free() <= 0:
+                return
+            outcome = self.try_start(head)
+            if outcome in (StartOutcome.BUSY, StartOutcome.NO_WORKER, StartOutcome.RETRY):
+                continue
+            # ACTIVE: its job runs elsewhere; let the user's other entries go first.
+            self.waiting.settle(head, to_back=outcome is StartOutcome.ACTIVE)
+
+    # -- starting ----------------------------------------------------------------------------
+    def try_start(self, waiting: Waiting) -> StartOutcome:
+        """Start the job if a worker and a user slot are free. A job that must wait is marked as
+        waiting in Redis (its takeover will not count a delivery)."""
+        job = waiting.job
+        attempt = Attempt(job.id, job.user_id, self.consumer, waiting.entry_id, waiting.attempt_id)
+        if self.stopping.is_set() or not self.pool.reserve():
+            self._mark_waiting(waiting)
+            return StartOutcome.NO_WORKER
+        try:
+            result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
+                                       lease_ms=self.lease_ms, started_at=now_ms())
+        except CONNECTION_ERRORS as exc:
+            self.pool.release()
+            self.health.lost(exc)
+            return StartOutcome.RETRY  # the begin may have run: the same attempt id is retried
+        except BaseException:
+            self.pool.release()
+            raise
+        if result.outcome is BeginOutcome.OK:
+            control = JobControl(self.settings.job_timeout_s)
+            output = JobOutput(self.client, job.id, self.health)
+            self.pool.start(ActiveJob(job, attempt, control, output, result.previous_consumer))
+            return StartOutcome.STARTED
+        self.pool.release()
+        if result.outcome in (BeginOutcome.BUSY, BeginOutcome.ACTIVE):
+            self._mark_waiting(waiting)
+            return StartOutcome(result.outcome.value)
+        if result.outcome is BeginOutcome.FINAL:
+            self._skip_final(waiting.entry_id, job.id, job.user_id, str(result.final_status))
+        elif result.outcome is BeginOutcome.MISSING:
+            self.reject(waiting.entry_id, waiting.entry.fields, "job hash missing")
+        else:
+            self.log.info("entry %s is no longer ours: another runner took it", waiting.entry_id)
+        return StartOutcome.SETTLED
+
+    def _mark_waiting(self, waiting: Waiting) -> None:
+        if waiting.entry_id not in self.waiting:  # marked once, when it starts waiting
+            self.leases.mark_waiting(self.consumer, waiting.entry_id)
+
+    # -- settling without running ----------------------------------------------------------
+    def _skip_final(self, entry_id: str, job_id: str, user_id: str, status: str) -> None:
+        self.log.info("job %s is already %s: entry %s acknowledged, not run again", job_id, status, entry_id,
+                      extra={"job_id": job_id, "user_id": user_id})
+        self.leases.acknowledge(self.consumer, entry_id)
+
+    def reject(self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False,
+               deliveries: int = 1) -> None:
+        """Fail the entry's job (if any) with `reason`, optionally as a dead letter, and ack it."""
+        job_id = fields.get("job_id", "")
+        try:
+            validation.safe_name(job_id, "job_id")
+        except JobDataError:
+            job_id = ""
+        reason = one_line(reason)
+        self.log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
+        if job_id:
+            JobOutput(self.client, job_id, self.health).error(reason)
+        self.leases.reject(self.consumer, entry_id, fields, reason, now_ms(), job_id=job_id,
+                           dead_letter=dead_letter, deliveries=deliveries)
+        self.pool.count("dead-lettered" if dead_letter else "refused")

@@ -1,0 +1,34 @@
+"""A runner's heartbeat `runner:heartbeat:{runner}`: who it is and how loaded, with a short TTL so
+a killed runner shows as gone within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import redis
+
+from repobox_cli import keys
+from repobox_cli.jobs import now_ms
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_MS = 8_000  # four missed heartbeats: gone
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, runner_id: str, concurrency: int) -> None:
+        self.client = client
+        self.runner_id = runner_id
+        self.concurrency = concurrency
+        self.started_at_ms = now_ms()
+        self.host = socket.gethostname()
+
+    def beat(self, running: int, waiting: int) -> None:
+        info = {"runner_id": self.runner_id, "host": self.host, "pid": os.getpid(),
+                "started_at": self.started_at_ms, "concurrency": self.concurrency,
+                "running": running, "waiting": waiting, "at": now_ms()}
+        self.client.set(keys.heartbeat(self.runner_id), json.dumps(info), px=HEARTBEAT_TTL_MS)
+
+    def stop(self) -> None:
+        self.client.delete(keys.heartbeat(self.runner_id))

@@ -1,0 +1,46 @@
+"""Housekeeping a runner does now and then: trim acknowledged entries, remove consumers of
+runners that are gone, and (at start) remove work directories a crash left behind."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redis
+
+from repobox_cli import keys, workdir
+from repobox_cli.jobs import is_final
+from repobox_cli.leases import Leases
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 30.0
+
+
+def tidy_group(client: redis.Redis, leases: Leases, consumer: str) -> None:
+    """Trim the stream below what any group still needs; drop consumers that are gone and empty."""
+    trimmed = leases.trim()
+    if trimmed:
+        log.info("trimmed %d acknowledged entries from %s", trimmed, leases.stream)
+    for info in client.xinfo_consumers(leases.stream, leases.group):
+        name = str(info["name"])
+        if name != consumer and int(info["pending"]) == 0 and leases.remove_consumer_if_gone(name):
+            log.info("removed consumer %s of a runner that is gone and held nothing", name)
+
+
+def remove_stale_workdirs(client: redis.Redis, temp_dir: Path) -> None:
+    """Work dirs of jobs that are final or gone (a crash left them). Only directories repobox
+    made are touched."""
+    try:
+        children = list(temp_dir.iterdir())
+    except OSError as exc:
+        raise workdir.WorkDirError(f"cannot read TEMP_DIR {temp_dir}: {exc.strerror}") from exc
+    for child in children:
+        if not workdir.looks_like_job_dir(child):
+            continue  # not made by repobox: never removed
+        try:
+            status = client.hget(keys.job(child.name), "status")
+        except redis.ResponseError:
+            continue  # not a job's directory we can judge
+        if status is None or is_final(status):
+            workdir.remove_tree(child)

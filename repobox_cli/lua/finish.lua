@@ -1,0 +1,32 @@
+-- End an attempt, all or nothing: write the final fields (unless the web app cancelled the job:
+-- then only finished_at), free the slot, mark the attempt finished and ack the entry.
+-- With mode 'pending' the job instead goes back to `pending` untouched (exec --no-push).
+-- Idempotent. Returns 'ok' | 'cancelled' | 'missing' | 'lost' | 'pending'.
+local job_key, attempt_key, slots_key, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local group, consumer, entry, token, mode, finished_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local FIRST_FIELD_ARG = 7
+local FINISHED_TTL_S = 3600
+
+local done = token .. FINISHED_SUFFIX
+if redis.call('GET', attempt_key) == done then return mode == 'pending' and 'pending' or 'ok' end
+if not owns(stream, group, entry, consumer) then return 'lost' end
+if redis.call('GET', attempt_key) ~= token then return 'lost' end
+local result = 'ok'
+if redis.call('TYPE', job_key).ok ~= 'hash' then
+  result = 'missing'
+elseif redis.call('HGET', job_key, 'status') == 'cancelled' then
+  if redis.call('HEXISTS', job_key, 'finished_at') == 0 then
+    redis.call('HSET', job_key, 'finished_at', finished_at)
+  end
+  result = 'cancelled'
+elseif mode == 'pending' then
+  redis.call('HDEL', job_key, 'started_at', 'finished_at')
+  redis.call('HSET', job_key, 'status', 'pending')
+  result = 'pending'
+else
+  redis.call('HSET', job_key, 'finished_at', finished_at, unpack(ARGV, FIRST_FIELD_ARG))
+end
+redis.call('ZREM', slots_key, token)
+redis.call('SET', attempt_key, done, 'EX', FINISHED_TTL_S)
+if entry ~= '' then redis.call('XACK', stream, group, entry) end
+return result

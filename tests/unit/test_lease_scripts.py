@@ -1,0 +1,303 @@
+"""Each lease script's outcomes, driven directly on a real redis-server: begin (ok, busy, active,
+lost, missing, final, retried), renew, finish (ok, cancelled, missing, lost, retried),
+return_to_pending, abandon, reject/acknowledge, release_unstarted, renew_waiting, trim."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from repobox_cli import keys
+from repobox_cli.jobs import Status
+from repobox_cli.leases import (
+    Attempt,
+    BeginOutcome,
+    FinishOutcome,
+    Leases,
+    new_attempt_id,
+)
+from tests.support.redis_server import RedisServer
+
+USER = "github:12345678"
+LEASE_MS = 30_000
+LIMIT = 2
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    c = redis_server.client()
+    c.xgroup_create(keys.JOBS_STREAM, keys.RUNNERS_GROUP, id="0", mkstream=True)
+    yield c
+
+
+@pytest.fixture
+def leases(client: redis.Redis) -> Leases:
+    return Leases(client)
+
+
+def delivered_job(client: redis.Redis, consumer: str = "r1", *, user: str = USER, status: str = "pending") -> Attempt:
+    """A job hash and its stream entry, delivered to `consumer`: the attempt it would begin."""
+    job_id = str(uuid.uuid4())
+    client.hset(keys.job(job_id), mapping={"id": job_id, "user_id": user, "status": status})
+    client.xadd(keys.JOBS_STREAM, {"job_id": job_id})
+    reply = client.xreadgroup(keys.RUNNERS_GROUP, consumer, {keys.JOBS_STREAM: ">"}, count=1)
+    entry_id = reply[0][1][0][0]
+    return Attempt(job_id, user, consumer, entry_id, new_attempt_id())
+
+
+def begin(leases: Leases, attempt: Attempt, limit: int = LIMIT) -> BeginOutcome:
+    return leases.begin(attempt, limit=limit, lease_ms=LEASE_MS, started_at=1).outcome
+
+
+def owner(client: redis.Redis, entry_id: str) -> str | None:
+    rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min=entry_id, max=entry_id, count=1)
+    return str(rows[0]["consumer"]) if rows else None
+
+
+# -- begin -------------------------------------------------------------------------------------
+
+def test_begin_marks_running_takes_a_slot_and_sets_the_fencing_token(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+
+    assert begin(leases, attempt) is BeginOutcome.OK
+
+    assert client.hget(keys.job(attempt.job_id), "status") == "running"
+    assert client.get(keys.job_attempt(attempt.job_id)) == attempt.token
+    assert client.zscore(keys.user_slots(USER), attempt.token) is not None
+
+
+def test_begin_retried_for_the_same_attempt_is_ok_and_takes_one_slot(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+
+    assert begin(leases, attempt) is BeginOutcome.OK
+
+    assert client.zcard(keys.user_slots(USER)) == 1
+
+
+def test_begin_at_the_user_limit_is_busy_and_writes_nothing(client: redis.Redis, leases: Leases) -> None:
+    for _ in range(LIMIT):
+        assert begin(leases, delivered_job(client)) is BeginOutcome.OK
+    extra = delivered_job(client)
+
+    assert begin(leases, extra) is BeginOutcome.BUSY
+
+    assert client.hget(keys.job(extra.job_id), "status") == "pending"
+    assert client.get(keys.job_attempt(extra.job_id)) is None
+
+
+def test_begin_beside_a_live_attempt_of_the_same_job_is_active(client: redis.Redis, leases: Leases) -> None:
+    first = delivered_job(client)
+    begin(leases, first)
+    client.xadd(keys.JOBS_STREAM, {"job_id": first.job_id})  # a duplicate entry of the same job
+    entry_id = client.xreadgroup(keys.RUNNERS_GROUP, "r2", {keys.JOBS_STREAM: ">"}, count=1)[0][1][0][0]
+    second = Attempt(first.job_id, USER, "r2", entry_id, new_attempt_id())
+
+    assert begin(leases, second) is BeginOutcome.ACTIVE
+
+
+def test_begin_after_the_previous_attempt_lease_expired_takes_over(client: redis.Redis, leases: Leases) -> None:
+    first = delivered_job(client)
+    begin(leases, first)
+    client.zadd(keys.user_slots(USER), {first.token: 1})  # its lease ran out long ago
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [first.entry_id])
+    second = Attempt(first.job_id, USER, "r2", first.entry_id, new_attempt_id())
+
+    result = leases.begin(second, limit=LIMIT, lease_ms=LEASE_MS, started_at=2)
+
+    assert result.outcome is BeginOutcome.OK and result.previous_consumer == "r1"
+
+
+def test_begin_of_an_entry_another_runner_owns_is_lost(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [attempt.entry_id])
+
+    assert begin(leases, attempt) is BeginOutcome.LOST
+
+
+def test_begin_of_a_deleted_job_is_missing(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    client.delete(keys.job(attempt.job_id))
+
+    assert begin(leases, attempt) is BeginOutcome.MISSING
+
+
+def test_begin_of_a_final_job_is_final_with_its_status(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client, status="cancelled")
+
+    result = leases.begin(attempt, limit=LIMIT, lease_ms=LEASE_MS, started_at=1)
+
+    assert (result.outcome, result.final_status) == (BeginOutcome.FINAL, Status.CANCELLED)
+
+
+# -- renew and check ---------------------------------------------------------------------------
+
+def test_renew_extends_the_slot_and_fails_once_superseded(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    client.zadd(keys.user_slots(USER), {attempt.token: 5})
+
+    assert leases.renew(attempt, LEASE_MS) and leases.is_current(attempt)
+    assert client.zscore(keys.user_slots(USER), attempt.token) > 5
+
+    client.set(keys.job_attempt(attempt.job_id), "other|r9")
+    assert not leases.renew(attempt, LEASE_MS) and not leases.is_current(attempt)
+
+
+# -- finish, return_to_pending, abandon --------------------------------------------------------
+
+def test_finish_writes_fields_frees_the_slot_and_acks(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+
+    outcome = leases.finish(attempt, 99, {"status": "success", "lines_added": 3})
+
+    job = client.hgetall(keys.job(attempt.job_id))
+    assert outcome is FinishOutcome.OK
+    assert (job["status"], job["finished_at"], job["lines_added"]) == ("success", "99", "3")
+    assert client.zcard(keys.user_slots(USER)) == 0 and owner(client, attempt.entry_id) is None
+
+
+def test_finish_retried_after_a_lost_reply_is_ok_and_writes_once(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    leases.finish(attempt, 99, {"status": "success"})
+    client.hset(keys.job(attempt.job_id), "status", "cancelled")  # anything later must stay
+
+    assert leases.finish(attempt, 100, {"status": "failed"}) is FinishOutcome.OK
+
+    assert client.hget(keys.job(attempt.job_id), "finished_at") == "99"
+    assert client.hget(keys.job(attempt.job_id), "status") == "cancelled"
+
+
+def test_finish_of_a_cancelled_job_keeps_cancelled(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    client.hset(keys.job(attempt.job_id), "status", "cancelled")
+
+    assert leases.finish(attempt, 99, {"status": "success"}) is FinishOutcome.CANCELLED
+
+    assert client.hget(keys.job(attempt.job_id), "status") == "cancelled"
+
+
+def test_finish_of_a_superseded_attempt_is_lost_and_writes_nothing(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    client.set(keys.job_attempt(attempt.job_id), "newer|r2")
+
+    assert leases.finish(attempt, 99, {"status": "success"}) is FinishOutcome.LOST
+
+    assert client.hget(keys.job(attempt.job_id), "status") == "running"
+    assert owner(client, attempt.entry_id) == "r1"
+
+
+def test_finish_of_a_deleted_job_is_missing_and_still_acks(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    client.delete(keys.job(attempt.job_id))
+
+    assert leases.finish(attempt, 99, {"status": "success"}) is FinishOutcome.MISSING
+
+    assert owner(client, attempt.entry_id) is None and not client.exists(keys.job(attempt.job_id))
+
+
+def test_return_to_pending_gives_the_job_back_untouched(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+
+    assert leases.return_to_pending(attempt) is FinishOutcome.PENDING
+
+    job = client.hgetall(keys.job(attempt.job_id))
+    assert job["status"] == "pending" and "started_at" not in job and "finished_at" not in job
+    assert client.zcard(keys.user_slots(USER)) == 0
+
+
+def test_abandon_frees_the_slot_and_hands_the_entry_back(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+
+    assert leases.abandon(attempt, hand_back=True)
+
+    assert client.zcard(keys.user_slots(USER)) == 0
+    assert client.hget(keys.job(attempt.job_id), "status") == "running", "abandon writes nothing to the job"
+    reply = client.xautoclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 60_000, start_id="0-0")
+    assert [i for i, _ in reply[1]] == [attempt.entry_id]
+
+
+def test_abandon_leaves_an_entry_another_runner_took(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [attempt.entry_id])
+
+    assert not leases.abandon(attempt, hand_back=True)
+
+    assert owner(client, attempt.entry_id) == "r2"
+
+
+# -- entries that never began ------------------------------------------------------------------
+
+def test_reject_fails_the_job_files_a_dead_letter_and_acks(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    fields = {"job_id": attempt.job_id}
+
+    assert leases.reject("r1", attempt.entry_id, fields, "poison", 7, job_id=attempt.job_id,
+                         dead_letter=True, deliveries=6)
+
+    job = client.hgetall(keys.job(attempt.job_id))
+    assert (job["status"], job["error_message"], job["finished_at"]) == ("failed", "poison", "7")
+    (dead_id, dead), = client.xrange(keys.DEAD_LETTERS_STREAM)
+    assert dead["entry_id"] == attempt.entry_id and dead["deliveries"] == "6" and json.loads(dead["fields"]) == fields
+    assert owner(client, attempt.entry_id) is None
+
+
+def test_reject_of_an_entry_no_longer_ours_does_nothing(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client)
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [attempt.entry_id])
+
+    assert not leases.reject("r1", attempt.entry_id, {}, "x", 7, job_id=attempt.job_id)
+
+    assert client.hget(keys.job(attempt.job_id), "status") == "pending"
+
+
+def test_acknowledge_acks_without_touching_a_final_job(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client, status="success")
+
+    assert leases.acknowledge("r1", attempt.entry_id)
+
+    assert owner(client, attempt.entry_id) is None
+    assert client.hgetall(keys.job(attempt.job_id))["status"] == "success"
+
+
+def test_release_unstarted_marks_as_waited_and_hands_back(client: redis.Redis, leases: Leases) -> None:
+    mine = delivered_job(client)
+    theirs = delivered_job(client, "r2")
+
+    handed = leases.release_unstarted("r1", [mine.entry_id, theirs.entry_id])
+
+    assert handed == [mine.entry_id]
+    assert leases.take_waiting_mark(mine.entry_id) and not leases.take_waiting_mark(theirs.entry_id)
+
+
+def test_renew_waiting_returns_the_entries_no_longer_ours(client: redis.Redis, leases: Leases) -> None:
+    kept = delivered_job(client)
+    taken = delivered_job(client)
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [taken.entry_id])
+
+    assert leases.renew_waiting("r1", [kept.entry_id, taken.entry_id]) == [taken.entry_id]
+
+
+def test_remove_consumer_only_when_it_has_no_heartbeat_and_nothing_pending(client: redis.Redis, leases: Leases) -> None:
+    attempt = delivered_job(client, "gone")
+    assert not leases.remove_consumer_if_gone("gone")  # still holds an entry
+    client.xack(keys.JOBS_STREAM, keys.RUNNERS_GROUP, attempt.entry_id)
+    client.set(keys.heartbeat("gone"), "{}")
+    assert not leases.remove_consumer_if_gone("gone")  # alive
+    client.delete(keys.heartbeat("gone"))
+
+    assert leases.remove_consumer_if_gone("gone")
+
+    assert "gone" not in [c["name"] for c in client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP)]
