@@ -18,6 +18,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -488,14 +489,23 @@ class Runner:
         except OSError as exc:
             raise workdir.WorkDirError(f"cannot read TEMP_DIR {temp_dir}: {exc.strerror}") from exc
         for child in children:
-            if not workdir.looks_like_job_dir(child):
-                continue  # not made by repobox: never removed
             try:
-                status = self.client.hget(keys.job(child.name), "status")
-            except redis.ResponseError:
-                continue  # not a job's directory we can judge
-            if status is None or is_final(status):
-                workdir.remove_tree(child)
+                self._remove_stale_workdir(child)
+            except CONNECTION_ERRORS:
+                raise  # Redis is away: as before, not an odd entry
+            except Exception as exc:  # noqa: BLE001 - boundary: one odd entry must not stop the runner
+                self.log.warning("stale work directory %s left in place: %s: %s", child, type(exc).__name__, exc)
+
+    def _remove_stale_workdir(self, child: Path) -> None:
+        """Remove `child` if repobox made it and its job is final or gone; a failure is logged."""
+        if not workdir.looks_like_job_dir(child):
+            return  # not made by repobox: never removed
+        try:
+            status = self.client.hget(keys.job(child.name), "status")
+        except redis.ResponseError:
+            return  # not a job's directory we can judge
+        if status is None or is_final(status):
+            workdir.remove_tree(child)  # logs what it cannot remove and leaves it
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
