@@ -318,7 +318,8 @@ class Runner:
 
     def _dispatch(self, job: Job, attempt: Attempt, previous: str) -> None:
         control = JobControl(self.settings.job_timeout_s)
-        active = ActiveJob(job, attempt, control, JobOutput(self.client, job.id, self.health), previous)
+        output = JobOutput(self.client, job.id, self.health, limits=self.settings.output_limits)
+        active = ActiveJob(job, attempt, control, output, previous)
         self.running[attempt.entry_id] = active
         self.pool.submit(self._work, active)
 
