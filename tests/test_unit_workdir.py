@@ -26,6 +26,14 @@ NOBODY = pwd.getpwnam("nobody")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 
 
+@pytest.fixture(autouse=True)
+def _no_deep_tree_left(tmp_path: Path) -> Iterator[None]:
+    """pytest's own clean-up (shutil.rmtree) dies on a 1,500-deep tree: remove what a test left."""
+    yield
+    for child in tmp_path.iterdir():
+        workdir.remove_tree(child)
+
+
 def make_deep(top: Path, levels: int = DEEP_LEVELS) -> None:
     """`levels` nested directories (far beyond PATH_MAX), built by fd so no path is ever resolved."""
     top.mkdir()
