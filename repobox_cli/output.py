@@ -131,7 +131,8 @@ class JobOutput:
         self.write(line, stream, "agent")
 
     def git(self, line: str, stream: str) -> None:
-        self.write(line, stream, "runner")
+        # git's own chatter is stderr (shared budget); stdout lines are the runner's few notes.
+        self.write(line, stream, "runner", reserved=stream == "stdout")
 
     def flush(self) -> bool:
         """True when nothing is left waiting."""

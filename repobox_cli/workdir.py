@@ -103,7 +103,7 @@ def _remove(path: Path) -> None:
             _Remover().entry(parent_fd, path.name)
             return
         try:
-            _Remover().enter(top_fd, os.fstat(top_fd))
+            _Remover().enter(top_fd, path.name, os.fstat(top_fd))
             _walk(top_fd, _Remover())
         finally:
             os.close(top_fd)
@@ -139,8 +139,8 @@ class TreeChangedError(WorkDirError):
 class _Visitor(Protocol):
     make_accessible: bool
 
-    def enter(self, fd: int, info: os.stat_result) -> None:
-        """A directory was opened (`fd`), before its entries are visited."""
+    def enter(self, fd: int, name: str, info: os.stat_result) -> None:
+        """Directory `name` was opened (`fd`), before its entries are visited."""
 
     def entry(self, dir_fd: int, name: str) -> bool:
         """A non-directory `name` in `dir_fd`; False if it turned out to be a directory after all."""
@@ -226,7 +226,7 @@ def _enter(fd: int, name: str, visitor: _Visitor) -> int | None:
         visitor.entry(fd, name)
         return None
     try:
-        visitor.enter(child, os.fstat(child))
+        visitor.enter(child, name, os.fstat(child))
     except BaseException:
         os.close(child)
         raise
@@ -244,7 +244,7 @@ def _open_parent(fd: int, expected: Identity) -> int:
 class _Remover:
     make_accessible = True
 
-    def enter(self, fd: int, info: os.stat_result) -> None:
+    def enter(self, fd: int, name: str, info: os.stat_result) -> None:
         # An agent may leave read-only directories behind; emptying one needs write access.
         if info.st_mode & OWNER_RWX != OWNER_RWX:
             os.fchmod(fd, PRIVATE_DIR_MODE)
@@ -269,7 +269,7 @@ class _Chowner:
     gid: int
     make_accessible = False
 
-    def enter(self, fd: int, info: os.stat_result) -> None:
+    def enter(self, fd: int, name: str, info: os.stat_result) -> None:
         os.fchown(fd, self.uid, self.gid)
 
     def entry(self, dir_fd: int, name: str) -> bool:
@@ -320,7 +320,7 @@ def give_to(paths: list[Path], uid: int, gid: int) -> None:
                     chowner.entry(parent_fd, top.name)
                     continue
                 try:
-                    chowner.enter(top_fd, os.fstat(top_fd))
+                    chowner.enter(top_fd, top.name, os.fstat(top_fd))
                     _walk(top_fd, chowner)
                 finally:
                     os.close(top_fd)
@@ -328,6 +328,45 @@ def give_to(paths: list[Path], uid: int, gid: int) -> None:
                 os.close(parent_fd)
         except OSError as exc:
             raise WorkDirError(f"cannot hand {top} to the agent's user: {_reason(exc)}") from exc
+
+
+def nested_repositories(top: Path) -> list[str]:
+    """Directories below `top` (paths relative to it, `/`-separated) holding a `.git` entry of any
+    kind: what git would take for another repository. `top`'s own `.git` is not counted. Walked by
+    file descriptor, never following a symlink; WorkDirError if the tree cannot be read."""
+    finder = _RepositoryFinder()
+    try:
+        top_fd = os.open(top, _DIR_FLAGS)
+        try:
+            _walk(top_fd, finder)
+        finally:
+            os.close(top_fd)
+    except OSError as exc:
+        raise WorkDirError(f"cannot read {top}: {_reason(exc)}") from exc
+    return sorted(finder.found)
+
+
+class _RepositoryFinder:
+    make_accessible = False
+
+    def __init__(self) -> None:
+        self.path: list[str] = []  # of the directory being visited, below the top
+        self.found: set[str] = set()
+
+    def enter(self, fd: int, name: str, info: os.stat_result) -> None:
+        self._seen(name)
+        self.path.append(name)
+
+    def entry(self, dir_fd: int, name: str) -> bool:
+        self._seen(name)
+        return True
+
+    def leave(self, parent_fd: int, name: str) -> None:
+        self.path.pop()
+
+    def _seen(self, name: str) -> None:
+        if name == ".git" and self.path:
+            self.found.add("/".join(self.path))
 
 
 def remove_attempt(paths: WorkPaths) -> None:
