@@ -138,7 +138,7 @@ class Admission:
             raise
         if result.outcome is BeginOutcome.OK:
             control = JobControl(self.settings.job_timeout_s)
-            output = JobOutput(self.client, job.id, self.health)
+            output = JobOutput(self.client, job.id, self.health, limits=self.settings.output_limits)
             self.pool.start(ActiveJob(job, attempt, control, output, result.previous_consumer))
             return StartOutcome.STARTED
         self.pool.release()

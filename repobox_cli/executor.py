@@ -171,10 +171,16 @@ class Executor:
                                 f"({record.get('url') or 'none'}): the token is not sent there")
         if not record.get("token"):
             raise ProviderError(f"git provider {job.provider_id} has no token")
+        max_token_bytes = 4 * 1024  # real tokens are a few hundred bytes; git sends it in a header
+        too_large = f"the provider's token is larger than {max_token_bytes // 1024} KiB: refused"
+        if len(record["token"]) > 2 * max_token_bytes:  # its stored form (base64) is 4/3 as long
+            raise ProviderError(too_large)
         try:
             token = decrypt(record["token"], key)
         except DecryptError as exc:
             raise ProviderError(f"cannot decrypt the provider's token: {exc}") from None
+        if len(token.encode()) > max_token_bytes:
+            raise ProviderError(too_large)
         if not token or any(ord(c) < 0x21 for c in token):
             raise ProviderError("the provider's token is empty or holds whitespace")
         with registered(token):

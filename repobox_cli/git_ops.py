@@ -31,6 +31,9 @@ Emit = Callable[[str, str], None]  # (line, stream)
 STDERR_TAIL_LINES = 20
 PROGRESS_INTERVAL_S = 1.0
 ZERO_SHA = "0" * 40
+GITLINK_MODE = "160000"
+MIN_SHA_CHARS = 40  # sha-1; sha-256 names are longer
+NESTED_NAMES_SHOWN = 10  # in the one line naming skipped nested repositories
 
 # Settings that make git ignore anything a host, a repository or an agent could plant.
 HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
@@ -114,6 +117,25 @@ def _reason(step: str, tail: Sequence[str]) -> str:
     fatal = [line for line in tail if line.startswith(("fatal:", "error:", " ! ["))]
     detail = fatal[-1] if fatal else (tail[-1] if tail else "no output")
     return f"git {step} failed: {detail}"
+
+
+def _entries(listing: str) -> list[tuple[str, str, str]]:
+    """(path, mode, sha) of `ls-files --stage -z` (mode sha stage) or `ls-tree -r -z` (mode type sha)."""
+    found = []
+    for record in listing.split("\0"):
+        meta, tab, path = record.partition("\t")
+        fields = meta.split(" ")
+        if tab and len(fields) == 3:
+            mode, sha = fields[0], fields[1] if len(fields[1]) >= MIN_SHA_CHARS else fields[2]
+            found.append((path, mode, sha))
+    return found
+
+
+def _skipped_line(skipped: Sequence[str]) -> str:
+    more = len(skipped) - NESTED_NAMES_SHOWN
+    names = ", ".join(skipped[:NESTED_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    what = "repository" if len(skipped) == 1 else "repositories"
+    return f"Skipped {len(skipped)} nested {what} (committed as the base branch had them): {names}"
 
 
 @dataclass(frozen=True)
@@ -294,7 +316,8 @@ class Git:
     def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
         """Commit the agent's files on top of `base_sha` as `work_branch`; None if nothing changed."""
         self._in_runner_repo(["read-tree", base_sha], step="commit", work_tree=True)
-        self._in_runner_repo(["add", "--all", "--", "."], step="commit", work_tree=True)
+        nested = self._add_files(self.paths.repo)
+        self._drop_nested_repositories(base_sha, nested)
         tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
         base_tree = self._in_runner_repo(["rev-parse", f"{base_sha}^{{tree}}"], step="commit")
         if tree == base_tree:
@@ -302,6 +325,43 @@ class Git:
         commit = self._in_runner_repo(["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n")
         self._in_runner_repo(["update-ref", f"refs/heads/{work_branch}", commit], step="commit")
         return commit
+
+    def _add_files(self, repo: Path) -> list[str]:
+        """`git add --all` of the agent's files, leaving out every nested repository (which git
+        would record as a gitlink to that repository's HEAD, or fail on); the ones left out."""
+        try:
+            nested = workdir.nested_repositories(repo)
+        except workdir.WorkDirError as exc:
+            raise GitError(f"git commit failed: {exc}") from None
+        specs = [".", *(f":(top,exclude,literal){path}" for path in nested)]
+        self._in_runner_repo(["add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul"],
+                             step="commit", work_tree=True, stdin="".join(f"{spec}\0" for spec in specs))
+        return nested
+
+    def _drop_nested_repositories(self, base_sha: str, nested: list[str]) -> None:
+        """A second line of defence after `_add_files`: any new or changed gitlink still in the
+        index is put back as the base tree had that path (a gitlink of the base stays as it was);
+        one line names every nested repository left out."""
+        staged = _entries(self._in_runner_repo(["ls-files", "--stage", "-z"], step="commit", work_tree=True))
+        links = {path: sha for path, mode, sha in staged if mode == GITLINK_MODE}
+        skipped: list[str] = []
+        base: list[tuple[str, str, str]] = []
+        if links:
+            base = _entries(self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit"))
+            base_links = {path: sha for path, mode, sha in base if mode == GITLINK_MODE}
+            skipped = sorted(path for path, sha in links.items() if base_links.get(path) != sha)
+        if skipped:
+            self._restore_from_base(base, skipped)
+        if nested or skipped:
+            self.emit(_skipped_line(sorted(set(nested) | set(skipped))), "stdout")
+
+    def _restore_from_base(self, base: list[tuple[str, str, str]], skipped: list[str]) -> None:
+        below = tuple(f"{path}/" for path in skipped)
+        restored = [(path, mode, sha) for path, mode, sha in base if path in skipped or path.startswith(below)]
+        info = [f"0 {ZERO_SHA}\t{path}" for path in skipped]
+        info += [f"{mode} {sha}\t{path}" for path, mode, sha in restored]
+        self._in_runner_repo(["update-index", "-z", "--index-info"], step="commit", work_tree=True,
+                             stdin="".join(f"{line}\0" for line in info))
 
     def line_counts(self, base_sha: str, commit: str) -> tuple[int, int]:
         """(lines added, lines removed) between base and commit; binary files count 0."""

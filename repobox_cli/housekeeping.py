@@ -11,6 +11,7 @@ import redis
 from repobox_cli import keys, workdir
 from repobox_cli.jobs import is_final
 from repobox_cli.leases import Leases
+from repobox_cli.redis_conn import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,21 @@ def remove_stale_workdirs(client: redis.Redis, temp_dir: Path) -> None:
     except OSError as exc:
         raise workdir.WorkDirError(f"cannot read TEMP_DIR {temp_dir}: {exc.strerror}") from exc
     for child in children:
-        if not workdir.looks_like_job_dir(child):
-            continue  # not made by repobox: never removed
         try:
-            status = client.hget(keys.job(child.name), "status")
-        except redis.ResponseError:
-            continue  # not a job's directory we can judge
-        if status is None or is_final(status):
-            workdir.remove_tree(child)
+            _remove_stale_workdir(client, child)
+        except CONNECTION_ERRORS:
+            raise  # Redis is away: not an odd entry
+        except Exception as exc:  # noqa: BLE001 - boundary: one odd entry must not stop the runner
+            log.warning("stale work directory %s left in place: %s: %s", child, type(exc).__name__, exc)
+
+
+def _remove_stale_workdir(client: redis.Redis, child: Path) -> None:
+    """Remove `child` if repobox made it and its job is final or gone; a failure is logged."""
+    if not workdir.looks_like_job_dir(child):
+        return  # not made by repobox: never removed
+    try:
+        status = client.hget(keys.job(child.name), "status")
+    except redis.ResponseError:
+        return  # not a job's directory we can judge
+    if status is None or is_final(status):
+        workdir.remove_tree(child)  # logs what it cannot remove and leaves it

@@ -19,6 +19,7 @@ from typing import Any
 
 from repobox_cli.crypto import EncryptionKey, parse_key
 from repobox_cli.errors import SettingsError
+from repobox_cli.output import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINES, OutputLimits
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
@@ -97,6 +98,7 @@ class Settings:
     git_env: Mapping[str, str] = field(default_factory=dict)
     agent_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     path_env: str = "/usr/local/bin:/usr/bin:/bin"
+    output_limits: OutputLimits = field(default_factory=OutputLimits)
 
     @property
     def lease_renew_s(self) -> float:
@@ -262,4 +264,10 @@ def load_settings(
         git_env={k: env[k] for k in GIT_PASSTHROUGH_ENV if env.get(k)},
         agent_env={k: env[k] for k in agent_env_names if k in env},
         path_env=env.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
+        output_limits=OutputLimits(
+            max_lines=_int("MAX_OUTPUT_LINES", src.get("MAX_OUTPUT_LINES", None, DEFAULT_MAX_OUTPUT_LINES),
+                           OutputLimits.MIN_LINES),
+            max_bytes=_int("MAX_OUTPUT_BYTES", src.get("MAX_OUTPUT_BYTES", None, DEFAULT_MAX_OUTPUT_BYTES),
+                           OutputLimits.MIN_BYTES),
+        ),
     )

@@ -57,7 +57,8 @@ class SingleJob:
         if begun.outcome is not BeginOutcome.OK:
             raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status or ''}".strip())
         procs.harden_process()
-        active = ActiveJob(job, attempt, self.control, JobOutput(self.client, job.id, self.health, echo),
+        output = JobOutput(self.client, job.id, self.health, echo, self.settings.output_limits)
+        active = ActiveJob(job, attempt, self.control, output,
                            begun.previous_consumer)
         stop = threading.Event()
         watcher = threading.Thread(
