@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import redis
@@ -34,7 +34,16 @@ from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
 from repobox_cli.runner import Runner
-from repobox_cli.settings import SECRET_ENV_NAMES, Settings, load_settings
+from repobox_cli.settings import (
+    DECRYPT,
+    EXEC,
+    PENDING,
+    RUN,
+    SECRET_ENV_NAMES,
+    Settings,
+    load_settings,
+    options_for,
+)
 from repobox_cli.single import SingleJob
 
 app = typer.Typer(
@@ -49,11 +58,24 @@ err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RedisUrlOpt = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (env: REDIS_URL; default redis://localhost:6379)")]
-TempDirOpt = Annotated[Path | None, typer.Option("--temp-dir", help="Where work directories go (env: TEMP_DIR; default /tmp/repobox)")]
-AgentOpt = Annotated[str | None, typer.Option("--agent-command", help="Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)")]
-TimeoutOpt = Annotated[float | None, typer.Option("--job-timeout", help="Seconds a job may run (env: JOB_TIMEOUT; default 3600)")]
-LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="pretty or json (env: LOG_FORMAT; default pretty on a terminal)")]
+def setting_options(command: str) -> Callable[[F], F]:
+    """Give a command the table's options for it (`settings.SETTINGS`): each becomes a keyword
+    parameter (default None: not given) that reaches `load_settings` through `**overrides`."""
+
+    def add(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = []
+        for setting in options_for(command):
+            help_text = f"{setting.help} (env: {setting.env}; default: {setting.shown_default})".replace("`", "")
+            annotation = Annotated[setting.option_type | None, typer.Option(setting.option, help=help_text)]  # type: ignore[name-defined]
+            extra.append(inspect.Parameter(setting.param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                           annotation=annotation))
+        func.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
+        func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in extra}}
+        return func
+
+    return add
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -88,31 +110,13 @@ def _connected(settings: Settings) -> redis.Redis:
 
 @app.command()
 @one_line_errors
+@setting_options(RUN)
 def run(
-    redis_url: RedisUrlOpt = None,
-    runner_id: Annotated[str | None, typer.Option("--runner-id", help="Consumer name (env: RUNNER_ID; default host-pid-random)")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Worker threads (env: MAX_CONCURRENT_JOBS; default 10)")] = None,
-    max_jobs_per_user: Annotated[int | None, typer.Option("--max-jobs-per-user", help="Running jobs per user, fleet-wide (env: MAX_JOBS_PER_USER; default 3)")] = None,
-    job_timeout: TimeoutOpt = None,
-    temp_dir: TempDirOpt = None,
-    cleanup: Annotated[bool | None, typer.Option("--cleanup/--no-cleanup", help="Delete work directories after jobs (env: CLEANUP_AFTER_JOB; default true)")] = None,
-    claim_min_idle: Annotated[float | None, typer.Option("--claim-min-idle", help="Seconds before a dead runner's entry is taken over (env: CLAIM_MIN_IDLE; default 300)")] = None,
-    agent_command: AgentOpt = None,
-    log_format: LogFormatOpt = None,
-    max_deliveries: Annotated[int | None, typer.Option("--max-deliveries", help="Deliveries before an entry goes to the dead letters (env: MAX_DELIVERIES; default 5)")] = None,
-    shutdown_timeout: Annotated[float | None, typer.Option("--shutdown-timeout", help="Seconds a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default JOB_TIMEOUT)")] = None,
-    allowed_git_hosts: Annotated[str | None, typer.Option("--allowed-git-hosts", help="Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)")] = None,
-    allow_http: Annotated[bool | None, typer.Option("--allow-http/--no-allow-http", help="Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)")] = None,
-    agent_user: Annotated[str | None, typer.Option("--agent-user", help="Run the agent as this OS user; needs a root runner (env: AGENT_USER; default: the runner's user)")] = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
+    **overrides: Any,
 ) -> None:
     """The long-lived worker: consume jobs:stream and run jobs."""
-    settings = load_settings(
-        redis_url=redis_url, runner_id=runner_id, concurrency=concurrency, max_jobs_per_user=max_jobs_per_user,
-        job_timeout=job_timeout, temp_dir=temp_dir, cleanup=cleanup, claim_min_idle=claim_min_idle,
-        agent_command=agent_command, log_format=log_format, max_deliveries=max_deliveries,
-        shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http,
-        agent_user=agent_user)
+    settings = load_settings(command=RUN, **overrides)
     settings.require_key()
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
@@ -133,19 +137,15 @@ def _render_output(line: str, stream: str, source: str) -> None:
 
 @app.command("exec")
 @one_line_errors
+@setting_options(EXEC)
 def exec_job(
     job_id: Annotated[str, typer.Argument(help="The job to run now")],
     no_push: Annotated[bool, typer.Option("--no-push", help="Do everything but push")] = False,
     keep_workdir: Annotated[bool, typer.Option("--keep-workdir", help="Keep TEMP_DIR/<job> for inspection")] = False,
-    redis_url: RedisUrlOpt = None,
-    temp_dir: TempDirOpt = None,
-    agent_command: AgentOpt = None,
-    job_timeout: TimeoutOpt = None,
-    log_format: LogFormatOpt = None,
+    **overrides: Any,
 ) -> None:
     """Run one job now, in the foreground, writing to Redis as a worker would."""
-    settings = load_settings(redis_url=redis_url, temp_dir=temp_dir, agent_command=agent_command,
-                             job_timeout=job_timeout, log_format=log_format)
+    settings = load_settings(command=EXEC, **overrides)
     settings.require_key()
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
@@ -168,14 +168,15 @@ def exec_job(
 
 @app.command()
 @one_line_errors
+@setting_options(DECRYPT)
 def decrypt(
     ciphertext: Annotated[str | None, typer.Argument(help="iv:authTag:ciphertext (base64); read from stdin when absent")] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id of a stored provider token")] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="Provider id of a stored provider token")] = None,
-    redis_url: RedisUrlOpt = None,
+    **overrides: Any,
 ) -> None:
     """Decrypt a token and show it masked, with the key format and the token's kind."""
-    settings = load_settings(redis_url=redis_url, log_format="json")
+    settings = load_settings(command=DECRYPT, **overrides)
     key = settings.require_key()
     source = _ciphertext_source(settings, ciphertext, user, provider)
     token = decrypt_token(source, key)
@@ -212,17 +213,18 @@ def _ciphertext_source(settings: Settings, ciphertext: str | None, user: str | N
 
 @app.command()
 @one_line_errors
+@setting_options(PENDING)
 def pending(
-    redis_url: RedisUrlOpt = None,
     claim: Annotated[bool, typer.Option("--claim", help="Hand entries idle longer than --min-idle back for delivery")] = False,
     min_idle: Annotated[float | None, typer.Option("--min-idle", help="Seconds; default CLAIM_MIN_IDLE")] = None,
     claim_runner: Annotated[str | None, typer.Option("--runner", help="With --claim: hand back every entry of this runner at once, alive or not (fencing makes a mistake harmless: a live runner stops the job without writing)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    **overrides: Any,
 ) -> None:
     """The group's pending entries, lag, consumers and dead letters."""
     if min_idle is not None and not 0 <= min_idle < float("inf"):
         raise SettingsError("--min-idle must be a finite number of seconds, 0 or more")
-    settings = load_settings(redis_url=redis_url, log_format="json")
+    settings = load_settings(command=PENDING, **overrides)
     client = _connected(settings)
     idle_s = settings.claim_min_idle_s if min_idle is None else min_idle
     if claim_runner is not None and not claim:

@@ -12,7 +12,7 @@ import socket
 import stat
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,10 @@ DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_BLOCK_MS = 5000
 DEFAULT_TICK_MS = 250
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_AUTHOR_NAME = "Repobox"
+DEFAULT_AUTHOR_EMAIL = "repobox@localhost"
+MAX_CONCURRENT_JOBS_LIMIT = 256  # threads, and git processes, per runner: beyond this, run more runners
 # Never handed to the agent, whatever AGENT_ENV says.
 AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD"})
 MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
@@ -74,6 +78,9 @@ def _agent_user(raw: str) -> AgentUser | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting a command uses, parsed and checked. Field names, defaults, environment
+    variables, options and help are declared once, in `SETTINGS` below."""
+
     redis_url: str = DEFAULT_REDIS_URL
     encryption_key: EncryptionKey | None = field(default=None, repr=False)
     runner_id: str = ""
@@ -87,23 +94,28 @@ class Settings:
     agent_env_names: tuple[str, ...] = ()
     agent_user: AgentUser | None = None
     log_format: str = "json"
-    git_author_name: str = "Repobox"
-    git_author_email: str = "repobox@localhost"
+    git_author_name: str = DEFAULT_AUTHOR_NAME
+    git_author_email: str = DEFAULT_AUTHOR_EMAIL
     max_deliveries: int = 5
     shutdown_timeout_s: float = 3600.0
     allowed_git_hosts: tuple[str, ...] = ()
     allow_http: bool = False
+    max_output_lines: int = DEFAULT_MAX_OUTPUT_LINES
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     block_ms: int = DEFAULT_BLOCK_MS
     tick_s: float = DEFAULT_TICK_MS / 1000
     git_env: Mapping[str, str] = field(default_factory=dict)
     agent_env: Mapping[str, str] = field(default_factory=dict, repr=False)
-    path_env: str = "/usr/local/bin:/usr/bin:/bin"
-    output_limits: OutputLimits = field(default_factory=OutputLimits)
+    path_env: str = DEFAULT_PATH
 
     @property
     def lease_renew_s(self) -> float:
         """How often a runner renews its claims: a third of the idle time that allows takeover."""
         return self.claim_min_idle_s / 3
+
+    @property
+    def output_limits(self) -> OutputLimits:
+        return OutputLimits(max_lines=self.max_output_lines, max_bytes=self.max_output_bytes)
 
     def require_key(self) -> EncryptionKey:
         if self.encryption_key is None:
@@ -195,79 +207,227 @@ def default_runner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class _Source:
-    """Looks a setting up: the option when given, else the environment, else the default."""
+# -- the table ------------------------------------------------------------------------------
 
-    def __init__(self, env: Mapping[str, str], options: Mapping[str, Any]) -> None:
-        self.env = env
-        self.options = options
+Parse = Callable[[str, Any], Any]  # (environment variable name, raw value) -> checked value
+RUN, EXEC, DECRYPT, PENDING = "run", "exec", "decrypt", "pending"
+WORKER = frozenset({RUN, EXEC})
 
-    def get(self, env_name: str, option: str | None, default: Any) -> Any:
-        if option is not None and self.options.get(option) is not None:
-            return self.options[option]
-        value = self.env.get(env_name)
-        return default if value is None or value == "" else value
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: the Settings field it fills, its environment variable, its
+    command-line option (none: environment only), the commands that use it, its default (raw, as
+    the environment would hold it; None: computed, see `default_doc`) and its help."""
+
+    field: str
+    env: str
+    parse: Parse
+    default: str | None
+    help: str
+    option: str = ""  # "--concurrency", or "--cleanup/--no-cleanup" for a flag pair
+    option_type: type = str
+    commands: frozenset[str] = WORKER
+    default_doc: str = ""
+    # The commands that take the option (default: every command that reads the setting).
+    option_commands: frozenset[str] | None = None
+
+    @property
+    def param(self) -> str:
+        """The option's parameter name in the CLI functions and in `load_settings` overrides."""
+        return self.option.split("/")[0].lstrip("-").replace("-", "_")
+
+    @property
+    def shown_default(self) -> str:
+        return self.default_doc or (f"`{self.default}`" if self.default else "empty")
+
+
+def _text(_name: str, raw: Any) -> str:
+    return str(raw)
+
+
+def _ints(minimum: int, maximum: int | None = None) -> Parse:
+    def parse(name: str, raw: Any) -> int:
+        value = _int(name, raw, minimum)
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+        return value
+    return parse
+
+
+def _secs(minimum: float = 0.0) -> Parse:
+    return lambda name, raw: _seconds(name, raw, minimum)
+
+
+def _path(_name: str, raw: Any) -> Path:
+    return Path(str(raw)).absolute()
+
+
+def _log_format(name: str, raw: Any) -> str:
+    value = str(raw).lower()
+    if value not in ("pretty", "json"):
+        raise SettingsError(f"{name} must be 'pretty' or 'json', got {value!r}")
+    return value
+
+
+def _runner_id(name: str, raw: Any) -> str:
+    value = str(raw)
+    if not _RUNNER_ID_RE.match(value):
+        raise SettingsError(f"{name} must be 1 to 128 letters, digits or '_ . : @ -', got {value[:40]!r}")
+    return value
+
+
+def _hosts(name: str, raw: Any) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in str(raw).split(",") if h.strip())
+    bad = [h for h in hosts if not _HOST_PORT_RE.match(h)]
+    if bad:
+        raise SettingsError(f"{name} holds entries that are not host or host:port: {', '.join(bad)}")
+    return hosts
+
+
+def _agent_env_names(name: str, raw: Any) -> tuple[str, ...]:
+    names = _names(str(raw))
+    bad = [n for n in names if not _ENV_NAME_RE.match(n)]
+    if bad:
+        raise SettingsError(f"{name} holds names that are not variable names: {', '.join(bad)}")
+    forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(names))
+    if forbidden:
+        raise SettingsError(f"{name} must not pass {', '.join(forbidden)} to the agent")
+    return names
+
+
+def _tick_s(name: str, raw: Any) -> float:
+    return _int(name, raw, 10) / 1000
+
+
+_RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
+_HOST_PORT_RE = re.compile(r"\A[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("redis_url", "REDIS_URL", _text, DEFAULT_REDIS_URL, "the Redis shared with the web app",
+            "--redis-url", commands=frozenset({RUN, EXEC, DECRYPT, PENDING})),
+    Setting("encryption_key", "ENCRYPTION_KEY", _text, None,
+            "the web app's key: 64 hex, 44 base64 or 32 raw characters, tried in that order "
+            "(environment only: argv is visible to every user)",
+            commands=frozenset({RUN, EXEC, DECRYPT}), default_doc="required to run jobs (or the file below)"),
+    Setting("encryption_key", "ENCRYPTION_KEY_FILE", _text, None,
+            "a file holding the key (trailing newline ignored), readable by its owner only (`chmod 600`), "
+            "owned by the runner's user or root; not together with `ENCRYPTION_KEY`",
+            commands=frozenset({RUN, EXEC, DECRYPT}), default_doc="none"),
+    Setting("runner_id", "RUNNER_ID", _runner_id, None,
+            "the consumer name, unique per process: 1–128 letters, digits, `_ . : @ -`",
+            "--runner-id", default_doc="`<host>-<pid>-<random>`", option_commands=frozenset({RUN})),
+    Setting("max_concurrent_jobs", "MAX_CONCURRENT_JOBS", _ints(1, MAX_CONCURRENT_JOBS_LIMIT), "10",
+            f"worker threads (1–{MAX_CONCURRENT_JOBS_LIMIT})", "--concurrency", int, frozenset({RUN})),
+    Setting("max_jobs_per_user", "MAX_JOBS_PER_USER", _ints(1), "3",
+            "running jobs per user across the whole fleet", "--max-jobs-per-user", int,
+            option_commands=frozenset({RUN})),
+    Setting("job_timeout_s", "JOB_TIMEOUT", _secs(), "3600",
+            "seconds; the job's whole process tree is killed and the job fails", "--job-timeout", float),
+    Setting("temp_dir", "TEMP_DIR", _path, DEFAULT_TEMP_DIR,
+            "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700", "--temp-dir", Path),
+    Setting("cleanup_after_job", "CLEANUP_AFTER_JOB", _bool, "true",
+            "delete the work directory after the job", "--cleanup/--no-cleanup", bool,
+            option_commands=frozenset({RUN})),
+    Setting("claim_min_idle_s", "CLAIM_MIN_IDLE", _secs(MIN_CLAIM_IDLE_S), "300",
+            "seconds (at least 1) an entry must be idle (its runner silent) before another runner takes it over",
+            "--claim-min-idle", float, frozenset({RUN, EXEC, PENDING}), option_commands=frozenset({RUN})),
+    Setting("agent_command", "AGENT_COMMAND", _text, "",
+            "shell command run in the clone (see \"The agent step\")", "--agent-command",
+            default_doc="empty: the placeholder step"),
+    Setting("agent_env_names", "AGENT_ENV", _agent_env_names, "",
+            "comma-separated names of extra variables passed to the agent (e.g. an API key); "
+            "`ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE`, `REDIS_URL` and `REDIS_PASSWORD` are refused"),
+    Setting("agent_user", "AGENT_USER", lambda _n, raw: _agent_user(str(raw).strip()), "",
+            "run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks "
+            "described under Security", "--agent-user",
+            default_doc="empty: the runner's user", option_commands=frozenset({RUN})),
+    Setting("log_format", "LOG_FORMAT", _log_format, None, "`pretty` or `json`: log lines on stderr",
+            "--log-format", default_doc="`pretty` on a terminal, else `json`"),
+    Setting("git_author_name", "GIT_AUTHOR_NAME", lambda n, raw: _identity(n, str(raw)), DEFAULT_AUTHOR_NAME,
+            "author and committer name of the runner's commits"),
+    Setting("git_author_email", "GIT_AUTHOR_EMAIL", lambda n, raw: _identity(n, str(raw)),
+            DEFAULT_AUTHOR_EMAIL, "author and committer email of the runner's commits"),
+    Setting("max_deliveries", "MAX_DELIVERIES", _ints(1), "5",
+            "an entry delivered more often goes to the dead letters", "--max-deliveries", int, frozenset({RUN})),
+    Setting("shutdown_timeout_s", "SHUTDOWN_TIMEOUT", _secs(), None,
+            "how long a warm shutdown waits for running jobs", "--shutdown-timeout", float, frozenset({RUN}),
+            default_doc="`JOB_TIMEOUT`"),
+    Setting("allowed_git_hosts", "ALLOWED_GIT_HOSTS", _hosts, "",
+            "comma-separated `host` or `host:port`", "--allowed-git-hosts",
+            default_doc="empty: any host that matches the provider record", option_commands=frozenset({RUN})),
+    Setting("allow_http", "ALLOW_HTTP_REMOTES", _bool, "false",
+            "allow plain `http://` remotes (trusted networks only)", "--allow-http/--no-allow-http", bool,
+            option_commands=frozenset({RUN})),
+    Setting("max_output_lines", "MAX_OUTPUT_LINES", _ints(OutputLimits.MIN_LINES), str(DEFAULT_MAX_OUTPUT_LINES),
+            f"most lines of one job's output in Redis (at least {OutputLimits.MIN_LINES}); past it, one line "
+            "says how much was dropped (see \"Bounded output\")"),
+    Setting("max_output_bytes", "MAX_OUTPUT_BYTES", _ints(OutputLimits.MIN_BYTES), str(DEFAULT_MAX_OUTPUT_BYTES),
+            f"most bytes of one job's output in Redis, as stored (at least {OutputLimits.MIN_BYTES}); lines are "
+            "cut at 4 KiB"),
+    Setting("block_ms", "REPOBOX_BLOCK_MS", _ints(1), str(DEFAULT_BLOCK_MS),
+            "`XREADGROUP … BLOCK` time in ms (tests lower it)", commands=frozenset({RUN, EXEC, PENDING})),
+    Setting("tick_s", "REPOBOX_TICK_MS", _tick_s, str(DEFAULT_TICK_MS),
+            "how often (ms, at least 10) the supervisor checks cancels, deadlines and waiting jobs"),
+)
+
+
+def options_for(command: str) -> list[Setting]:
+    """The settings `command` takes as command-line options, in table order."""
+    return [s for s in SETTINGS if s.option and command in (s.option_commands or s.commands)]
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, stderr_is_tty: bool | None = None, **options: Any
+    env: Mapping[str, str] | None = None, *, command: str = RUN, stderr_is_tty: bool | None = None,
+    **overrides: Any,
 ) -> Settings:
-    """Build Settings from `env` (default os.environ) and options (None means not given)."""
+    """Build Settings for `command` from `env` (default os.environ) and options (by parameter name;
+    None means not given). Settings the command does not use are not read, so a bad one cannot
+    stop it."""
     env = os.environ if env is None else env
-    src = _Source(env, options)
-    key_text = _key_text(env)
-    tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
-    log_format = str(src.get("LOG_FORMAT", "log_format", "pretty" if tty else "json")).lower()
-    if log_format not in ("pretty", "json"):
-        raise SettingsError(f"LOG_FORMAT must be 'pretty' or 'json', got {log_format!r}")
-    job_timeout_s = _seconds("JOB_TIMEOUT", src.get("JOB_TIMEOUT", "job_timeout", 3600))
-    agent_env_names = _names(str(src.get("AGENT_ENV", None, "")))
-    bad_names = [n for n in agent_env_names if not _ENV_NAME_RE.match(n)]
-    if bad_names:
-        raise SettingsError(f"AGENT_ENV holds names that are not variable names: {', '.join(bad_names)}")
-    forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(agent_env_names))
-    if forbidden:
-        raise SettingsError(f"AGENT_ENV must not pass {', '.join(forbidden)} to the agent")
+    known = {s.param for s in SETTINGS if s.option}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"load_settings got unknown options: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if command not in setting.commands or setting.field == "encryption_key":
+            continue  # the key is read below: two variables, one setting
+        raw = overrides.get(setting.param) if setting.option else None
+        if raw is None:
+            raw = env.get(setting.env) or setting.default
+        if raw is not None:
+            values[setting.field] = setting.parse(setting.env, raw)
+    if command in WORKER | {DECRYPT}:
+        key_text = _key_text(env)
+        values["encryption_key"] = parse_key(key_text) if key_text else None
+    if command in WORKER and "runner_id" not in values:
+        values["runner_id"] = default_runner_id()
+    if command in WORKER and "log_format" not in values:
+        tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
+        values["log_format"] = "pretty" if tty else "json"
+    if command == RUN and "shutdown_timeout_s" not in values:
+        values["shutdown_timeout_s"] = values["job_timeout_s"]
+    names = values.get("agent_env_names", ())
     return Settings(
-        redis_url=str(src.get("REDIS_URL", "redis_url", DEFAULT_REDIS_URL)),
-        encryption_key=parse_key(key_text) if key_text else None,
-        runner_id=str(src.get("RUNNER_ID", "runner_id", "")) or default_runner_id(),
-        max_concurrent_jobs=_int(
-            "MAX_CONCURRENT_JOBS", src.get("MAX_CONCURRENT_JOBS", "concurrency", 10), 1
-        ),
-        max_jobs_per_user=_int(
-            "MAX_JOBS_PER_USER", src.get("MAX_JOBS_PER_USER", "max_jobs_per_user", 3), 1
-        ),
-        job_timeout_s=job_timeout_s,
-        temp_dir=Path(str(src.get("TEMP_DIR", "temp_dir", DEFAULT_TEMP_DIR))).absolute(),
-        cleanup_after_job=_bool("CLEANUP_AFTER_JOB", src.get("CLEANUP_AFTER_JOB", "cleanup", True)),
-        claim_min_idle_s=_seconds(
-            "CLAIM_MIN_IDLE", src.get("CLAIM_MIN_IDLE", "claim_min_idle", 300), MIN_CLAIM_IDLE_S
-        ),
-        agent_command=str(src.get("AGENT_COMMAND", "agent_command", "")),
-        agent_env_names=agent_env_names,
-        agent_user=_agent_user(str(src.get("AGENT_USER", "agent_user", "")).strip()),
-        log_format=log_format,
-        git_author_name=_identity("GIT_AUTHOR_NAME", env.get("GIT_AUTHOR_NAME") or "Repobox"),
-        git_author_email=_identity("GIT_AUTHOR_EMAIL", env.get("GIT_AUTHOR_EMAIL") or "repobox@localhost"),
-        max_deliveries=_int("MAX_DELIVERIES", src.get("MAX_DELIVERIES", "max_deliveries", 5), 1),
-        shutdown_timeout_s=_seconds(
-            "SHUTDOWN_TIMEOUT", src.get("SHUTDOWN_TIMEOUT", "shutdown_timeout", job_timeout_s)
-        ),
-        allowed_git_hosts=tuple(
-            h.lower() for h in _names(str(src.get("ALLOWED_GIT_HOSTS", "allowed_git_hosts", "")))
-        ),
-        allow_http=_bool("ALLOW_HTTP_REMOTES", src.get("ALLOW_HTTP_REMOTES", "allow_http", False)),
-        block_ms=_int("REPOBOX_BLOCK_MS", src.get("REPOBOX_BLOCK_MS", None, DEFAULT_BLOCK_MS), 1),
-        tick_s=_int("REPOBOX_TICK_MS", src.get("REPOBOX_TICK_MS", None, DEFAULT_TICK_MS), 10)
-        / 1000,
+        **values,
         git_env={k: env[k] for k in GIT_PASSTHROUGH_ENV if env.get(k)},
-        agent_env={k: env[k] for k in agent_env_names if k in env},
-        path_env=env.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
-        output_limits=OutputLimits(
-            max_lines=_int("MAX_OUTPUT_LINES", src.get("MAX_OUTPUT_LINES", None, DEFAULT_MAX_OUTPUT_LINES),
-                           OutputLimits.MIN_LINES),
-            max_bytes=_int("MAX_OUTPUT_BYTES", src.get("MAX_OUTPUT_BYTES", None, DEFAULT_MAX_OUTPUT_BYTES),
-                           OutputLimits.MIN_BYTES),
-        ),
+        agent_env={k: env[k] for k in names if k in env},
+        path_env=env.get("PATH") or DEFAULT_PATH,
     )
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from `SETTINGS` (a test keeps the README equal)."""
+    rows = ["| env | option | commands | default | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        option = f"`{s.option}`" if s.option else "—"
+        takers = s.option_commands or s.commands
+        if s.option and takers != s.commands:
+            option += f" ({', '.join(sorted(takers))})"
+        rows.append(f"| `{s.env}` | {option} | {', '.join(sorted(s.commands))} | {s.shown_default} | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_markdown())

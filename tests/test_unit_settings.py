@@ -242,3 +242,20 @@ def test_require_key() -> None:
 def test_key_is_never_in_the_settings_repr() -> None:
     text = repr(load({"ENCRYPTION_KEY": HEX_KEY, "AGENT_ENV": "API", "API": "sk-secret"}))
     assert HEX_KEY not in text and "sk-secret" not in text
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"RUNNER_ID": "a/b"}, "RUNNER_ID"),
+    ({"RUNNER_ID": "x" * 129}, "RUNNER_ID"),
+    ({"MAX_CONCURRENT_JOBS": "100000"}, "at most 256"),
+    ({"ALLOWED_GIT_HOSTS": "bad host"}, "ALLOWED_GIT_HOSTS"),
+    ({"ALLOWED_GIT_HOSTS": "gitlab.example.com,https://x"}, "ALLOWED_GIT_HOSTS"),
+])
+def test_settings_that_cannot_work_are_refused(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        load(env)
+
+
+def test_host_list_accepts_hosts_and_ports() -> None:
+    assert load({"ALLOWED_GIT_HOSTS": "GitLab.example.com, 127.0.0.1:8443"}).allowed_git_hosts == (
+        "gitlab.example.com", "127.0.0.1:8443")
