@@ -168,8 +168,10 @@ def test_job_decode_raises_only_job_data_errors(job_id: str, data: dict[str, str
         job = Job.decode(job_id, data)
     except JobDataError:
         return
-    for value, what in ((job.id, "id"), (job.user_id, "user"), (job.provider_id, "provider")):
-        assert validation.safe_name(value, what) == value
+    assert validation.safe_name(job.id, "id") == job.id  # a job id names a directory
+    for value, what in ((job.user_id, "user"), (job.provider_id, "provider")):
+        assert validation.key_part(value, what) == value  # only ever part of a key
+    assert validation.environment_name(job.environment) == job.environment
     assert validation.branch_name(job.branch) == job.branch
     assert validation.branch_name(job.work_branch) == job.work_branch
     assert validation.prompt_text(job.prompt) == job.prompt
