@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, keys, validation
+from repobox_cli import __version__, keys, sandbox, validation
 from repobox_cli.consumer import Runner
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -32,7 +33,7 @@ from repobox_cli.jobs import Status
 from repobox_cli.logs import setup_logging
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
-from repobox_cli.settings import Settings, load_settings
+from repobox_cli.settings import SandboxMode, Settings, load_settings
 from repobox_cli.single import SingleJob
 
 app = typer.Typer(
@@ -52,6 +53,10 @@ TempDirOpt = Annotated[Path | None, typer.Option("--temp-dir", help="Where work 
 AgentOpt = Annotated[str | None, typer.Option("--agent-command", help="Shell command of the agent step (env: AGENT_COMMAND; default: placeholder step)")]
 TimeoutOpt = Annotated[float | None, typer.Option("--job-timeout", help="Seconds a job may run (env: JOB_TIMEOUT; default 3600)")]
 LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="pretty or json (env: LOG_FORMAT; default pretty on a terminal)")]
+SandboxOpt = Annotated[str | None, typer.Option("--agent-sandbox", help="bwrap or none (unsafe) (env: AGENT_SANDBOX; default bwrap)")]
+NetworkOpt = Annotated[str | None, typer.Option("--agent-network", help="The sandboxed agent's network: host or none (env: AGENT_NETWORK; default host)")]
+
+log = logging.getLogger("repobox_cli.cli")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -78,6 +83,15 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def require_sandbox(settings: Settings) -> None:
+    """Refuse to start when the sandbox cannot work (SandboxUnavailable: one line, exit 2); with
+    AGENT_SANDBOX=none, say loudly that agents run unconfined."""
+    if settings.agent_sandbox is SandboxMode.NONE:
+        log.warning("AGENT_SANDBOX=none: agents run without a sandbox and can see this runner (unsafe)")
+        return
+    sandbox.probe(settings)
+
+
 def _connected(settings: Settings) -> redis.Redis:
     client = connect(settings.redis_url, block_ms=settings.block_ms)
     check_reachable(client, settings.redis_url)
@@ -102,21 +116,61 @@ def run(
     allowed_git_hosts: Annotated[str | None, typer.Option("--allowed-git-hosts", help="Comma-separated git hosts jobs may use (env: ALLOWED_GIT_HOSTS; default any matching the provider)")] = None,
     allow_http: Annotated[bool | None, typer.Option("--allow-http/--no-allow-http", help="Allow plain http:// remotes, for a trusted network (env: ALLOW_HTTP_REMOTES; default false)")] = None,
     agent_user: Annotated[str | None, typer.Option("--agent-user", help="Run the agent as this OS user; needs a root runner (env: AGENT_USER; default: the runner's user)")] = None,
+    agent_sandbox: SandboxOpt = None,
+    agent_network: NetworkOpt = None,
     burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2")] = False,
 ) -> None:
     """The long-lived worker: consume jobs:stream and run jobs."""
-    settings = load_settings(
+    options: dict[str, Any] = dict(
         redis_url=redis_url, runner_id=runner_id, concurrency=concurrency, max_jobs_per_user=max_jobs_per_user,
         job_timeout=job_timeout, temp_dir=temp_dir, cleanup=cleanup, claim_min_idle=claim_min_idle,
         agent_command=agent_command, log_format=log_format, max_deliveries=max_deliveries,
         shutdown_timeout=shutdown_timeout, allowed_git_hosts=allowed_git_hosts, allow_http=allow_http,
-        agent_user=agent_user)
+        agent_user=agent_user, agent_sandbox=agent_sandbox, agent_network=agent_network)
+    if check:
+        raise typer.Exit(_check(options))
+    settings = load_settings(**options)
     settings.require_key()
     setup_logging(settings.log_format)
+    require_sandbox(settings)
     runner = Runner(settings, _connected(settings), burst=burst)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
     raise typer.Exit(runner.run())
+
+
+def _check(options: dict[str, Any]) -> int:
+    """`run --check`: one line per check; 0 when every check passed, else 2."""
+    failed = False
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failed
+        failed = failed or not ok
+        out_console.print(Text(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}"), soft_wrap=True)
+
+    try:
+        settings = load_settings(**options)
+    except SettingsError as exc:
+        report(False, "settings", str(exc))
+        return 2
+    report(True, "settings", "valid")
+    report(settings.encryption_key is not None, "ENCRYPTION_KEY",
+           f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs")
+    try:
+        _connected(settings).close()
+        report(True, "redis", "reachable")
+    except (RepoboxError, *CONNECTION_ERRORS, redis.RedisError) as exc:
+        report(False, "redis", str(exc))
+    if settings.agent_sandbox is SandboxMode.NONE:
+        out_console.print(Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see "
+                               "this runner (unsafe)"), soft_wrap=True)
+    else:
+        try:
+            report(True, "sandbox", sandbox.probe(settings))
+        except SettingsError as exc:
+            report(False, "sandbox", str(exc))
+    return 2 if failed else 0
 
 
 def _render_output(line: str, stream: str, source: str) -> None:
@@ -136,12 +190,16 @@ def exec_job(
     agent_command: AgentOpt = None,
     job_timeout: TimeoutOpt = None,
     log_format: LogFormatOpt = None,
+    agent_sandbox: SandboxOpt = None,
+    agent_network: NetworkOpt = None,
 ) -> None:
     """Run one job now, in the foreground, writing to Redis as a worker would."""
     settings = load_settings(redis_url=redis_url, temp_dir=temp_dir, agent_command=agent_command,
-                             job_timeout=job_timeout, log_format=log_format)
+                             job_timeout=job_timeout, log_format=log_format, agent_sandbox=agent_sandbox,
+                             agent_network=agent_network)
     settings.require_key()
     setup_logging(settings.log_format)
+    require_sandbox(settings)
     single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
     def interrupt(_signum: int, _frame: object) -> None:
         if single.control.stopped.is_set():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from repobox_cli import agent, keys, validation, workdir
+from repobox_cli import agent, keys, sandbox, validation, workdir
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.crypto import decrypt
 from repobox_cli.errors import DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
@@ -23,12 +23,14 @@ from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line, registered
 from repobox_cli.redis_conn import RedisHealth, retry_until
-from repobox_cli.settings import Settings
+from repobox_cli.settings import SandboxMode, Settings
 from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
 
 Outcome = str  # a final status, or "lost" / "handed back"
+UNSANDBOXED_WARNING = ("Warning: AGENT_SANDBOX=none: the agent runs without a sandbox and can see "
+                       "this runner's processes and files (unsafe)")
 
 
 @dataclass
@@ -86,8 +88,10 @@ class Executor:
             if active.previous_consumer:
                 out.runner(f"taken over from runner {active.previous_consumer}: starting again in a fresh work directory")
             agent_user = self.settings.agent_user
+            # Only an unsandboxed agent walks the real path to its clone: the sandbox binds it.
+            unsandboxed = self.settings.agent_sandbox is SandboxMode.NONE
             paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id,
-                                    agent_uid=agent_user.uid if agent_user else None)
+                                    agent_uid=agent_user.uid if agent_user and unsandboxed else None)
             active.work_dir = str(paths.root)
             result = self._steps(active, paths)
             outcome = self._finish(active, Status.SUCCESS, result.fields, result.message, jlog)
@@ -116,10 +120,12 @@ class Executor:
             out.runner(f"cloning {repo.url} at {base_branch}")
             base_sha = git.clone(repo, token, base_branch)
         out.runner(f"cloned {base_branch} at {base_sha[:12]}")
-        agent_user = self.settings.agent_user
-        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=agent_user is not None)
-        if agent_user is not None:
-            workdir.give_to([paths.repo, paths.home, paths.tmp], agent_user.uid, agent_user.gid)
+        ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
+        # The sandboxed agent (or another user) cannot see git/: its clone never borrows from it.
+        own_objects = ids is not None or self.settings.agent_sandbox is SandboxMode.BWRAP
+        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=own_objects)
+        if ids is not None:
+            workdir.give_to([paths.repo, paths.home, paths.tmp], ids.uid, ids.gid)
             os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
         out.runner(f"created branch {work_branch}")
         self._agent_step(active, paths)
@@ -150,8 +156,11 @@ class Executor:
         if not self.settings.agent_command:
             agent.write_placeholder(active.job, paths, out.agent)
             return
+        if self.settings.agent_sandbox is SandboxMode.NONE:
+            out.write(UNSANDBOXED_WARNING)
         out.runner("running the agent")
-        agent.run_agent(self.settings, active.job, paths, active.control, out.agent)
+        agent.run_agent(self.settings, active.job, paths, active.control, out.agent,
+                        sandbox.agent_ids(self.settings, active.attempt.attempt_id))
         out.runner("agent finished")
 
     # ------------------------------------------------------------------------------------

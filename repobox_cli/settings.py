@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,54 @@ GIT_PASSTHROUGH_ENV = (
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
+
+
+class SandboxMode(StrEnum):
+    """AGENT_SANDBOX: how the agent is contained."""
+
+    BWRAP = "bwrap"  # bubblewrap: own user, PID, mount, IPC, UTS namespaces (repobox_cli/sandbox.py)
+    NONE = "none"  # the runner's view of the machine, under a process reaper: unsafe
+
+
+class NetworkMode(StrEnum):
+    """AGENT_NETWORK: the sandboxed agent's network."""
+
+    HOST = "host"
+    NONE = "none"
+
+
+# Never shown to the agent as an extra path: the whole machine, or the kernel's and the host's
+# configuration (/etc is shown selectively by the sandbox itself).
+SANDBOX_PATHS_FORBIDDEN = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/etc"))
+
+
+def _choice(name: str, raw: Any, kind: type[StrEnum]) -> Any:
+    word = str(raw).strip().lower()
+    try:
+        return kind(word)
+    except ValueError:
+        allowed = " or ".join(repr(m.value) for m in kind)
+        raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+
+
+def _sandbox_paths(raw: str, temp_dir: Path) -> tuple[Path, ...]:
+    """AGENT_SANDBOX_PATHS: existing absolute paths, resolved, shown read-only to the agent."""
+    found: list[Path] = []
+    for part in (p.strip() for p in raw.replace(",", ":").split(":")):
+        if not part:
+            continue
+        if not part.startswith("/"):
+            raise SettingsError(f"AGENT_SANDBOX_PATHS entries must be absolute paths, got {part!r}")
+        path = Path(os.path.realpath(part))
+        if not path.exists():
+            raise SettingsError(f"AGENT_SANDBOX_PATHS names {part}, which does not exist")
+        if path == Path("/") or any(path == f or f in path.parents for f in SANDBOX_PATHS_FORBIDDEN):
+            raise SettingsError(f"AGENT_SANDBOX_PATHS must not show {part} to the agent")
+        if path == temp_dir or temp_dir in path.parents:
+            raise SettingsError(f"AGENT_SANDBOX_PATHS must not name a path inside TEMP_DIR ({part})")
+        if path not in found:
+            found.append(path)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -84,6 +133,9 @@ class Settings:
     agent_command: str = ""
     agent_env_names: tuple[str, ...] = ()
     agent_user: AgentUser | None = None
+    agent_sandbox: SandboxMode = SandboxMode.BWRAP
+    agent_network: NetworkMode = NetworkMode.HOST
+    agent_sandbox_paths: tuple[Path, ...] = ()
     log_format: str = "json"
     git_author_name: str = "Repobox"
     git_author_email: str = "repobox@localhost"
@@ -188,6 +240,7 @@ def load_settings(
     forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(agent_env_names))
     if forbidden:
         raise SettingsError(f"AGENT_ENV must not pass {', '.join(forbidden)} to the agent")
+    temp_dir = Path(str(src.get("TEMP_DIR", "temp_dir", DEFAULT_TEMP_DIR))).absolute()
     return Settings(
         redis_url=str(src.get("REDIS_URL", "redis_url", DEFAULT_REDIS_URL)),
         encryption_key=parse_key(key_text) if key_text else None,
@@ -199,7 +252,7 @@ def load_settings(
             "MAX_JOBS_PER_USER", src.get("MAX_JOBS_PER_USER", "max_jobs_per_user", 3), 1
         ),
         job_timeout_s=job_timeout_s,
-        temp_dir=Path(str(src.get("TEMP_DIR", "temp_dir", DEFAULT_TEMP_DIR))).absolute(),
+        temp_dir=temp_dir,
         cleanup_after_job=_bool("CLEANUP_AFTER_JOB", src.get("CLEANUP_AFTER_JOB", "cleanup", True)),
         claim_min_idle_s=_seconds(
             "CLAIM_MIN_IDLE", src.get("CLAIM_MIN_IDLE", "claim_min_idle", 300), MIN_CLAIM_IDLE_S
@@ -207,6 +260,9 @@ def load_settings(
         agent_command=str(src.get("AGENT_COMMAND", "agent_command", "")),
         agent_env_names=agent_env_names,
         agent_user=_agent_user(str(src.get("AGENT_USER", "agent_user", "")).strip()),
+        agent_sandbox=_choice("AGENT_SANDBOX", src.get("AGENT_SANDBOX", "agent_sandbox", "bwrap"), SandboxMode),
+        agent_network=_choice("AGENT_NETWORK", src.get("AGENT_NETWORK", "agent_network", "host"), NetworkMode),
+        agent_sandbox_paths=_sandbox_paths(str(src.get("AGENT_SANDBOX_PATHS", None, "")), temp_dir),
         log_format=log_format,
         git_author_name=_identity("GIT_AUTHOR_NAME", env.get("GIT_AUTHOR_NAME") or "Repobox"),
         git_author_email=_identity("GIT_AUTHOR_EMAIL", env.get("GIT_AUTHOR_EMAIL") or "repobox@localhost"),
