@@ -47,10 +47,25 @@ SYSTEM_TOP_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What programs need from /etc: name resolution, users and groups, TLS roots, the loader, time.
 # Never shadow, gshadow, sudoers, ssh keys or /etc/ssl/private.
 ETC_ENTRIES = (
-    "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf", "/etc/gai.conf",
-    "/etc/passwd", "/etc/group", "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates",
-    "/etc/ca-certificates.conf", "/etc/pki/tls/certs", "/etc/pki/ca-trust", "/etc/ld.so.cache",
-    "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime", "/etc/timezone",
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/timezone",
     "/etc/mime.types",
 )
 
@@ -91,8 +106,10 @@ def agent_ids(settings: Settings, attempt_id: str) -> AgentIds | None:
 def find_bwrap(settings: Settings) -> str:
     found = shutil.which("bwrap", path=settings.path_env)
     if not found:
-        raise SandboxUnavailable(f"the agent sandbox needs bubblewrap, and no `bwrap` is on PATH: "
-                                 f"install it (apt-get install bubblewrap), {FIX_HINT}")
+        raise SandboxUnavailable(
+            f"the agent sandbox needs bubblewrap, and no `bwrap` is on PATH: "
+            f"install it (apt-get install bubblewrap), {FIX_HINT}"
+        )
     return found
 
 
@@ -110,18 +127,39 @@ def _system_args() -> list[str]:
     return args
 
 
-def bwrap_argv(settings: Settings, bwrap: str, binds: list[Bind], chdir: Path, command: list[str],
-               *, staged: bool, info_fd: int | None = None) -> list[str]:
+def bwrap_argv(
+    settings: Settings,
+    bwrap: str,
+    binds: list[Bind],
+    chdir: Path,
+    command: list[str],
+    *,
+    staged: bool,
+    info_fd: int | None = None,
+) -> list[str]:
     """bwrap's argument list. With `staged`, each bind's source is read from STAGE_DIR/<index>,
     where sandbox_launch mounted it (a root runner's agent user could not reach the original)."""
-    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--hostname", HOSTNAME]
+    args = [
+        bwrap,
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        HOSTNAME,
+    ]
     if settings.agent_network is NetworkMode.NONE:
         args.append("--unshare-net")
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
-    hide_temp_dir = ["--tmpfs", str(settings.temp_dir)] if os.path.lexists(settings.temp_dir) else []
+    hide_temp_dir = (
+        ["--tmpfs", str(settings.temp_dir)] if os.path.lexists(settings.temp_dir) else []
+    )
     read_only = sum(not b.writable for b in binds)
     for index, bind in enumerate(ordered(binds)):
         if index == read_only:
@@ -143,8 +181,15 @@ def ordered(binds: list[Bind]) -> list[Bind]:
     return [b for b in binds if not b.writable] + [b for b in binds if b.writable]
 
 
-def launch_argv(settings: Settings, binds: list[Bind], chdir: Path, command: list[str],
-                ids: AgentIds | None, *, info_fd: int | None = None) -> list[str]:
+def launch_argv(
+    settings: Settings,
+    binds: list[Bind],
+    chdir: Path,
+    command: list[str],
+    ids: AgentIds | None,
+    *,
+    info_fd: int | None = None,
+) -> list[str]:
     """The whole argument list that starts the sandbox: bwrap itself, or, as root, bwrap through
     sandbox_launch (staging, then the drop to `ids`)."""
     bwrap = find_bwrap(settings)
@@ -156,8 +201,17 @@ def launch_argv(settings: Settings, binds: list[Bind], chdir: Path, command: lis
         raise SandboxUnavailable("a root runner needs an unprivileged uid for the agent")
     sources = [str(b.source) for b in ordered(binds)]
     # -I: nothing from the environment or the working directory can replace repobox_cli.
-    return [sys.executable, "-I", "-m", "repobox_cli.sandbox_launch", f"{ids.uid}:{ids.gid}",
-            str(os.getpid()), str(len(sources)), *sources, *inner]
+    return [
+        sys.executable,
+        "-I",
+        "-m",
+        "repobox_cli.sandbox_launch",
+        f"{ids.uid}:{ids.gid}",
+        str(os.getpid()),
+        str(len(sources)),
+        *sources,
+        *inner,
+    ]
 
 
 def extra_binds(settings: Settings) -> list[Bind]:
@@ -173,18 +227,33 @@ def probe(settings: Settings) -> str:
         clone = Path(tmp)
         if ids is not None:
             os.chown(clone, ids.uid, ids.gid)
-        argv = launch_argv(settings, [*extra_binds(settings), Bind(clone, clone, writable=True)], clone,
-                           ["/bin/sh", "-c", "test -w . && test ! -e /etc/shadow"], ids)
+        argv = launch_argv(
+            settings,
+            [*extra_binds(settings), Bind(clone, clone, writable=True)],
+            clone,
+            ["/bin/sh", "-c", "test -w . && test ! -e /etc/shadow"],
+            ids,
+        )
         try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=PROBE_TIMEOUT_S, check=False, env={"PATH": settings.path_env})
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT_S,
+                check=False,
+                env={"PATH": settings.path_env},
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SandboxUnavailable(f"the agent sandbox cannot start ({exc}): {FIX_HINT}") from None
+            raise SandboxUnavailable(
+                f"the agent sandbox cannot start ({exc}): {FIX_HINT}"
+            ) from None
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise SandboxUnavailable(
             f"the agent sandbox cannot start on this host ({reason}): make sure bubblewrap works and "
             f"unprivileged user namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1, "
-            f"user.max_user_namespaces > 0), {FIX_HINT}")
+            f"user.max_user_namespaces > 0), {FIX_HINT}"
+        )
     who = f"uid {ids.uid}" if ids else "the runner's user"
     return f"bubblewrap works (agents run as {who}, network {settings.agent_network})"

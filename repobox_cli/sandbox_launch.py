@@ -35,8 +35,16 @@ def _check(result: int, what: str) -> None:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                       ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+    _check(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
 
 
 def _die_with_runner(runner_pid: int) -> None:
@@ -70,8 +78,10 @@ def main(argv: list[str]) -> int:
         uid, gid = (int(part) for part in ids.split(":", 1))
         sources, bwrap_argv = argv[4 : 4 + count], argv[4 + count :]
     except (IndexError, ValueError):
-        print("usage: python -m repobox_cli.sandbox_launch UID:GID RUNNER_PID N SOURCE... BWRAP_ARGV...",
-              file=sys.stderr)
+        print(
+            "usage: python -m repobox_cli.sandbox_launch UID:GID RUNNER_PID N SOURCE... BWRAP_ARGV...",
+            file=sys.stderr,
+        )
         return 2
     try:
         _die_with_runner(runner_pid)
