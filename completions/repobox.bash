@@ -33,19 +33,19 @@ _repobox() {
         run)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
-                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--agent-user) COMPREPLY=(); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--agent-user|--agent-sandbox|--agent-network) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --agent-user --burst --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --agent-user --agent-sandbox --agent-network --burst --check --help" -- "$cur")
             fi
             ;;
         exec)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
-                --redis-url|--agent-command|--job-timeout|--log-format) COMPREPLY=(); return 0 ;;
+                --redis-url|--agent-command|--job-timeout|--log-format|--agent-sandbox|--agent-network) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --temp-dir --agent-command --job-timeout --log-format --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --temp-dir --agent-command --job-timeout --log-format --agent-sandbox --agent-network --help" -- "$cur")
             fi
             ;;
         decrypt)
