@@ -11,6 +11,7 @@ complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending
 complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending' -a pending -d 'The group\'s pending entries, lag, consumers and dead letters.'
 
 complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l check -d 'Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l redis-url -r -d 'the Redis shared with the web app (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l runner-id -r -d 'the consumer name, unique per process: 1–128 letters, digits, _ . : @ - (env: RUNNER_ID; default: <host>-<pid>-<random>)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l concurrency -r -d 'worker threads (1–256) (env: MAX_CONCURRENT_JOBS; default: 10)'
@@ -22,6 +23,8 @@ complete -c repobox -n '__fish_seen_subcommand_from run' -l no-cleanup -d 'Oppos
 complete -c repobox -n '__fish_seen_subcommand_from run' -l claim-min-idle -r -d 'seconds (at least 1) an entry must be idle (its runner silent) before another runner takes it over (env: CLAIM_MIN_IDLE; default: 300)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-command -r -d 'shell command run in the clone (see "The agent step") (env: AGENT_COMMAND; default: empty: the placeholder step)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-user -r -d 'run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks described under Security (env: AGENT_USER; default: empty: the runner\'s user)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-sandbox -r -d 'bwrap: every agent in a bubblewrap sandbox (see Security); none: no sandbox (unsafe: a warning at start and in each job\'s output) (env: AGENT_SANDBOX; default: bwrap)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l agent-network -r -d 'the sandboxed agent\'s network: host (shared; agents call AI APIs) or none (env: AGENT_NETWORK; default: host)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l log-format -r -d 'pretty or json: log lines on stderr (env: LOG_FORMAT; default: pretty on a terminal, else json)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l max-deliveries -r -d 'an entry delivered more often goes to the dead letters (env: MAX_DELIVERIES; default: 5)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l shutdown-timeout -r -d 'how long a warm shutdown waits for running jobs (env: SHUTDOWN_TIMEOUT; default: JOB_TIMEOUT)'
@@ -36,6 +39,8 @@ complete -c repobox -n '__fish_seen_subcommand_from exec' -l redis-url -r -d 'th
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l job-timeout -r -d 'seconds; the job\'s whole process tree is killed and the job fails (env: JOB_TIMEOUT; default: 3600)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l temp-dir -r -F -d 'work directories TEMP_DIR/<job id>/<attempt id>, mode 0700 (env: TEMP_DIR; default: /tmp/repobox)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l agent-command -r -d 'shell command run in the clone (see "The agent step") (env: AGENT_COMMAND; default: empty: the placeholder step)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l agent-sandbox -r -d 'bwrap: every agent in a bubblewrap sandbox (see Security); none: no sandbox (unsafe: a warning at start and in each job\'s output) (env: AGENT_SANDBOX; default: bwrap)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l agent-network -r -d 'the sandboxed agent\'s network: host (shared; agents call AI APIs) or none (env: AGENT_NETWORK; default: host)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l log-format -r -d 'pretty or json: log lines on stderr (env: LOG_FORMAT; default: pretty on a terminal, else json)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l help -d 'Show this message and exit.'
 

@@ -1,11 +1,16 @@
 """The agent step: AGENT_COMMAND in the clone, or the seed's placeholder file.
 
-The agent gets an allow-listed environment (never the token, ENCRYPTION_KEY or REDIS_URL), its
-own session, and everything it leaves behind is killed when the step ends.
+The agent gets an allow-listed environment (never the token, ENCRYPTION_KEY or REDIS_URL) and
+runs in the bubblewrap sandbox (sandbox.py): when its command exits, or the job is stopped, the
+sandbox's PID namespace ends and the kernel kills everything in it. With AGENT_SANDBOX=none it
+runs under a reaper instead (reaper.py), and what it leaves behind is hunted down here.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -14,11 +19,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO
 
-from repobox_cli import procs
+from repobox_cli import procs, sandbox
 from repobox_cli.control import JobControl
 from repobox_cli.errors import AgentError, JobStopped
 from repobox_cli.jobs import Job
-from repobox_cli.settings import Settings
+from repobox_cli.sandbox import AgentIds, Bind
+from repobox_cli.settings import SandboxMode, Settings
 from repobox_cli.workdir import WorkPaths
 
 Emit = Callable[[str, str], None]
@@ -26,6 +32,8 @@ Emit = Callable[[str, str], None]
 PLACEHOLDER_FILE = ".repobox-test.md"
 READER_JOIN_S = 5.0
 MAX_LINE_CHARS = 16 * 1024
+SANDBOX_INFO_S = 10.0  # bwrap reports its child's pid right after creating the namespaces
+SANDBOX_GONE_S = 10.0  # a killed namespace is torn down by the kernel, normally in milliseconds
 
 
 def agent_environment(settings: Settings, job: Job, paths: WorkPaths) -> dict[str, str]:
@@ -71,9 +79,84 @@ def _as_user(settings: Settings) -> list[str]:
     return ["--as", f"{user.uid}:{user.gid}"] if user else []
 
 
-def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:
-    """Run AGENT_COMMAND to completion; AgentError on non-zero exit, JobStopped when stopped."""
+def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit,
+              ids: AgentIds | None = None) -> None:
+    """Run AGENT_COMMAND to completion; AgentError on non-zero exit, JobStopped when stopped.
+    `ids`: the uid/gid the sandboxed agent runs as on a root runner (sandbox.agent_ids)."""
     control.check()
+    if settings.agent_sandbox is SandboxMode.NONE:
+        _run_reaped(settings, job, paths, control, emit)
+    else:
+        _run_sandboxed(settings, job, paths, control, emit, ids)
+
+
+def _run_sandboxed(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit,
+                   ids: AgentIds | None) -> None:
+    binds = [*sandbox.extra_binds(settings),
+             *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
+    info_read, info_write = os.pipe()
+    try:
+        argv = sandbox.launch_argv(settings, binds, paths.repo, ["/bin/sh", "-c", settings.agent_command],
+                                   ids, info_fd=info_write)
+        with procs.spawning() as spawned:
+            try:
+                # Started from this worker thread, which waits for it: bwrap's --die-with-parent
+                # follows this thread, so the sandbox dies with the job and with the runner.
+                process = subprocess.Popen(
+                    argv, cwd="/", env=agent_environment(settings, job, paths), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                    close_fds=True, pass_fds=(info_write,), umask=procs.AGENT_UMASK)
+            except OSError as exc:
+                raise AgentError(f"agent sandbox could not start: {exc.strerror}") from exc
+            spawned.add(process.pid)
+    finally:
+        os.close(info_write)
+    try:
+        child = _sandbox_child(info_read)
+    finally:
+        os.close(info_read)
+    code = _supervise(process, control, emit)
+    _wait_gone(child)
+    _raise_for(control, code)
+
+
+def _sandbox_child(info_read: int) -> int | None:
+    """The host pid of the sandbox's init, from bwrap's --info-fd; None if it never started."""
+    data = b""
+    deadline = time.monotonic() + SANDBOX_INFO_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([info_read], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(info_read, 4096) if ready else b""
+        if not chunk:
+            break
+        data += chunk
+        try:
+            pid = json.loads(data).get("child-pid")
+        except ValueError:
+            continue  # not all of it yet
+        return pid if isinstance(pid, int) else None
+    return None
+
+
+def _wait_gone(pid: int | None) -> None:
+    """Wait until the sandbox's init has exited: the kernel lets it exit only once everything else
+    in its PID namespace is gone, so nothing of the agent remains when this returns."""
+    if pid is None:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], SANDBOX_GONE_S)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
+
+
+def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:
+    """AGENT_SANDBOX=none: the agent under repobox_cli.reaper, its leftovers killed afterwards."""
     with procs.spawning() as spawned:
         try:
             process = subprocess.Popen(
@@ -91,6 +174,14 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
         except OSError as exc:
             raise AgentError(f"agent command could not start: {exc.strerror}") from exc
         spawned.add(process.pid)
+    code = _supervise(process, control, emit, reap=True)
+    _raise_for(control, code)
+
+
+def _supervise(process: subprocess.Popen[bytes], control: JobControl, emit: Emit, *,
+               reap: bool = False) -> int:
+    """Stream the output, wait for the exit status; the job's control can kill the process group.
+    With `reap`, also kill whatever the agent left running outside its reaper."""
     control.register(process.pid)
     assert process.stdout is not None and process.stderr is not None
     readers = [
@@ -99,17 +190,23 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
     ]
     for reader in readers:
         reader.start()
+    killed = 0
     try:
         code = process.wait()
     finally:
         control.unregister(process.pid)
         procs.forget(process.pid)
-        killed = procs.kill_leftovers(process.pid)
+        if reap:
+            killed = procs.kill_leftovers(process.pid)
     deadline = time.monotonic() + READER_JOIN_S
     for reader in readers:
         reader.join(max(0.0, deadline - time.monotonic()))
     if killed:
         emit(f"killed {killed} process(es) the agent left running", "stderr")
+    return code
+
+
+def _raise_for(control: JobControl, code: int) -> None:
     if control.stopped.is_set():
         raise JobStopped(control.describe())
     if code != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, envscrub, keys, validation
+from repobox_cli import __version__, envscrub, keys, sandbox, validation
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -40,6 +41,7 @@ from repobox_cli.settings import (
     PENDING,
     RUN,
     SECRET_ENV_NAMES,
+    SandboxMode,
     Settings,
     load_settings,
     options_for,
@@ -78,6 +80,9 @@ def setting_options(command: str) -> Callable[[F], F]:
     return add
 
 
+log = logging.getLogger("repobox_cli.cli")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(Text(f"repobox: {message}"), soft_wrap=True)
     raise typer.Exit(code)
@@ -102,6 +107,15 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def require_sandbox(settings: Settings) -> None:
+    """Refuse to start when the sandbox cannot work (SandboxUnavailable: one line, exit 2); with
+    AGENT_SANDBOX=none, say loudly that agents run unconfined."""
+    if settings.agent_sandbox is SandboxMode.NONE:
+        log.warning("AGENT_SANDBOX=none: agents run without a sandbox and can see this runner (unsafe)")
+        return
+    sandbox.probe(settings)
+
+
 def _connected(settings: Settings) -> redis.Redis:
     client = connect(settings.redis_url, block_ms=settings.block_ms)
     check_reachable(client, settings.redis_url)
@@ -113,19 +127,56 @@ def _connected(settings: Settings) -> redis.Redis:
 @setting_options(RUN)
 def run(
     burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2")] = False,
     **overrides: Any,
 ) -> None:
     """The long-lived worker: consume jobs:stream and run jobs."""
+    if check:
+        raise typer.Exit(_check(overrides))
     settings = load_settings(command=RUN, **overrides)
     settings.require_key()
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
+    require_sandbox(settings)
     client = _connected(settings)
     check_key(client, settings.require_key())
     runner = Runner(settings, client, burst=burst)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
     raise typer.Exit(runner.run())
+
+
+def _check(options: dict[str, Any]) -> int:
+    """`run --check`: one line per check; 0 when every check passed, else 2."""
+    failed = False
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failed
+        failed = failed or not ok
+        out_console.print(Text(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}"), soft_wrap=True)
+
+    try:
+        settings = load_settings(command=RUN, **options)
+    except SettingsError as exc:
+        report(False, "settings", str(exc))
+        return 2
+    report(True, "settings", "valid")
+    report(settings.encryption_key is not None, "ENCRYPTION_KEY",
+           f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs")
+    try:
+        _connected(settings).close()
+        report(True, "redis", "reachable")
+    except (RepoboxError, *CONNECTION_ERRORS, redis.RedisError) as exc:
+        report(False, "redis", str(exc))
+    if settings.agent_sandbox is SandboxMode.NONE:
+        out_console.print(Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see "
+                               "this runner (unsafe)"), soft_wrap=True)
+    else:
+        try:
+            report(True, "sandbox", sandbox.probe(settings))
+        except SettingsError as exc:
+            report(False, "sandbox", str(exc))
+    return 2 if failed else 0
 
 
 def _render_output(line: str, stream: str, source: str) -> None:
@@ -149,6 +200,7 @@ def exec_job(
     settings.require_key()
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
+    require_sandbox(settings)
     single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
     def interrupt(_signum: int, _frame: object) -> None:
         if single.control.stopped.is_set():

@@ -39,3 +39,7 @@ class JobStopped(RepoboxError):
 
 class RedisUnavailable(RepoboxError):
     """Raised when Redis cannot be reached."""
+
+
+class SandboxUnavailable(SettingsError):
+    """Raised at start-up when the agent sandbox (bubblewrap) cannot start on this host."""

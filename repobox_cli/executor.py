@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from repobox_cli import agent, keys, validation, workdir
+from repobox_cli import agent, keys, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt
@@ -24,10 +24,14 @@ from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line, registered
 from repobox_cli.redis_conn import RedisHealth, retry_until
-from repobox_cli.settings import Settings
+from repobox_cli.settings import SandboxMode, Settings
 from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
+
+UNSANDBOXED_WARNING = ("Warning: AGENT_SANDBOX=none: the agent runs without a sandbox and can see "
+                       "this runner's processes and files (unsafe)")
+
 
 @dataclass(frozen=True)
 class ExecOptions:
@@ -67,8 +71,10 @@ class Executor:
             if active.previous_consumer:
                 out.runner(f"Restarting the job in a fresh work directory: taken over from runner {active.previous_consumer}")
             agent_user = self.settings.agent_user
+            # Only an unsandboxed agent walks the real path to its clone: the sandbox binds it.
+            unsandboxed = self.settings.agent_sandbox is SandboxMode.NONE
             paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id,
-                                    agent_uid=agent_user.uid if agent_user else None)
+                                    agent_uid=agent_user.uid if agent_user and unsandboxed else None)
             active.work_dir = str(paths.root)
             result = self._steps(active, paths)
             outcome = self._finish(active, Status.SUCCESS, result.fields, result.message, jlog)
@@ -98,10 +104,12 @@ class Executor:
             out.runner(f"Cloning {repo.url} at {base_branch}...")
             base_sha = git.clone(repo, token, base_branch)
         out.runner(f"Clone completed: {base_branch} at {base_sha[:12]}")
-        agent_user = self.settings.agent_user
-        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=agent_user is not None)
-        if agent_user is not None:
-            workdir.give_to([paths.repo, paths.home, paths.tmp], agent_user.uid, agent_user.gid)
+        ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
+        # The sandboxed agent (or another user) cannot see git/: its clone never borrows from it.
+        own_objects = ids is not None or self.settings.agent_sandbox is SandboxMode.BWRAP
+        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=own_objects)
+        if ids is not None:
+            workdir.give_to([paths.repo, paths.home, paths.tmp], ids.uid, ids.gid)
             os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
         out.runner(f"Creating branch {work_branch}")
         self._agent_step(active, paths)
@@ -136,8 +144,11 @@ class Executor:
             out.runner("Starting the placeholder agent (no AGENT_COMMAND set)")
             agent.write_placeholder(active.job, paths, out.agent)
             return
+        if self.settings.agent_sandbox is SandboxMode.NONE:
+            out.runner(UNSANDBOXED_WARNING)
         out.runner("Starting agent")
-        agent.run_agent(self.settings, active.job, paths, active.control, out.agent)
+        agent.run_agent(self.settings, active.job, paths, active.control, out.agent,
+                        sandbox.agent_ids(self.settings, active.attempt.attempt_id))
         out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,64 @@ GIT_PASSTHROUGH_ENV = (
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
+
+
+Parse = Callable[[str, Any], Any]  # (environment variable name, raw value) -> checked value
+
+
+class SandboxMode(StrEnum):
+    """AGENT_SANDBOX: how the agent is contained."""
+
+    BWRAP = "bwrap"  # bubblewrap: own user, PID, mount, IPC, UTS namespaces (repobox_cli/sandbox.py)
+    NONE = "none"  # the runner's view of the machine, under a process reaper: unsafe
+
+
+class NetworkMode(StrEnum):
+    """AGENT_NETWORK: the sandboxed agent's network."""
+
+    HOST = "host"
+    NONE = "none"
+
+
+# Never shown to the agent as an extra path: the whole machine, or the kernel's and the host's
+# configuration (/etc is shown selectively by the sandbox itself).
+SANDBOX_PATHS_FORBIDDEN = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/etc"))
+
+
+def _choice(kind: type[StrEnum]) -> Parse:
+    def parse(name: str, raw: Any) -> Any:
+        word = str(raw).strip().lower()
+        try:
+            return kind(word)
+        except ValueError:
+            allowed = " or ".join(repr(m.value) for m in kind)
+            raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+    return parse
+
+
+def _sandbox_paths(name: str, raw: Any) -> tuple[Path, ...]:
+    """AGENT_SANDBOX_PATHS: existing absolute paths, resolved, shown read-only to the agent
+    (checked against TEMP_DIR in `load_settings`)."""
+    found: list[Path] = []
+    for part in (p.strip() for p in str(raw).replace(",", ":").split(":")):
+        if not part:
+            continue
+        if not part.startswith("/"):
+            raise SettingsError(f"{name} entries must be absolute paths, got {part!r}")
+        path = Path(os.path.realpath(part))
+        if not path.exists():
+            raise SettingsError(f"{name} names {part}, which does not exist")
+        if path == Path("/") or any(path == f or f in path.parents for f in SANDBOX_PATHS_FORBIDDEN):
+            raise SettingsError(f"{name} must not show {part} to the agent")
+        if path not in found:
+            found.append(path)
+    return tuple(found)
+
+
+def _outside_temp_dir(paths: tuple[Path, ...], temp_dir: Path) -> None:
+    for path in paths:
+        if path == temp_dir or temp_dir in path.parents:
+            raise SettingsError(f"AGENT_SANDBOX_PATHS must not name a path inside TEMP_DIR ({path})")
 
 
 @dataclass(frozen=True)
@@ -93,6 +152,9 @@ class Settings:
     agent_command: str = ""
     agent_env_names: tuple[str, ...] = ()
     agent_user: AgentUser | None = None
+    agent_sandbox: SandboxMode = SandboxMode.BWRAP
+    agent_network: NetworkMode = NetworkMode.HOST
+    agent_sandbox_paths: tuple[Path, ...] = ()
     log_format: str = "json"
     git_author_name: str = DEFAULT_AUTHOR_NAME
     git_author_email: str = DEFAULT_AUTHOR_EMAIL
@@ -209,7 +271,6 @@ def default_runner_id() -> str:
 
 # -- the table ------------------------------------------------------------------------------
 
-Parse = Callable[[str, Any], Any]  # (environment variable name, raw value) -> checked value
 RUN, EXEC, DECRYPT, PENDING = "run", "exec", "decrypt", "pending"
 WORKER = frozenset({RUN, EXEC})
 
@@ -342,6 +403,14 @@ SETTINGS: tuple[Setting, ...] = (
             "run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks "
             "described under Security", "--agent-user",
             default_doc="empty: the runner's user", option_commands=frozenset({RUN})),
+    Setting("agent_sandbox", "AGENT_SANDBOX", _choice(SandboxMode), "bwrap",
+            "`bwrap`: every agent in a bubblewrap sandbox (see Security); `none`: no sandbox (unsafe: "
+            "a warning at start and in each job's output)", "--agent-sandbox"),
+    Setting("agent_network", "AGENT_NETWORK", _choice(NetworkMode), "host",
+            "the sandboxed agent's network: `host` (shared; agents call AI APIs) or `none`", "--agent-network"),
+    Setting("agent_sandbox_paths", "AGENT_SANDBOX_PATHS", _sandbox_paths, "",
+            "extra absolute paths shown read-only in the sandbox (`:` or `,` separated), e.g. a toolchain "
+            "under /opt; never `/`, `/etc`, `/proc`, `/sys`, `/dev` or anything in TEMP_DIR"),
     Setting("log_format", "LOG_FORMAT", _log_format, None, "`pretty` or `json`: log lines on stderr",
             "--log-format", default_doc="`pretty` on a terminal, else `json`"),
     Setting("git_author_name", "GIT_AUTHOR_NAME", lambda n, raw: _identity(n, str(raw)), DEFAULT_AUTHOR_NAME,
@@ -408,6 +477,8 @@ def load_settings(
         values["log_format"] = "pretty" if tty else "json"
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
+    if "agent_sandbox_paths" in values:
+        _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
     names = values.get("agent_env_names", ())
     return Settings(
         **values,

@@ -23,6 +23,7 @@ PROBE = r"""
 id -u > uid.txt
 if cat "$REPOBOX_REPO_DIR/../git/config" >/dev/null 2>&1; then echo readable; else echo denied; fi > gitdir.txt
 if ls "$REPOBOX_REPO_DIR/.." >/dev/null 2>&1; then echo listable; else echo denied; fi > parent.txt
+ls "$REPOBOX_REPO_DIR/.." 2>/dev/null | tr '\n' ' ' > parent-listing.txt; echo >> parent-listing.txt
 reaper=$PPID
 runner=$(cut -d' ' -f4 /proc/$reaper/stat)
 if cat /proc/$runner/environ >/dev/null 2>&1; then echo readable; else echo denied; fi > runner_env.txt
@@ -39,9 +40,12 @@ def traversable_temp_dir() -> Iterator[Path]:
     shutil.rmtree(top, ignore_errors=True)
 
 
-def test_agent_runs_as_another_user_and_cannot_reach_the_runner(world: World, traversable_temp_dir: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["none", "bwrap"])
+def test_agent_runs_as_another_user_and_cannot_reach_the_runner(world: World, traversable_temp_dir: Path,
+                                                                sandbox: str) -> None:
     job_id = world.add_job()
-    result = world.run_burst(AGENT_USER="nobody", AGENT_COMMAND=PROBE, TEMP_DIR=str(traversable_temp_dir))
+    result = world.run_burst(AGENT_USER="nobody", AGENT_COMMAND=PROBE, TEMP_DIR=str(traversable_temp_dir),
+                             AGENT_SANDBOX=sandbox)
     assert result.returncode == 0, result.stderr
     assert world.job(job_id)["status"] == "success", world.output_text(job_id)
     branch = f"repobox/{job_id[:8]}"
@@ -51,7 +55,10 @@ def test_agent_runs_as_another_user_and_cannot_reach_the_runner(world: World, tr
 
     assert committed("uid.txt") == str(NOBODY_UID)
     assert committed("gitdir.txt") == "denied"
-    assert committed("parent.txt") == "denied"
+    if sandbox == "none":
+        assert committed("parent.txt") == "denied"
+    else:  # the sandbox shows the attempt directory with only the agent's own directories in it
+        assert committed("parent-listing.txt").split() == ["home", "repo", "tmp"]
     assert committed("runner_env.txt") == "denied"
     assert "probe done" in world.output_text(job_id)
 

@@ -127,8 +127,9 @@ def test_token_in_no_form_anywhere_during_and_after_a_job(sworld: World, tmp_pat
     scanner = ProcessScanner(forms, [job_id], roots=[world.temp_dir, world.tmp / "home"],
                              redis_url=world.redis_server.url)
     with scanner:
+        # Unsandboxed: the agent dumps what it sees outside its clone (test_sandbox.py covers the sandbox).
         result = world.run_burst(AGENT_COMMAND=f"{agent_command(script)} {shlex.quote(str(dumps))}",
-                                 CLEANUP_AFTER_JOB=str(cleanup).lower())
+                                 CLEANUP_AFTER_JOB=str(cleanup).lower(), AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
     job = world.job(job_id)
     assert job["status"] == "success", job
@@ -227,7 +228,8 @@ def test_daemonized_agent_process_is_gone_before_the_push_and_never_sees_the_tok
     clock = PushClock()
     clock.install(world.git, monkeypatch)
     job_id = world.add_job()
-    result = world.run_burst(AGENT_COMMAND=command)
+    # The reaper's job (AGENT_SANDBOX=none); the sandboxed case is in test_sandbox.py.
+    result = world.run_burst(AGENT_COMMAND=command, AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
     job = world.job(job_id)
     output = world.output_text(job_id)
@@ -270,7 +272,8 @@ case "$REPOBOX_PROMPT" in
 esac
 echo changed > f
 """)
-    result = world.run_burst(AGENT_COMMAND=agent_command(script), MAX_CONCURRENT_JOBS="4")
+    # The reaper's job (AGENT_SANDBOX=none): in the sandbox no other job's process is visible.
+    result = world.run_burst(AGENT_COMMAND=agent_command(script), MAX_CONCURRENT_JOBS="4", AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
     assert world.job(victim)["status"] == "success" and world.job(attacker)["status"] == "success"
     loot_bytes = loot.read_bytes() if loot.exists() else b""
@@ -402,7 +405,9 @@ def trap_run(tmp_path_factory: pytest.TempPathFactory, git_server: GitHttpsServe
             cases[name] = case
         result = world.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S,
                                AGENT_COMMAND=f'exec /bin/sh {shlex.quote(str(scripts))}/"$REPOBOX_JOB_ID"',
-                               CLEANUP_AFTER_JOB="false", MAX_CONCURRENT_JOBS="6", MAX_JOBS_PER_USER="100")
+                               CLEANUP_AFTER_JOB="false", MAX_CONCURRENT_JOBS="6", MAX_JOBS_PER_USER="100",
+                               # Unsandboxed, so the traps in the runner's repository can be planted.
+                               AGENT_SANDBOX="none")
         yield TrapRun(world, evil, cases, result.stderr, result.returncode)
     world.close()
     redis_server.stop()
@@ -517,7 +522,8 @@ def test_redirect_to_a_second_server_is_not_followed_and_gets_no_credentials(
 
         switcher = threading.Thread(target=switch_on_redirect, daemon=True)
         switcher.start()
-        result = world.run_burst(AGENT_COMMAND=command)
+        # Unsandboxed: the agent signals its start with a file outside its clone.
+        result = world.run_burst(AGENT_COMMAND=command, AGENT_SANDBOX="none")
         switcher.join(timeout=60)
         redirected = [r for r in redirector.requests if "receive-pack" in r.path or when == "from-the-start"]
     assert result.returncode == 0, result.stderr[-2000:]
@@ -564,7 +570,8 @@ def test_runner_repository_commondir_cannot_start_a_process_that_steals_the_toke
         body = body.replace(f"${name}", shlex.quote(str(value)))
     script = write_script(tmp_path / "agent.sh", body)
     job_id = world.add_job()
-    result = world.run_burst(AGENT_COMMAND=agent_command(script))
+    # Unsandboxed, so the commondir trap in the runner's repository can be planted.
+    result = world.run_burst(AGENT_COMMAND=agent_command(script), AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
     job = world.job(job_id)
     output = world.output_text(job_id)

@@ -29,6 +29,11 @@ PROCESS_DEADLINE_S = 60.0
 REPO_FILES = {"README.md": "# demo\n\nline one\nline two\n", "src/app.py": "print('hello')\n"}
 
 
+def python_paths() -> list[Path]:
+    """The test interpreter's installation and virtual environment, as real paths."""
+    return sorted({Path(os.path.realpath(sys.base_prefix)), Path(os.path.realpath(sys.prefix))})
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition",
              interval_s: float = 0.05) -> Any:
     """Poll `predicate` until truthy (returning its value) or fail after `timeout_s`."""
@@ -87,6 +92,12 @@ class World:
 
     def __post_init__(self) -> None:
         self.temp_dir = self.tmp / "work"
+        # What test agents need in their sandbox, read-only: this interpreter (run them with
+        # sys.executable) and the test's own directory, where tests write agent scripts (opened
+        # for reading: a root runner's agent runs as an unprivileged uid). TEMP_DIR below it stays
+        # hidden by the sandbox. test_sandbox.py narrows this to the interpreter.
+        self.tmp.chmod(0o755)
+        self.sandbox_paths = [*python_paths(), self.tmp]
         self.git.allow_token(self.token)
         self.repo_name = f"demo-{uuid.uuid4().hex[:8]}"
         self.repo_url = self.git.create_repo(self.repo_name, REPO_FILES)
@@ -174,6 +185,7 @@ class World:
             "REPOBOX_TICK_MS": "50",
             "CLAIM_MIN_IDLE": "30",
             "MAX_CONCURRENT_JOBS": "4",
+            "AGENT_SANDBOX_PATHS": ":".join(str(p) for p in self.sandbox_paths),
         }
         (self.tmp / "home").mkdir(exist_ok=True)
         env.update(overrides)

@@ -25,7 +25,7 @@ from repobox_cli.settings import (
 README = Path(__file__).resolve().parents[2] / "README.md"
 DERIVED_FIELDS = {"git_env", "agent_env", "path_env"}  # passed through from the environment, not settings
 COMMAND_OWN_OPTIONS = {
-    RUN: {"--burst"},
+    RUN: {"--burst", "--check"},
     EXEC: {"--no-push", "--keep-workdir"},
     DECRYPT: {"--user", "--provider"},
     PENDING: {"--claim", "--runner", "--min-idle", "--json"},

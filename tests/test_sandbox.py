@@ -1,0 +1,367 @@
+"""The agent sandbox (bubblewrap, on by default): what a hostile agent can see and how long it can
+live. Every test runs a real runner, a real sandbox and agents written in Python run by this
+interpreter; nothing the agent can see of the machine beyond that interpreter is configured."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.security_helpers import fresh_token
+from tests.support.world import World, python_paths, wait_for
+
+BURST_DEADLINE_S = 90.0
+
+
+@pytest.fixture
+def sworld(world: World) -> World:
+    """The world with a token of its own, and nothing but the interpreter shown to agents."""
+    world.token = fresh_token()
+    world.git.allow_token(world.token)
+    world.sandbox_paths = python_paths()
+    return world
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Iterator[str]:
+    """A tag in the argv of every agent process a test starts; survivors are killed at teardown."""
+    tag = f"repobox-sandbox-probe-{os.getpid()}-{tmp_path.name}"
+    yield tag
+    for pid in live_with_marker(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def live_with_marker(tag: str) -> list[int]:
+    """Host pids whose argv holds `tag` and that have a thread still running (a process whose main
+    thread exited shows as a zombie leader while its other threads run on)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if tag.encode() not in f.read():
+                    continue
+            tasks = os.listdir(f"/proc/{entry}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{entry}/task/{task}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X"):
+                found.append(int(entry))
+                break
+    return found
+
+
+def python_agent(source: str, *args: str) -> str:
+    """AGENT_COMMAND running `source` with this interpreter (shown to the sandbox by the world)."""
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-c", source, *args))
+
+
+class Watcher:
+    """Polls the host's /proc for live processes carrying a marker; records when it last saw one."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.last_seen: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if live_with_marker(self.tag):
+                self.last_seen = time.time()
+            self._stop.wait(0.02)
+
+
+class PushClock:
+    """When the git server first saw the push (receive-pack)."""
+
+    def __init__(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.first_push_at: float | None = None
+        original = world.git._record
+
+        def record(request: object) -> None:
+            if "receive-pack" in getattr(request, "path", "") and self.first_push_at is None:
+                self.first_push_at = time.time()
+            original(request)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(world.git, "_record", record)
+
+
+# -- what the agent can see ------------------------------------------------------------------------
+SWEEP_AGENT = r"""
+import os, sys, time
+repo = os.environ["REPOBOX_REPO_DIR"]
+temp_dir, marker = sys.argv[1], sys.argv[2]
+if os.environ["REPOBOX_PROMPT"] == "bystander":
+    time.sleep(3)
+    open("bystander.txt", "w").write("x\n")
+    sys.exit(0)
+loot, pids, readable_mem = [], set(), []
+deadline = time.time() + 2.5
+while time.time() < deadline:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pids.add(int(entry))
+        for name in ("environ", "cmdline", "maps"):
+            try:
+                with open(f"/proc/{entry}/{name}", "rb") as f:
+                    loot.append(f.read())
+            except OSError:
+                pass
+        if int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/mem", "rb") as f:
+                    f.read(1)
+                readable_mem.append(entry)
+            except OSError:
+                pass
+    time.sleep(0.1)
+def look(what, fn):
+    try:
+        result = fn()
+    except OSError as exc:
+        result = f"denied ({type(exc).__name__})"
+    print(f"{what}: {result}")
+look("temp_dir", lambda: sorted(os.listdir(temp_dir)))
+look("attempt_dir", lambda: sorted(os.listdir(os.path.dirname(repo))))
+look("git_config", lambda: open(os.path.join(os.path.dirname(repo), "git", "config")).read()[:20])
+look("shadow", lambda: open("/etc/shadow").read()[:20])
+look("root_home", lambda: sorted(os.listdir("/root")))
+print(f"pids: {sorted(pids)}")
+print(f"other_mem_readable: {readable_mem}")
+blob = b"\n".join(loot).replace(b"\0", b"\n")
+with open("loot.txt", "wb") as f:
+    f.write(blob)
+print("sweep done")
+"""
+
+
+def test_agent_sweeping_proc_finds_no_secret_and_sees_no_runner_or_other_job(
+    sworld: World, marker: str
+) -> None:
+    world = sworld
+    bystander = world.add_job(user=world.user("other-user"), prompt="bystander")
+    job_id = world.add_job(prompt="sweep")
+    command = python_agent(SWEEP_AGENT, str(world.temp_dir), marker)
+    result = world.run_burst(AGENT_COMMAND=command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = world.output_text(job_id)
+    assert world.job(job_id)["status"] == "success", output
+    assert world.job(bystander)["status"] == "success", world.output_text(bystander)
+
+    loot = world.git.show_file(world.repo_name, f"repobox/{job_id[:8]}", "loot.txt")
+    # Positive control: the sweep read its own environment.
+    assert f"REPOBOX_JOB_ID={job_id}" in loot
+    for secret in (
+        world.key,
+        world.redis_server.url,
+        world.token,
+        "ENCRYPTION_KEY",
+        "REDIS_URL",
+        "repobox_cli",
+    ):
+        assert secret not in loot, f"the agent found {secret!r}"
+        assert secret not in output, f"the agent printed {secret!r}"
+
+    lines = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+    # TEMP_DIR is an empty tmpfs but for the path to its own clone: no other job, no attempt's git/.
+    assert lines["temp_dir"] == repr([job_id]), lines["temp_dir"]
+    assert lines["attempt_dir"] == repr(["home", "repo", "tmp"]), lines["attempt_dir"]
+    assert lines["git_config"].startswith("denied"), lines["git_config"]
+    assert lines["shadow"].startswith("denied"), lines["shadow"]
+    assert lines["root_home"] in ("[]", repr([".pyenv"])) or lines["root_home"].startswith("denied")
+    # Its own PID namespace: bwrap's init, the shell, this interpreter (and nothing of the runner).
+    assert max(eval(lines["pids"])) < 10, lines["pids"]  # noqa: S307 - the agent printed a list of ints
+    assert lines["other_mem_readable"] == "[]"
+
+
+# -- how long the agent can live -------------------------------------------------------------------
+FORK_HOPPER = r"""
+import os, sys, time
+while True:
+    if os.fork() > 0:
+        os._exit(0)
+    try:
+        open(os.path.join(os.environ["SURVIVOR_OUT"], "still-alive"), "a").write(f"{time.time()}\n")
+    except OSError:
+        pass
+    time.sleep(0.01)
+"""
+
+THREAD_SURVIVOR = r"""
+import ctypes, threading, time
+def linger():
+    while True:
+        time.sleep(0.01)
+threading.Thread(target=linger).start()
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the process lives on in `linger`
+"""
+
+
+@pytest.mark.parametrize(
+    "survivor", [FORK_HOPPER, THREAD_SURVIVOR], ids=["fork-hopping", "thread-survivor"]
+)
+def test_agent_processes_left_behind_are_gone_before_the_push(
+    sworld: World, marker: str, monkeypatch: pytest.MonkeyPatch, survivor: str, tmp_path: Path
+) -> None:
+    world = sworld
+    clock = PushClock(world, monkeypatch)
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o777)
+    outside.chmod(0o777)
+    started = python_agent(survivor, marker)
+    # The survivor runs in the background; the agent's shell waits until it is really running.
+    command = (
+        f"SURVIVOR_OUT={shlex.quote(str(outside))} {started} & "
+        "sleep 0.5; echo changed > f; echo agent done"
+    )
+    job_id = world.add_job()
+    with Watcher(marker) as watcher:
+        result = world.run_burst(AGENT_COMMAND=command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert world.job(job_id)["status"] == "success", world.output_text(job_id)
+    assert watcher.last_seen is not None, "the survivor never ran"
+    assert clock.first_push_at is not None
+    assert watcher.last_seen < clock.first_push_at, (
+        "an agent process was alive when the push started"
+    )
+    assert live_with_marker(marker) == []
+    assert not (outside / "still-alive").exists(), "the agent wrote outside its sandbox"
+
+
+def test_kill_9_of_the_runner_ends_its_agents_within_two_seconds(
+    sworld: World, marker: str
+) -> None:
+    world = sworld
+    world.add_job()
+    runner = world.start_runner(
+        AGENT_COMMAND=f"{python_agent(FORK_HOPPER, marker)} & "
+        f"{python_agent('import time; time.sleep(60)', marker)}"
+    )
+    wait_for(lambda: len(live_with_marker(marker)) >= 2, timeout_s=30, what="the agent's processes")
+    runner.signal(signal.SIGKILL)
+    runner.wait(timeout_s=10)
+    deadline = time.monotonic() + 2.0
+    while live_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live_with_marker(marker) == [], "the agent outlived its runner"
+
+
+# -- network --------------------------------------------------------------------------------------
+CONNECT_AGENT = r"""
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+    print("redis port: connected")
+except OSError as exc:
+    print(f"redis port: unreachable ({type(exc).__name__})")
+"""
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+def test_agent_network_none_cannot_reach_the_redis_port(sworld: World, network: str) -> None:
+    world = sworld
+    job_id = world.add_job()
+    result = world.run_burst(
+        AGENT_COMMAND=python_agent(CONNECT_AGENT, str(world.redis_server.port)),
+        AGENT_NETWORK=network,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = world.output_text(job_id)
+    expected = "redis port: connected" if network == "host" else "redis port: unreachable"
+    assert expected in output, output
+
+
+# -- no silent fallback ---------------------------------------------------------------------------
+@pytest.fixture(params=["missing", "broken"])
+def path_without_working_bwrap(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A PATH with git but either no bwrap at all or a bwrap that always fails."""
+    bin_dir = tmp_path / f"bin-{request.param}"
+    bin_dir.mkdir()
+    for tool in ("git", "sh"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    if request.param == "broken":
+        fake = bin_dir / "bwrap"
+        fake.write_text(
+            "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
+        )
+        fake.chmod(0o755)
+    return str(bin_dir)
+
+
+def test_runner_refuses_to_start_when_the_sandbox_cannot_work(
+    sworld: World, path_without_working_bwrap: str
+) -> None:
+    world = sworld
+    job_id = world.add_job()
+    result = world.run_burst(PATH=path_without_working_bwrap, AGENT_COMMAND="echo hi > f")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "AGENT_SANDBOX=none" in lines[0] and "bubblewrap" in lines[0], lines[0]
+    assert world.job(job_id)["status"] == "pending"
+
+    check = world.repobox("run", "--check", PATH=path_without_working_bwrap)
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert any(line.startswith("FAIL sandbox:") for line in check.stdout.splitlines()), check.stdout
+
+
+def test_agent_sandbox_none_runs_and_warns_in_the_log_and_the_job_output(
+    sworld: World, path_without_working_bwrap: str
+) -> None:
+    world = sworld
+    job_id = world.add_job()
+    result = world.run_burst(
+        PATH=path_without_working_bwrap, AGENT_COMMAND="echo hi > f", AGENT_SANDBOX="none"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert world.job(job_id)["status"] == "success", world.output_text(job_id)
+    assert "AGENT_SANDBOX=none" in result.stderr and '"WARNING"' in result.stderr.upper()
+    warnings = [o for o in world.output(job_id) if o["line"].startswith("Warning:")]
+    assert len(warnings) == 1 and warnings[0]["stream"] == "stdout", world.output(job_id)
+    assert "AGENT_SANDBOX=none" in warnings[0]["line"]
+
+    check = world.repobox("run", "--check", PATH=path_without_working_bwrap, AGENT_SANDBOX="none")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert any(line.startswith("warn sandbox:") for line in check.stdout.splitlines()), check.stdout
+
+
+def test_run_check_reports_each_check_and_passes_on_a_working_host(sworld: World) -> None:
+    check = sworld.repobox("run", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    lines = check.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   settings",
+        "ok   ENCRYPTION_KEY",
+        "ok   redis",
+        "ok   sandbox",
+    ], lines
