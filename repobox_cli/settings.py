@@ -25,7 +25,9 @@ DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_BLOCK_MS = 5000
 DEFAULT_TICK_MS = 250
 # Never handed to the agent, whatever AGENT_ENV says.
-AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD"})
+AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD",
+                                 "REDIS_PASSWORD_FILE", "REDIS_SENTINEL_PASSWORD"})
+DEFAULT_REDIS_WAIT_TIMEOUT_S = 0.5
 MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -72,8 +74,33 @@ def _agent_user(raw: str) -> AgentUser | None:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis: URL (scheme, user, password, db), TLS files, password file, Sentinel.
+    Secrets are kept out of `repr`; `redis_conn.open_client` is the only consumer."""
+
+    url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
+    password: str | None = field(default=None, repr=False)  # from REDIS_PASSWORD_FILE
+    username: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    sentinel_tls: bool = False
+    wait_replicas: int = 0  # WAIT for this many replicas after begin and finish
+    wait_timeout_s: float = DEFAULT_REDIS_WAIT_TIMEOUT_S
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+
+@dataclass(frozen=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
+    redis: RedisSettings = field(default_factory=RedisSettings)
     encryption_key: EncryptionKey | None = field(default=None, repr=False)
     runner_id: str = ""
     max_concurrent_jobs: int = 10
@@ -152,7 +179,7 @@ def _names(raw: str) -> tuple[str, ...]:
 
 
 # Read from the environment once, then wiped from this process's environment block.
-SECRET_ENV_NAMES = ("ENCRYPTION_KEY", "REDIS_URL", "REDIS_PASSWORD")
+SECRET_ENV_NAMES = ("ENCRYPTION_KEY", "REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD")
 MAX_KEY_FILE_BYTES = 4096
 
 
@@ -165,27 +192,87 @@ def _key_text(env: Mapping[str, str]) -> str:
     return _read_key_file(Path(path)) if path else inline
 
 
-def _read_key_file(path: Path) -> str:
-    """The key file's text without its trailing newline; it must be a regular file that only
-    its owner (this user or root) can read."""
+def _read_key_file(path: Path, name: str = "ENCRYPTION_KEY_FILE") -> str:
+    """The secret file's text without its trailing newline; it must be a regular file that only
+    its owner (this user or root) can read. `name` is the setting, for messages."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not a regular file")
+            raise SettingsError(f"{name} {path} is not a regular file")
         if info.st_mode & 0o077:
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is readable by others (mode "
+            raise SettingsError(f"{name} {path} is readable by others (mode "
                                 f"{stat.S_IMODE(info.st_mode):o}): chmod 600 it")
         if info.st_uid not in (0, os.geteuid()):
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} must be owned by this user or root")
+            raise SettingsError(f"{name} {path} must be owned by this user or root")
         raw = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
     except OSError as exc:
-        raise SettingsError(f"cannot read ENCRYPTION_KEY_FILE {path}: {exc.strerror}") from exc
+        raise SettingsError(f"cannot read {name} {path}: {exc.strerror}") from exc
     if len(raw) > MAX_KEY_FILE_BYTES:
-        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is too large to hold a key")
+        raise SettingsError(f"{name} {path} is too large to hold a secret")
     try:
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
-        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not UTF-8 text") from exc
+        raise SettingsError(f"{name} {path} is not UTF-8 text") from exc
+
+
+def _readable_file(name: str, raw: str) -> Path | None:
+    if not raw:
+        return None
+    path = Path(raw).absolute()
+    if not path.is_file():
+        raise SettingsError(f"{name} {path} is not a readable file")
+    return path
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 as `[::1]:26379`)."""
+    found = []
+    for part in _names(raw):
+        host, sep, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"REDIS_SENTINELS must be host:port[,host:port…], got {part!r}")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _redis_settings(env: Mapping[str, str], url: str) -> RedisSettings:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+    tls = url.startswith("rediss://")
+    files = {name: _readable_file(name, env.get(name, "")) for name in
+             ("REDIS_CA_FILE", "REDIS_CERT_FILE", "REDIS_KEY_FILE")}
+    if not tls and any(files.values()):
+        raise SettingsError("REDIS_CA_FILE, REDIS_CERT_FILE and REDIS_KEY_FILE need a rediss:// REDIS_URL")
+    if bool(files["REDIS_CERT_FILE"]) != bool(files["REDIS_KEY_FILE"]):
+        raise SettingsError("REDIS_CERT_FILE and REDIS_KEY_FILE go together")
+    password_file = env.get("REDIS_PASSWORD_FILE", "")
+    inline = env.get("REDIS_PASSWORD", "")
+    if password_file and inline:
+        raise SettingsError("set REDIS_PASSWORD or REDIS_PASSWORD_FILE, not both")
+    password = _read_key_file(Path(password_file), "REDIS_PASSWORD_FILE") if password_file else inline
+    if password and _url_has_password(url):
+        raise SettingsError("REDIS_URL holds a password and REDIS_PASSWORD(_FILE) is set: give one")
+    sentinels = _sentinels(env.get("REDIS_SENTINELS", ""))
+    master = env.get("REDIS_SENTINEL_MASTER", "").strip()
+    if bool(sentinels) != bool(master):
+        raise SettingsError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+    return RedisSettings(
+        url=url, password=password or None, username=env.get("REDIS_USERNAME") or None,
+        ca_file=files["REDIS_CA_FILE"], cert_file=files["REDIS_CERT_FILE"], key_file=files["REDIS_KEY_FILE"],
+        sentinels=sentinels, sentinel_master=master,
+        sentinel_username=env.get("REDIS_SENTINEL_USERNAME") or None,
+        sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+        sentinel_tls=_bool("REDIS_SENTINEL_TLS", env.get("REDIS_SENTINEL_TLS") or tls),
+        wait_replicas=_int("REDIS_WAIT_REPLICAS", env.get("REDIS_WAIT_REPLICAS") or (1 if sentinels else 0), 0),
+        wait_timeout_s=_seconds("REDIS_WAIT_TIMEOUT",
+                                env.get("REDIS_WAIT_TIMEOUT") or DEFAULT_REDIS_WAIT_TIMEOUT_S),
+    )
+
+
+def _url_has_password(url: str) -> bool:
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    return ":" in userinfo
 
 
 def default_runner_id() -> str:
@@ -226,8 +313,10 @@ def load_settings(
     forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(agent_env_names))
     if forbidden:
         raise SettingsError(f"AGENT_ENV must not pass {', '.join(forbidden)} to the agent")
+    redis_url = str(src.get("REDIS_URL", "redis_url", DEFAULT_REDIS_URL))
     return Settings(
-        redis_url=str(src.get("REDIS_URL", "redis_url", DEFAULT_REDIS_URL)),
+        redis_url=redis_url,
+        redis=_redis_settings(env, redis_url),
         encryption_key=parse_key(key_text) if key_text else None,
         runner_id=str(src.get("RUNNER_ID", "runner_id", "")) or default_runner_id(),
         max_concurrent_jobs=_int(
