@@ -12,7 +12,7 @@ complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending
 
 complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l check -d 'Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2'
-complete -c repobox -n '__fish_seen_subcommand_from run' -l redis-url -r -d 'the Redis shared with the web app (env: REDIS_URL; default: redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from run' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l runner-id -r -d 'the consumer name, unique per process: 1–128 letters, digits, _ . : @ - (env: RUNNER_ID; default: <host>-<pid>-<random>)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l concurrency -r -d 'worker threads (1–256) (env: MAX_CONCURRENT_JOBS; default: 10)'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l max-jobs-per-user -r -d 'running jobs per user across the whole fleet (env: MAX_JOBS_PER_USER; default: 3)'
@@ -35,7 +35,7 @@ complete -c repobox -n '__fish_seen_subcommand_from run' -l help -d 'Show this m
 
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l no-push -d 'Do everything but push'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l keep-workdir -d 'Keep TEMP_DIR/<job> for inspection'
-complete -c repobox -n '__fish_seen_subcommand_from exec' -l redis-url -r -d 'the Redis shared with the web app (env: REDIS_URL; default: redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from exec' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l job-timeout -r -d 'seconds; the job\'s whole process tree is killed and the job fails (env: JOB_TIMEOUT; default: 3600)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l temp-dir -r -F -d 'work directories TEMP_DIR/<job id>/<attempt id>, mode 0700 (env: TEMP_DIR; default: /tmp/repobox)'
 complete -c repobox -n '__fish_seen_subcommand_from exec' -l agent-command -r -d 'shell command run in the clone (see "The agent step") (env: AGENT_COMMAND; default: empty: the placeholder step)'
@@ -46,12 +46,12 @@ complete -c repobox -n '__fish_seen_subcommand_from exec' -l help -d 'Show this 
 
 complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l user -r -d 'User id of a stored provider token'
 complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l provider -r -d 'Provider id of a stored provider token'
-complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l redis-url -r -d 'the Redis shared with the web app (env: REDIS_URL; default: redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from decrypt' -l help -d 'Show this message and exit.'
 
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l claim -d 'Hand entries idle longer than --min-idle back for delivery'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l min-idle -r -d 'Seconds; default CLAIM_MIN_IDLE'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l runner -r -d 'With --claim: hand back every entry of this runner at once, alive or not (fencing makes a mistake harmless: a live runner stops the job without writing)'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l json -d 'Machine-readable output'
-complete -c repobox -n '__fish_seen_subcommand_from pending' -l redis-url -r -d 'the Redis shared with the web app (env: REDIS_URL; default: redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from pending' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l help -d 'Show this message and exit.'

@@ -33,7 +33,7 @@ from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
-from repobox_cli.redis_conn import CONNECTION_ERRORS, check_reachable, connect
+from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
 from repobox_cli.runner import Runner
 from repobox_cli.settings import (
     DECRYPT,
@@ -116,10 +116,10 @@ def require_sandbox(settings: Settings) -> None:
     sandbox.probe(settings)
 
 
-def _connected(settings: Settings) -> redis.Redis:
-    client = connect(settings.redis_url, block_ms=settings.block_ms)
-    check_reachable(client, settings.redis_url)
-    return client
+def _connected(settings: Settings, *, full_check: bool = False) -> redis.Redis:
+    """The one client of this command, after `check_server` (version and cluster with `full_check`)."""
+    check_server(settings.redis, full=full_check)
+    return open_client(settings.redis, block_ms=settings.block_ms)
 
 
 @app.command()
@@ -138,7 +138,7 @@ def run(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     require_sandbox(settings)
-    client = _connected(settings)
+    client = _connected(settings, full_check=True)
     check_key(client, settings.require_key())
     runner = Runner(settings, client, burst=burst)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -201,7 +201,7 @@ def exec_job(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     require_sandbox(settings)
-    single = SingleJob(settings, _connected(settings), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
+    single = SingleJob(settings, _connected(settings, full_check=True), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
     def interrupt(_signum: int, _frame: object) -> None:
         if single.control.stopped.is_set():
             single.hard_stop.set()  # second signal: stop waiting for Redis too

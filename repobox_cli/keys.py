@@ -5,6 +5,9 @@ RUNNERS_GROUP = "jobs:stream:runners"
 DEAD_LETTERS_STREAM = "runner:dead_letters"
 HEARTBEAT_PREFIX = "runner:heartbeat:"
 WAITING_PREFIX = "runner:waiting:"
+# Passed in KEYS where a script takes no key: a real name under runner:, since an ACL user's key
+# patterns are checked against every key an EVALSHA names (an empty name matches none).
+NO_KEY = "runner:none"
 GIT_PROVIDER_PATTERN = "git_provider:*"  # for SCAN only: ids are never parsed back out of a key
 
 

@@ -28,6 +28,7 @@ import redis
 
 from repobox_cli import keys
 from repobox_cli.jobs import Status
+from repobox_cli.redis_conn import Durability
 
 ATTEMPT_KEY_TTL_S = 7 * 24 * 3600
 WAITING_MARK_TTL_S = 24 * 3600
@@ -38,7 +39,8 @@ _COMMON = "common.lua"
 def _script(name: str) -> str:
     """The script's text with the shared helpers in front (package data, read once at start)."""
     folder = resources.files("repobox_cli") / "lua"
-    return (folder / _COMMON).read_text() + "\n" + (folder / name).read_text()
+    return (f"local NO_KEY = '{keys.NO_KEY}'\n" + (folder / _COMMON).read_text() + "\n"
+            + (folder / name).read_text())
 
 
 class BeginOutcome(StrEnum):
@@ -98,10 +100,11 @@ class Leases:
     """The scripts, bound to one client and one stream's consumer group."""
 
     def __init__(self, client: redis.Redis, *, stream: str = keys.JOBS_STREAM,
-                 group: str = keys.RUNNERS_GROUP) -> None:
+                 group: str = keys.RUNNERS_GROUP, durability: Durability | None = None) -> None:
         self.client = client
         self.stream = stream
         self.group = group
+        self.durability = durability or Durability()  # begin and finish wait for replicas (failover safety)
         load = client.register_script
         self._begin = load(_script("begin.lua"))
         self._renew = load(_script("renew.lua"))
@@ -118,12 +121,13 @@ class Leases:
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
         running and make this attempt the current one. Retrying after a lost reply is safe."""
-        raw = self._begin(
+        raw = self.durability.apply(self.client, lambda conn: self._begin(
             keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
                   keys.user_slots(attempt.user_id), self.stream, keys.waiting_entry(attempt.entry_id)],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, limit, lease_ms,
                   started_at, ATTEMPT_KEY_TTL_S],
-        )
+            client=conn,
+        ), f"beginning job {attempt.job_id}")
         return _begin_result(str(raw))
 
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
@@ -152,11 +156,12 @@ class Leases:
         return self._end(attempt, "pending", 0, [])
 
     def _end(self, attempt: Attempt, mode: str, finished_at: int, flat: list[str | int]) -> FinishOutcome:
-        raw = self._finish(
+        raw = self.durability.apply(self.client, lambda conn: self._finish(
             keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
                   keys.user_slots(attempt.user_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
-        )
+            client=conn,
+        ), f"finishing job {attempt.job_id}")
         return FinishOutcome(str(raw))
 
     def abandon(self, attempt: Attempt, *, hand_back: bool) -> bool:
@@ -174,8 +179,8 @@ class Leases:
         """Fail the entry's job (when it exists and is not final) with `reason` and ack the entry;
         with `dead_letter`, also file the entry under runner:dead_letters."""
         return bool(self._reject(
-            keys=[self.stream, keys.DEAD_LETTERS_STREAM if dead_letter else "",
-                  keys.job(job_id) if job_id else "", keys.waiting_entry(entry_id)],
+            keys=[self.stream, keys.DEAD_LETTERS_STREAM if dead_letter else keys.NO_KEY,
+                  keys.job(job_id) if job_id else keys.NO_KEY, keys.waiting_entry(entry_id)],
             args=[self.group, consumer, entry_id, reason, now, json.dumps(dict(fields)), deliveries],
         ))
 
@@ -214,7 +219,7 @@ class Leases:
         """Make entries of `consumer` claimable at once (operator's `pending --claim`); entries
         another runner took meanwhile are left alone. Counted as deliveries when taken over."""
         return [entry_id for entry_id in entry_ids
-                if self._abandon(keys=["", self.stream],
+                if self._abandon(keys=[keys.NO_KEY, self.stream],
                                  args=[self.group, consumer, entry_id, "", "1", HAND_BACK_IDLE_MS])]
 
     def remove_consumer_if_gone(self, consumer: str) -> bool:

@@ -38,7 +38,7 @@ from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
-from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, RedisHealth
+from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.sweeper import ClaimSweeper
@@ -75,7 +75,7 @@ class Runner:
         self.hard_stop = threading.Event()
         self.supervisor_stop = threading.Event()
         self._stop_now_requested = threading.Event()
-        self.leases = Leases(client)
+        self.leases = Leases(client, durability=Durability.of(settings.redis))
         self.kind: WorkKind = JobKind(client, Executor(settings, client, self.leases, self.health, self.hard_stop))
         self.pool = WorkerPool(settings.max_concurrent_jobs, self.kind.execute)
         self.waiting = WaitingQueues(MAX_WAITING_ENTRIES)

@@ -31,7 +31,9 @@ DEFAULT_AUTHOR_NAME = "Repobox"
 DEFAULT_AUTHOR_EMAIL = "repobox@localhost"
 MAX_CONCURRENT_JOBS_LIMIT = 256  # threads, and git processes, per runner: beyond this, run more runners
 # Never handed to the agent, whatever AGENT_ENV says.
-AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD"})
+AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD",
+                                 "REDIS_PASSWORD_FILE", "REDIS_SENTINEL_PASSWORD"})
+DEFAULT_REDIS_WAIT_TIMEOUT_S = 0.5
 MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -136,11 +138,37 @@ def _agent_user(raw: str) -> AgentUser | None:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis: URL (scheme, user, password, db), TLS files, password, Sentinel.
+    Secrets are kept out of `repr`; `redis_conn.open_client` is the only consumer. Its fields are
+    settings of the table below (`group="redis"`)."""
+
+    url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
+    password: str | None = field(default=None, repr=False)
+    username: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = ""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    sentinel_tls: bool = False
+    wait_replicas: int = 0  # WAIT for this many replicas after begin and finish
+    wait_timeout_s: float = DEFAULT_REDIS_WAIT_TIMEOUT_S
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting a command uses, parsed and checked. Field names, defaults, environment
     variables, options and help are declared once, in `SETTINGS` below."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
+    redis: RedisSettings = field(default_factory=RedisSettings)
     encryption_key: EncryptionKey | None = field(default=None, repr=False)
     runner_id: str = ""
     max_concurrent_jobs: int = 10
@@ -228,7 +256,7 @@ def _names(raw: str) -> tuple[str, ...]:
 
 
 # Read from the environment once, then wiped from this process's environment block.
-SECRET_ENV_NAMES = ("ENCRYPTION_KEY", "REDIS_URL", "REDIS_PASSWORD")
+SECRET_ENV_NAMES = ("ENCRYPTION_KEY", "REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD")
 MAX_KEY_FILE_BYTES = 4096
 
 
@@ -241,27 +269,80 @@ def _key_text(env: Mapping[str, str]) -> str:
     return _read_key_file(Path(path)) if path else inline
 
 
-def _read_key_file(path: Path) -> str:
-    """The key file's text without its trailing newline; it must be a regular file that only
-    its owner (this user or root) can read."""
+def _read_key_file(path: Path, name: str = "ENCRYPTION_KEY_FILE") -> str:
+    """The secret file's text without its trailing newline; it must be a regular file that only
+    its owner (this user or root) can read. `name` is the setting, for messages."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not a regular file")
+            raise SettingsError(f"{name} {path} is not a regular file")
         if info.st_mode & 0o077:
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is readable by others (mode "
+            raise SettingsError(f"{name} {path} is readable by others (mode "
                                 f"{stat.S_IMODE(info.st_mode):o}): chmod 600 it")
         if info.st_uid not in (0, os.geteuid()):
-            raise SettingsError(f"ENCRYPTION_KEY_FILE {path} must be owned by this user or root")
+            raise SettingsError(f"{name} {path} must be owned by this user or root")
         raw = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
     except OSError as exc:
-        raise SettingsError(f"cannot read ENCRYPTION_KEY_FILE {path}: {exc.strerror}") from exc
+        raise SettingsError(f"cannot read {name} {path}: {exc.strerror}") from exc
     if len(raw) > MAX_KEY_FILE_BYTES:
-        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is too large to hold a key")
+        raise SettingsError(f"{name} {path} is too large to hold a secret")
     try:
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
-        raise SettingsError(f"ENCRYPTION_KEY_FILE {path} is not UTF-8 text") from exc
+        raise SettingsError(f"{name} {path} is not UTF-8 text") from exc
+
+
+def _readable_file(name: str, raw: Any) -> Path | None:
+    if not raw:
+        return None
+    path = Path(str(raw)).absolute()
+    if not path.is_file():
+        raise SettingsError(f"{name} {path} is not a readable file")
+    return path
+
+
+def _sentinels(name: str, raw: Any) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 as `[::1]:26379`)."""
+    found = []
+    for part in _names(str(raw)):
+        host, sep, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} must be host:port[,host:port…], got {part!r}")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _redis_settings(env: Mapping[str, str], url: str, parsed: dict[str, Any]) -> RedisSettings:
+    """The Redis connection settings from the table's `redis` group, checked together."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+    tls = url.startswith("rediss://")
+    if not tls and any(parsed.get(f) for f in ("ca_file", "cert_file", "key_file")):
+        raise SettingsError("REDIS_CA_FILE, REDIS_CERT_FILE and REDIS_KEY_FILE need a rediss:// REDIS_URL")
+    if bool(parsed.get("cert_file")) != bool(parsed.get("key_file")):
+        raise SettingsError("REDIS_CERT_FILE and REDIS_KEY_FILE go together")
+    password_file = env.get("REDIS_PASSWORD_FILE", "")
+    if password_file and parsed.get("password"):
+        raise SettingsError("set REDIS_PASSWORD or REDIS_PASSWORD_FILE, not both")
+    if password_file:
+        parsed["password"] = _read_key_file(Path(password_file), "REDIS_PASSWORD_FILE")
+    if parsed.get("password") and _url_has_password(url):
+        raise SettingsError("REDIS_URL holds a password and REDIS_PASSWORD(_FILE) is set: give one")
+    if bool(parsed.get("sentinels")) != bool(parsed.get("sentinel_master")):
+        raise SettingsError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+    parsed.setdefault("sentinel_tls", tls)
+    parsed.setdefault("wait_replicas", 1 if parsed.get("sentinels") else 0)
+    fields: dict[str, Any] = {k: (v or None) if k in _OPTIONAL_REDIS_TEXT else v for k, v in parsed.items()}
+    return RedisSettings(url=url, **fields)
+
+
+_OPTIONAL_REDIS_TEXT = frozenset({"password", "username", "sentinel_username", "sentinel_password"})
+
+
+def _url_has_password(url: str) -> bool:
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    return ":" in userinfo
 
 
 def default_runner_id() -> str:
@@ -273,6 +354,7 @@ def default_runner_id() -> str:
 
 RUN, EXEC, DECRYPT, PENDING = "run", "exec", "decrypt", "pending"
 WORKER = frozenset({RUN, EXEC})
+ALL_COMMANDS = frozenset({RUN, EXEC, DECRYPT, PENDING})
 
 
 @dataclass(frozen=True)
@@ -292,6 +374,7 @@ class Setting:
     default_doc: str = ""
     # The commands that take the option (default: every command that reads the setting).
     option_commands: frozenset[str] | None = None
+    group: str = ""  # "redis": a field of Settings.redis (RedisSettings), not of Settings
 
     @property
     def param(self) -> str:
@@ -365,8 +448,40 @@ _RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
 _HOST_PORT_RE = re.compile(r"\A[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z")
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("redis_url", "REDIS_URL", _text, DEFAULT_REDIS_URL, "the Redis shared with the web app",
-            "--redis-url", commands=frozenset({RUN, EXEC, DECRYPT, PENDING})),
+    Setting("redis_url", "REDIS_URL", _text, DEFAULT_REDIS_URL,
+            "the Redis shared with the web app. `rediss://` for TLS (hostname verified; "
+            "`?ssl_check_hostname=false` and the other query options redis-py understands work), "
+            "`redis://user:password@host:port/db` for an ACL user", "--redis-url", commands=ALL_COMMANDS),
+    Setting("username", "REDIS_USERNAME", _text, "", "ACL user (or the user in `REDIS_URL`)",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("password", "REDIS_PASSWORD", _text, "", "password of the ACL user (or in `REDIS_URL`); read once, "
+            "then wiped from the runner's environment", commands=ALL_COMMANDS, group="redis"),
+    Setting("password", "REDIS_PASSWORD_FILE", _text, None, "a file holding the Redis password, checked like "
+            "`ENCRYPTION_KEY_FILE`; not together with `REDIS_PASSWORD`", commands=ALL_COMMANDS, group="redis",
+            default_doc="none"),
+    Setting("ca_file", "REDIS_CA_FILE", _readable_file, "", "PEM CA bundle to verify the server (with "
+            "`rediss://`)", commands=ALL_COMMANDS, group="redis", default_doc="the system's CAs"),
+    Setting("cert_file", "REDIS_CERT_FILE", _readable_file, "", "client certificate for `rediss://` (with "
+            "`REDIS_KEY_FILE`), for servers that ask for one (`tls-auth-clients`)", commands=ALL_COMMANDS,
+            group="redis"),
+    Setting("key_file", "REDIS_KEY_FILE", _readable_file, "", "client key for `rediss://`",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("sentinels", "REDIS_SENTINELS", _sentinels, "", "`host:port,…` of Sentinels: the runner asks them "
+            "for the primary and follows failovers (`REDIS_URL` then gives only scheme, credentials and db)",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("sentinel_master", "REDIS_SENTINEL_MASTER", _text, "", "the primary's name at the Sentinels",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("sentinel_username", "REDIS_SENTINEL_USERNAME", _text, "", "ACL user at the Sentinels",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("sentinel_password", "REDIS_SENTINEL_PASSWORD", _text, "", "password at the Sentinels",
+            commands=ALL_COMMANDS, group="redis"),
+    Setting("sentinel_tls", "REDIS_SENTINEL_TLS", _bool, None, "TLS to the Sentinels", commands=ALL_COMMANDS,
+            group="redis", default_doc="as `REDIS_URL` (`rediss://`: true)"),
+    Setting("wait_replicas", "REDIS_WAIT_REPLICAS", _ints(0), None, "after begin and finish, `WAIT` for this "
+            "many replicas (see Production Redis)", commands=frozenset({RUN, EXEC}), group="redis",
+            default_doc="1 with Sentinels, else 0"),
+    Setting("wait_timeout_s", "REDIS_WAIT_TIMEOUT", _secs(), str(DEFAULT_REDIS_WAIT_TIMEOUT_S),
+            "seconds each `WAIT` may take", commands=frozenset({RUN, EXEC}), group="redis"),
     Setting("encryption_key", "ENCRYPTION_KEY", _text, None,
             "the web app's key: 64 hex, 44 base64 or 32 raw characters, tried in that order "
             "(environment only: argv is visible to every user)",
@@ -398,7 +513,8 @@ SETTINGS: tuple[Setting, ...] = (
             default_doc="empty: the placeholder step"),
     Setting("agent_env_names", "AGENT_ENV", _agent_env_names, "",
             "comma-separated names of extra variables passed to the agent (e.g. an API key); "
-            "`ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE`, `REDIS_URL` and `REDIS_PASSWORD` are refused"),
+            "the key's and Redis's secrets (`ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE`, `REDIS_URL`, "
+            "`REDIS_PASSWORD`, `REDIS_PASSWORD_FILE`, `REDIS_SENTINEL_PASSWORD`) are refused"),
     Setting("agent_user", "AGENT_USER", lambda _n, raw: _agent_user(str(raw).strip()), "",
             "run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks "
             "described under Security", "--agent-user",
@@ -459,14 +575,18 @@ def load_settings(
     if unknown:
         raise TypeError(f"load_settings got unknown options: {', '.join(unknown)}")
     values: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {"redis": {}}
     for setting in SETTINGS:
-        if command not in setting.commands or setting.field == "encryption_key":
-            continue  # the key is read below: two variables, one setting
+        if command not in setting.commands or setting.default is None and setting.env.endswith("_FILE"):
+            continue  # a secret file (key, Redis password) is read below, with its variable
+        if setting.field == "encryption_key":
+            continue
         raw = overrides.get(setting.param) if setting.option else None
         if raw is None:
             raw = env.get(setting.env) or setting.default
         if raw is not None:
-            values[setting.field] = setting.parse(setting.env, raw)
+            (groups[setting.group] if setting.group else values)[setting.field] = setting.parse(setting.env, raw)
+    values["redis"] = _redis_settings(env, values["redis_url"], groups["redis"])
     if command in WORKER | {DECRYPT}:
         key_text = _key_text(env)
         values["encryption_key"] = parse_key(key_text) if key_text else None

@@ -14,7 +14,7 @@ from repobox_cli.executor import ExecOptions, Executor
 from repobox_cli.jobs import Job, is_final, now_ms
 from repobox_cli.leases import Attempt, BeginOutcome, Leases, new_attempt_id
 from repobox_cli.output import Echo, JobOutput
-from repobox_cli.redis_conn import RedisHealth
+from repobox_cli.redis_conn import Durability, RedisHealth
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import supervise
 from repobox_cli.watch import JobWatch
@@ -36,7 +36,7 @@ class SingleJob:
         self.client = client
         self.options = options
         self.health = RedisHealth()
-        self.leases = Leases(client)
+        self.leases = Leases(client, durability=Durability.of(settings.redis))
         self.control = JobControl(settings.job_timeout_s)
         self.work_dir = ""
         self.hard_stop = threading.Event()

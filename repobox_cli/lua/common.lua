@@ -1,4 +1,4 @@
--- Shared helpers, prepended to every lease script when it is loaded.
+-- Shared helpers, prepended to every lease script when it is loaded (after NO_KEY, see keys.py).
 local function owns(stream, group, id, consumer)
   if id == '' then return true end  -- `repobox exec` runs without a stream entry
   local p = redis.call('XPENDING', stream, group, 'IDLE', 0, id, id, 1)

@@ -1,4 +1,5 @@
-"""A throwaway certificate authority and server certificate for 127.0.0.1."""
+"""A throwaway certificate authority, a server certificate for 127.0.0.1/localhost and a client
+certificate (for servers that ask for one, as redis-server with TLS does by default)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class TestCA:
     ca_file: Path    # PEM CA certificate (use as GIT_SSL_CAINFO / cafile)
     cert_file: Path  # PEM server certificate for 127.0.0.1 / localhost
     key_file: Path   # PEM (unencrypted PKCS#8) server private key
+    client_cert_file: Path  # PEM client certificate (clientAuth)
+    client_key_file: Path   # its private key (mode 600)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -64,10 +67,33 @@ def make_test_ca(dir: Path) -> TestCA:
         .sign(ca_key, hashes.SHA256())
     )
 
+    cert, key = _leaf(ca_key, ca_name, "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, not_before, not_after)
+    client_cert, client_key = _leaf(ca_key, ca_name, "repobox runner", ExtendedKeyUsageOID.CLIENT_AUTH,
+                                    not_before, not_after)
+    ca_file = dir / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_file, key_file = _write_pair(dir, "server", cert, key)
+    client_cert_file, client_key_file = _write_pair(dir, "client", client_cert, client_key)
+    return TestCA(ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                  client_cert_file=client_cert_file, client_key_file=client_key_file)
+
+
+def _write_pair(dir: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    cert_file = dir / f"{stem}.pem"
+    key_file = dir / f"{stem}-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, common_name: str, usage: x509.ObjectIdentifier,
+          not_before: dt.datetime, not_after: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
+        .subject_name(_name(common_name))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -82,7 +108,7 @@ def make_test_ca(dir: Path) -> TestCA:
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            x509.ExtendedKeyUsage([usage]), critical=False
         )
         .add_extension(
             x509.KeyUsage(
@@ -99,18 +125,4 @@ def make_test_ca(dir: Path) -> TestCA:
         )
         .sign(ca_key, hashes.SHA256())
     )
-
-    ca_file = dir / "ca.pem"
-    cert_file = dir / "server.pem"
-    key_file = dir / "server-key.pem"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(0o600)
-    return TestCA(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    return cert, key

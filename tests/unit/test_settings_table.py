@@ -16,6 +16,7 @@ from repobox_cli.settings import (
     PENDING,
     RUN,
     SETTINGS,
+    RedisSettings,
     Settings,
     load_settings,
     options_for,
@@ -33,8 +34,13 @@ COMMAND_OWN_OPTIONS = {
 
 
 def test_every_settings_field_is_declared_in_the_table() -> None:
-    fields = {f.name for f in dataclasses.fields(Settings)} - DERIVED_FIELDS
-    assert fields == {s.field for s in SETTINGS}
+    fields = {f.name for f in dataclasses.fields(Settings)} - DERIVED_FIELDS - {"redis"}
+    assert fields == {s.field for s in SETTINGS if not s.group}
+
+
+def test_every_redis_connection_field_is_declared_in_the_table() -> None:
+    fields = {f.name for f in dataclasses.fields(RedisSettings)} - {"url"}  # url is REDIS_URL
+    assert fields == {s.field for s in SETTINGS if s.group == "redis"}
 
 
 def test_each_environment_variable_and_option_is_declared_once() -> None:
