@@ -47,9 +47,18 @@ class StartOutcome(StrEnum):
 
 
 class Admission:
-    def __init__(self, settings: Settings, client: redis.Redis, kind: WorkKind, leases: Leases,
-                 pool: WorkerPool, waiting: WaitingQueues, health: RedisHealth, stopping: threading.Event,
-                 log: JobLog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        kind: WorkKind,
+        leases: Leases,
+        pool: WorkerPool,
+        waiting: WaitingQueues,
+        health: RedisHealth,
+        stopping: threading.Event,
+        log: JobLog,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.kind = kind
@@ -71,8 +80,7 @@ class Admission:
             raise
         except Exception as exc:  # noqa: BLE001 - boundary: one bad entry must not stop the runner
             # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
-            self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__,
-                           one_line(str(exc)))
+            self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
 
     def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
         """Decide what to do with one delivered entry; never raises for bad data."""
@@ -84,8 +92,10 @@ class Admission:
             self.reject(entry_id, fields or {}, f"malformed stream entry: {exc}")
             return
         if deliveries > self.settings.max_deliveries:
-            reason = (f"delivered {deliveries} times (MAX_DELIVERIES={self.settings.max_deliveries}): "
-                      "moved to the dead letters")
+            reason = (
+                f"delivered {deliveries} times (MAX_DELIVERIES={self.settings.max_deliveries}): "
+                "moved to the dead letters"
+            )
             self.reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
             return
         try:
@@ -127,8 +137,9 @@ class Admission:
             self._mark_waiting(waiting)
             return StartOutcome.NO_WORKER
         try:
-            result = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user,
-                                       lease_ms=self.lease_ms, started_at=now_ms())
+            result = self.leases.begin(
+                attempt, limit=self.settings.max_jobs_per_user, lease_ms=self.lease_ms, started_at=now_ms()
+            )
         except CONNECTION_ERRORS as exc:
             self.pool.release()
             self.health.lost(exc)
@@ -159,12 +170,18 @@ class Admission:
 
     # -- settling without running ----------------------------------------------------------
     def _skip_final(self, entry_id: str, job_id: str, user_id: str, status: str) -> None:
-        self.log.info("job %s is already %s: entry %s acknowledged, not run again", job_id, status, entry_id,
-                      extra={"job_id": job_id, "user_id": user_id})
+        self.log.info(
+            "job %s is already %s: entry %s acknowledged, not run again",
+            job_id,
+            status,
+            entry_id,
+            extra={"job_id": job_id, "user_id": user_id},
+        )
         self.leases.acknowledge(self.consumer, entry_id)
 
-    def reject(self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False,
-               deliveries: int = 1) -> None:
+    def reject(
+        self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False, deliveries: int = 1
+    ) -> None:
         """Fail the entry's job (if any) with `reason`, optionally as a dead letter, and ack it."""
         job_id = fields.get("job_id", "")
         try:
@@ -175,6 +192,14 @@ class Admission:
         self.log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
         if job_id:
             JobOutput(self.client, job_id, self.health).error(reason)
-        self.leases.reject(self.consumer, entry_id, fields, reason, now_ms(), job_id=job_id,
-                           dead_letter=dead_letter, deliveries=deliveries)
+        self.leases.reject(
+            self.consumer,
+            entry_id,
+            fields,
+            reason,
+            now_ms(),
+            job_id=job_id,
+            dead_letter=dead_letter,
+            deliveries=deliveries,
+        )
         self.pool.count("dead-lettered" if dead_letter else "refused")

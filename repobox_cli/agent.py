@@ -79,8 +79,9 @@ def _as_user(settings: Settings) -> list[str]:
     return ["--as", f"{user.uid}:{user.gid}"] if user else []
 
 
-def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit,
-              ids: AgentIds | None = None) -> None:
+def run_agent(
+    settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit, ids: AgentIds | None = None
+) -> None:
     """Run AGENT_COMMAND to completion; AgentError on non-zero exit, JobStopped when stopped.
     `ids`: the uid/gid the sandboxed agent runs as on a root runner (sandbox.agent_ids)."""
     control.check()
@@ -90,22 +91,31 @@ def run_agent(settings: Settings, job: Job, paths: WorkPaths, control: JobContro
         _run_sandboxed(settings, job, paths, control, emit, ids)
 
 
-def _run_sandboxed(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit,
-                   ids: AgentIds | None) -> None:
-    binds = [*sandbox.extra_binds(settings),
-             *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
+def _run_sandboxed(
+    settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit, ids: AgentIds | None
+) -> None:
+    binds = [*sandbox.extra_binds(settings), *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
     info_read, info_write = os.pipe()
     try:
-        argv = sandbox.launch_argv(settings, binds, paths.repo, ["/bin/sh", "-c", settings.agent_command],
-                                   ids, info_fd=info_write)
+        argv = sandbox.launch_argv(
+            settings, binds, paths.repo, ["/bin/sh", "-c", settings.agent_command], ids, info_fd=info_write
+        )
         with procs.spawning() as spawned:
             try:
                 # Started from this worker thread, which waits for it: bwrap's --die-with-parent
                 # follows this thread, so the sandbox dies with the job and with the runner.
                 process = subprocess.Popen(
-                    argv, cwd="/", env=agent_environment(settings, job, paths), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                    close_fds=True, pass_fds=(info_write,), umask=procs.AGENT_UMASK)
+                    argv,
+                    cwd="/",
+                    env=agent_environment(settings, job, paths),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(info_write,),
+                    umask=procs.AGENT_UMASK,
+                )
             except OSError as exc:
                 raise AgentError(f"agent sandbox could not start: {exc.strerror}") from exc
             spawned.add(process.pid)
@@ -161,8 +171,7 @@ def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobCont
         try:
             process = subprocess.Popen(
                 # -I: the clone is the working directory and must not shadow repobox_cli.
-                [sys.executable, "-I", "-m", "repobox_cli.reaper", *_as_user(settings),
-                 settings.agent_command],
+                [sys.executable, "-I", "-m", "repobox_cli.reaper", *_as_user(settings), settings.agent_command],
                 cwd=paths.repo,
                 env=agent_environment(settings, job, paths),
                 stdin=subprocess.DEVNULL,
@@ -178,8 +187,7 @@ def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobCont
     _raise_for(control, code)
 
 
-def _supervise(process: subprocess.Popen[bytes], control: JobControl, emit: Emit, *,
-               reap: bool = False) -> int:
+def _supervise(process: subprocess.Popen[bytes], control: JobControl, emit: Emit, *, reap: bool = False) -> int:
     """Stream the output, wait for the exit status; the job's control can kill the process group.
     With `reap`, also kill whatever the agent left running outside its reaper."""
     control.register(process.pid)

@@ -60,6 +60,7 @@ err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 def setting_options(command: str) -> Callable[[F], F]:
     """Give a command the table's options for it (`settings.SETTINGS`): each becomes a keyword
     parameter (default None: not given) that reaches `load_settings` through `**overrides`."""
@@ -71,8 +72,9 @@ def setting_options(command: str) -> Callable[[F], F]:
         for setting in options_for(command):
             help_text = f"{setting.help} (env: {setting.env}; default: {setting.shown_default})".replace("`", "")
             annotation = Annotated[setting.option_type | None, typer.Option(setting.option, help=help_text)]  # type: ignore[name-defined]
-            extra.append(inspect.Parameter(setting.param, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                           annotation=annotation))
+            extra.append(
+                inspect.Parameter(setting.param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+            )
         func.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
         func.__annotations__ = {**func.__annotations__, **{p.name: p.annotation for p in extra}}
         return func
@@ -126,8 +128,17 @@ def _connected(settings: Settings, *, full_check: bool = False) -> redis.Redis:
 @one_line_errors
 @setting_options(RUN)
 def run(
-    burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2")] = False,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit 0 once nothing is left to deliver and nothing runs")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Check the settings, Redis and the agent sandbox on this host, run no job; "
+            "exit 0 if all is well, else 2",
+        ),
+    ] = False,
     **overrides: Any,
 ) -> None:
     """The long-lived worker: consume jobs:stream and run jobs."""
@@ -161,16 +172,21 @@ def _check(options: dict[str, Any]) -> int:
         report(False, "settings", str(exc))
         return 2
     report(True, "settings", "valid")
-    report(settings.encryption_key is not None, "ENCRYPTION_KEY",
-           f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs")
+    report(
+        settings.encryption_key is not None,
+        "ENCRYPTION_KEY",
+        f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs",
+    )
     try:
         _connected(settings).close()
         report(True, "redis", "reachable")
     except (RepoboxError, *CONNECTION_ERRORS, redis.RedisError) as exc:
         report(False, "redis", str(exc))
     if settings.agent_sandbox is SandboxMode.NONE:
-        out_console.print(Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see "
-                               "this runner (unsafe)"), soft_wrap=True)
+        out_console.print(
+            Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see this runner (unsafe)"),
+            soft_wrap=True,
+        )
     else:
         try:
             report(True, "sandbox", sandbox.probe(settings))
@@ -201,7 +217,10 @@ def exec_job(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     require_sandbox(settings)
-    single = SingleJob(settings, _connected(settings, full_check=True), ExecOptions(push=not no_push, keep_workdir=keep_workdir))
+    single = SingleJob(
+        settings, _connected(settings, full_check=True), ExecOptions(push=not no_push, keep_workdir=keep_workdir)
+    )
+
     def interrupt(_signum: int, _frame: object) -> None:
         if single.control.stopped.is_set():
             single.hard_stop.set()  # second signal: stop waiting for Redis too
@@ -222,7 +241,9 @@ def exec_job(
 @one_line_errors
 @setting_options(DECRYPT)
 def decrypt(
-    ciphertext: Annotated[str | None, typer.Argument(help="iv:authTag:ciphertext (base64); read from stdin when absent")] = None,
+    ciphertext: Annotated[
+        str | None, typer.Argument(help="iv:authTag:ciphertext (base64); read from stdin when absent")
+    ] = None,
     user: Annotated[str | None, typer.Option("--user", help="User id of a stored provider token")] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="Provider id of a stored provider token")] = None,
     **overrides: Any,
@@ -267,9 +288,18 @@ def _ciphertext_source(settings: Settings, ciphertext: str | None, user: str | N
 @one_line_errors
 @setting_options(PENDING)
 def pending(
-    claim: Annotated[bool, typer.Option("--claim", help="Hand entries idle longer than --min-idle back for delivery")] = False,
+    claim: Annotated[
+        bool, typer.Option("--claim", help="Hand entries idle longer than --min-idle back for delivery")
+    ] = False,
     min_idle: Annotated[float | None, typer.Option("--min-idle", help="Seconds; default CLAIM_MIN_IDLE")] = None,
-    claim_runner: Annotated[str | None, typer.Option("--runner", help="With --claim: hand back every entry of this runner at once, alive or not (fencing makes a mistake harmless: a live runner stops the job without writing)")] = None,
+    claim_runner: Annotated[
+        str | None,
+        typer.Option(
+            "--runner",
+            help="With --claim: hand back every entry of this runner at once, alive or not (fencing makes "
+            "a mistake harmless: a live runner stops the job without writing)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     **overrides: Any,
 ) -> None:
@@ -296,13 +326,24 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
     if not report.group_exists:
         out_console.print(f"no consumer group {keys.RUNNERS_GROUP} on {keys.JOBS_STREAM} yet")
     else:
-        out_console.print(f"stream {keys.JOBS_STREAM}: {report.stream_length} entries, lag {report.lag}, {len(report.entries)} pending")
+        out_console.print(
+            f"stream {keys.JOBS_STREAM}: {report.stream_length} entries, lag {report.lag}, "
+            f"{len(report.entries)} pending"
+        )
     entries = Table(title="pending entries")
     for col in ("entry", "consumer", "idle", "deliveries", "job", "user", "job status", "claimable"):
         entries.add_column(col)
     for e in report.entries:
-        entries.add_row(e.entry_id, e.consumer, f"{e.idle_ms / 1000:.1f}s", str(e.deliveries), e.job_id,
-                        e.user_id, e.job_status, "yes" if e.claimable else "no")
+        entries.add_row(
+            e.entry_id,
+            e.consumer,
+            f"{e.idle_ms / 1000:.1f}s",
+            str(e.deliveries),
+            e.job_id,
+            e.user_id,
+            e.job_status,
+            "yes" if e.claimable else "no",
+        )
     out_console.print(entries)
     consumers = Table(title="consumers")
     for col in ("consumer", "host", "pid", "jobs", "heartbeat", "idle", "pending", "alive"):
@@ -310,8 +351,16 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
     for c in report.consumers:
         jobs = f"{c.running} running, {c.waiting} waiting" if c.running is not None else "-"
         beat = f"{c.heartbeat_age_ms / 1000:.1f}s ago" if c.heartbeat_age_ms is not None else "gone"
-        consumers.add_row(c.name, c.host or "-", str(c.pid or "-"), jobs, beat, f"{c.idle_ms / 1000:.1f}s",
-                          str(c.pending), "yes" if c.alive else "no")
+        consumers.add_row(
+            c.name,
+            c.host or "-",
+            str(c.pid or "-"),
+            jobs,
+            beat,
+            f"{c.idle_ms / 1000:.1f}s",
+            str(c.pending),
+            "yes" if c.alive else "no",
+        )
     out_console.print(consumers)
     dead = Table(title=f"dead letters ({keys.DEAD_LETTERS_STREAM})")
     for col in ("id", "entry", "job", "deliveries", "reason"):

@@ -161,8 +161,11 @@ def _command_spec(name: str, command: Any, ctx: Any) -> CommandSpec:
             continue
         if getattr(param, "param_type_name", "") == "argument":
             kind, choices = _value_kind(param)
-            arguments.append(ArgumentSpec(str(param.name), _one_line(getattr(param, "help", None)),
-                                          kind, bool(param.required), choices))
+            arguments.append(
+                ArgumentSpec(
+                    str(param.name), _one_line(getattr(param, "help", None)), kind, bool(param.required), choices
+                )
+            )
         else:
             options.extend(_option_specs(param))
     help_text = _first_paragraph(getattr(command, "short_help", None) or command.help)
@@ -205,11 +208,15 @@ def _bash_value_case(command: CommandSpec, indent: str) -> list[str]:
     for option in command.value_options():
         pattern = "|".join(option.names)
         if option.kind is ValueKind.FILE:
-            arms.append(f'{indent}    {pattern}) compopt -o filenames 2>/dev/null; '
-                        f'mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;')
+            arms.append(
+                f"{indent}    {pattern}) compopt -o filenames 2>/dev/null; "
+                f'mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;'
+            )
         elif option.kind is ValueKind.DIR:
-            arms.append(f'{indent}    {pattern}) compopt -o filenames 2>/dev/null; '
-                        f'mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return 0 ;;')
+            arms.append(
+                f"{indent}    {pattern}) compopt -o filenames 2>/dev/null; "
+                f'mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return 0 ;;'
+            )
         elif option.kind is ValueKind.CHOICE:
             words = " ".join(option.choices)
             arms.append(f'{indent}    {pattern}) mapfile -t COMPREPLY < <(compgen -W "{words}" -- "$cur"); return 0 ;;')
@@ -334,8 +341,7 @@ def _zsh_argument_specs(command: CommandSpec) -> list[str]:
 def _zsh_arguments(specs: list[str], indent: str) -> list[str]:
     if not specs:
         return [f"{indent}_message 'no more arguments'"]
-    return [f"{indent}_arguments -s -S \\", *(f"{indent}    {s} \\" for s in specs[:-1]),
-            f"{indent}    {specs[-1]}"]
+    return [f"{indent}_arguments -s -S \\", *(f"{indent}    {s} \\" for s in specs[:-1]), f"{indent}    {specs[-1]}"]
 
 
 def render_zsh(spec: AppSpec) -> str:
@@ -422,8 +428,9 @@ def _fish_option_lines(condition: str, options: Sequence[OptionSpec]) -> list[st
     for option in options:
         for name in option.names:
             description = f" -d {_fish_quote(option.help)}" if option.help else ""
-            lines.append(f"complete -c {PROG} -n {condition} {_fish_name_flags(name)}"
-                         f"{_fish_value_flags(option)}{description}")
+            lines.append(
+                f"complete -c {PROG} -n {condition} {_fish_name_flags(name)}{_fish_value_flags(option)}{description}"
+            )
     return lines
 
 
@@ -438,12 +445,10 @@ def render_fish(spec: AppSpec) -> str:
         *_fish_option_lines(root_condition, spec.root.options),
     ]
     for command in spec.commands:
-        lines.append(f"complete -c {PROG} -n {root_condition} -a {command.name}"
-                     f" -d {_fish_quote(command.help)}")
+        lines.append(f"complete -c {PROG} -n {root_condition} -a {command.name} -d {_fish_quote(command.help)}")
     for command in spec.commands:
         lines.append("")
-        lines.extend(_fish_option_lines(_fish_quote(f"__fish_seen_subcommand_from {command.name}"),
-                                        command.options))
+        lines.extend(_fish_option_lines(_fish_quote(f"__fish_seen_subcommand_from {command.name}"), command.options))
     return "\n".join(lines) + "\n"
 
 
@@ -483,8 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=f"Generate static shell completion scripts for {PROG}.",
     )
     parser.add_argument("shell", nargs="?", choices=SHELLS, help="print this shell's script to stdout")
-    parser.add_argument("--write", metavar="DIR", type=Path,
-                        help="write all three scripts into DIR (" + ", ".join(FILE_NAMES.values()) + ")")
+    parser.add_argument(
+        "--write",
+        metavar="DIR",
+        type=Path,
+        help="write all three scripts into DIR (" + ", ".join(FILE_NAMES.values()) + ")",
+    )
     args = parser.parse_args(argv)
     if args.write is None and args.shell is None:
         parser.error("give a shell to print, or --write DIR")

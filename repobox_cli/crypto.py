@@ -52,8 +52,7 @@ def parse_key(text: str) -> EncryptionKey:
     if len(text) == KEY_BYTES and len(raw) == KEY_BYTES:
         return EncryptionKey(raw, "raw (32 bytes)")
     raise KeyFormatError(
-        f"ENCRYPTION_KEY must be 64 hex characters, 44 base64 characters or 32 raw bytes "
-        f"(got {len(text)} characters)"
+        f"ENCRYPTION_KEY must be 64 hex characters, 44 base64 characters or 32 raw bytes (got {len(text)} characters)"
     )
 
 
@@ -68,9 +67,7 @@ def decrypt(ciphertext: str, key: EncryptionKey) -> str:
     """Decrypt `base64(iv):base64(tag):base64(ciphertext)`; every failure is a DecryptError."""
     parts = ciphertext.strip().split(":")
     if len(parts) != 3:
-        raise DecryptError(
-            f"not in iv:authTag:ciphertext form ({len(parts)} part(s) separated by ':', expected 3)"
-        )
+        raise DecryptError(f"not in iv:authTag:ciphertext form ({len(parts)} part(s) separated by ':', expected 3)")
     iv = _b64_part(parts[0], "IV")
     tag = _b64_part(parts[1], "auth tag")
     body = _b64_part(parts[2], "ciphertext")
@@ -82,9 +79,7 @@ def decrypt(ciphertext: str, key: EncryptionKey) -> str:
     try:
         plain = cipher.decrypt_and_verify(body, tag)
     except ValueError as exc:
-        raise DecryptError(
-            "authentication failed: wrong ENCRYPTION_KEY, or the data was altered"
-        ) from exc
+        raise DecryptError("authentication failed: wrong ENCRYPTION_KEY, or the data was altered") from exc
     try:
         return plain.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -29,8 +29,10 @@ from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
 
-UNSANDBOXED_WARNING = ("Warning: AGENT_SANDBOX=none: the agent runs without a sandbox and can see "
-                       "this runner's processes and files (unsafe)")
+UNSANDBOXED_WARNING = (
+    "Warning: AGENT_SANDBOX=none: the agent runs without a sandbox and can see "
+    "this runner's processes and files (unsafe)"
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,15 @@ class _Result:
 
 
 class Executor:
-    def __init__(self, settings: Settings, client: redis.Redis, leases: Leases, health: RedisHealth,
-                 hard_stop: threading.Event, options: ExecOptions = ExecOptions()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        leases: Leases,
+        health: RedisHealth,
+        hard_stop: threading.Event,
+        options: ExecOptions = ExecOptions(),
+    ) -> None:
         self.settings = settings
         self.client = client
         self.leases = leases
@@ -62,19 +71,34 @@ class Executor:
     def execute(self, active: ActiveJob) -> RunOutcome:
         """Run the job; write its final state (guarded by the attempt); never raises."""
         job, out = active.job, active.output
-        jlog = JobLog(log, {"job_id": job.id, "user_id": job.user_id, "runner_id": self.settings.runner_id,
-                            "attempt": active.attempt.attempt_id})
+        jlog = JobLog(
+            log,
+            {
+                "job_id": job.id,
+                "user_id": job.user_id,
+                "runner_id": self.settings.runner_id,
+                "attempt": active.attempt.attempt_id,
+            },
+        )
         jlog.info("job started")
         paths: workdir.WorkPaths | None = None
         try:
-            out.runner(f"Starting job {job.id} on runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})")
+            out.runner(
+                f"Starting job {job.id} on runner {active.attempt.consumer} (attempt {active.attempt.attempt_id})"
+            )
             if active.previous_consumer:
-                out.runner(f"Restarting the job in a fresh work directory: taken over from runner {active.previous_consumer}")
+                out.runner(
+                    f"Restarting the job in a fresh work directory: taken over from runner {active.previous_consumer}"
+                )
             agent_user = self.settings.agent_user
             # Only an unsandboxed agent walks the real path to its clone: the sandbox binds it.
             unsandboxed = self.settings.agent_sandbox is SandboxMode.NONE
-            paths = workdir.prepare(self.settings.temp_dir, job.id, active.attempt.attempt_id,
-                                    agent_uid=agent_user.uid if agent_user and unsandboxed else None)
+            paths = workdir.prepare(
+                self.settings.temp_dir,
+                job.id,
+                active.attempt.attempt_id,
+                agent_uid=agent_user.uid if agent_user and unsandboxed else None,
+            )
             active.work_dir = str(paths.root)
             result = self._steps(active, paths)
             outcome = self._finish(active, Status.SUCCESS, result.fields, result.message, jlog)
@@ -120,8 +144,10 @@ class Executor:
         out.runner("Committing changes")
         commit = git.commit_worktree(base_sha, work_branch, validation.commit_subject(job.prompt))
         if commit is None:
-            return _Result({"status": Status.SUCCESS, "lines_added": 0, "lines_removed": 0},
-                           "Job completed successfully: no changes, nothing committed or pushed")
+            return _Result(
+                {"status": Status.SUCCESS, "lines_added": 0, "lines_removed": 0},
+                "Job completed successfully: no changes, nothing committed or pushed",
+            )
         added, removed = git.line_counts(base_sha, commit)
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
@@ -134,8 +160,10 @@ class Executor:
             out.runner(f"Pushing {work_branch} to {repo.url}...")
             git.push(repo, token, commit, work_branch, expected)
         out.runner(f"Push completed: {work_branch}")
-        return _Result({"status": Status.SUCCESS, "branch": work_branch, "lines_added": added,
-                        "lines_removed": removed}, f"Job completed successfully: pushed {work_branch}")
+        return _Result(
+            {"status": Status.SUCCESS, "branch": work_branch, "lines_added": added, "lines_removed": removed},
+            f"Job completed successfully: pushed {work_branch}",
+        )
 
     def _agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
         out = active.output
@@ -147,8 +175,14 @@ class Executor:
         if self.settings.agent_sandbox is SandboxMode.NONE:
             out.runner(UNSANDBOXED_WARNING)
         out.runner("Starting agent")
-        agent.run_agent(self.settings, active.job, paths, active.control, out.agent,
-                        sandbox.agent_ids(self.settings, active.attempt.attempt_id))
+        agent.run_agent(
+            self.settings,
+            active.job,
+            paths,
+            active.control,
+            out.agent,
+            sandbox.agent_ids(self.settings, active.attempt.attempt_id),
+        )
         out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------
@@ -174,12 +208,15 @@ class Executor:
         """The provider's token, decrypted for the length of the block and masked everywhere."""
         key = self.settings.require_key()
         record: dict[str, str] = self._redis(  # type: ignore[assignment]
-            lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider")
+            lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider"
+        )
         if not record:
             raise ProviderError(f"git provider {job.provider_id} of user {job.user_id} not found")
         if not validation.same_server(repo, record.get("url", "")):
-            raise ProviderError(f"repository host {repo.host_port} is not the git provider's host "
-                                f"({record.get('url') or 'none'}): the token is not sent there")
+            raise ProviderError(
+                f"repository host {repo.host_port} is not the git provider's host "
+                f"({record.get('url') or 'none'}): the token is not sent there"
+            )
         if not record.get("token"):
             raise ProviderError(f"git provider {job.provider_id} has no token")
         max_token_bytes = 4 * 1024  # real tokens are a few hundred bytes; git sends it in a header
@@ -210,8 +247,9 @@ class Executor:
         active.control.check()
 
     # ------------------------------------------------------------------------------------
-    def _finish(self, active: ActiveJob, status: Status, fields: dict[str, str | int], message: str,
-                jlog: JobLog) -> RunOutcome:
+    def _finish(
+        self, active: ActiveJob, status: Status, fields: dict[str, str | int], message: str, jlog: JobLog
+    ) -> RunOutcome:
         out = active.output
         if status is Status.FAILED:
             out.error(message)
@@ -250,8 +288,9 @@ class Executor:
             msg = active.control.describe()
             return self._finish(active, Status.FAILED, {"error_message": msg}, msg, jlog)
         if reason is StopReason.CANCELLED:
-            return self._finish(active, Status.CANCELLED, {"status": Status.CANCELLED},
-                                "Job cancelled: stopped, nothing pushed", jlog)
+            return self._finish(
+                active, Status.CANCELLED, {"status": Status.CANCELLED}, "Job cancelled: stopped, nothing pushed", jlog
+            )
         # Lost to another runner, or this runner is stopping: write nothing the next attempt owns.
         active.finished.set()  # no renewal may undo the abandon below
         active.output.runner(f"Stopping here: {active.control.describe()}")

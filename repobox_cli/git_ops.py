@@ -62,6 +62,7 @@ def proxy_from_env(env: Mapping[str, str]) -> str:
             return env[name]
     return ""
 
+
 _GIT_ERROR_PREFIXES = ("fatal:", "error:", "remote: error:", " ! [")
 _PROGRESS_RE = re.compile(r"^(remote: )?[A-Za-z ]+:\s+\d+% ")
 
@@ -238,7 +239,9 @@ class Git:
         self.control.check()
         return str(cmd.stdout if isinstance(cmd.stdout, str) else cmd.stdout.decode("utf-8", "replace"))
 
-    def _in_runner_repo(self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False) -> str:
+    def _in_runner_repo(
+        self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False
+    ) -> str:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         if work_tree:
@@ -259,16 +262,26 @@ class Git:
         for line in out.splitlines():
             left, _, name = line.partition("\t")
             if left.startswith("ref: ") and name == "HEAD":
-                default = left[len("ref: refs/heads/"):]
+                default = left[len("ref: refs/heads/") :]
             elif name.startswith("refs/heads/"):
-                heads[name[len("refs/heads/"):]] = left
+                heads[name[len("refs/heads/") :]] = left
         return RemoteRefs(default_branch=default, heads=heads)
 
     def clone(self, repo: RepoUrl, token: str, branch: str) -> str:
         """Clone `branch` into the runner's bare repository; the base commit's sha."""
         self.run(
-            ["clone", "--bare", "--progress", "--single-branch", "--no-tags", "--branch", branch,
-             "--", repo.url, str(self.paths.git_dir)],
+            [
+                "clone",
+                "--bare",
+                "--progress",
+                "--single-branch",
+                "--no-tags",
+                "--branch",
+                branch,
+                "--",
+                repo.url,
+                str(self.paths.git_dir),
+            ],
             step="clone",
             env=self._env(self.auth_config(repo, token)),
             stream=True,
@@ -281,8 +294,17 @@ class Git:
         another user cannot read the runner's repository, so it gets a copy."""
         sharing = "--no-hardlinks" if own_objects else "--shared"
         self.run(
-            ["clone", "--quiet", sharing, "--no-tags", "--branch", branch, "--",
-             str(self.paths.git_dir), str(self.paths.repo)],
+            [
+                "clone",
+                "--quiet",
+                sharing,
+                "--no-tags",
+                "--branch",
+                branch,
+                "--",
+                str(self.paths.git_dir),
+                str(self.paths.repo),
+            ],
             step="checkout",
             env=self._env(protocol="file"),
         )
@@ -297,8 +319,10 @@ class Git:
         git_dir = self.paths.git_dir
         for directory in (git_dir, git_dir / "objects", git_dir / "refs"):
             if not workdir.is_real_dir(directory):
-                raise GitError("the runner's repository was tampered with (a symlink or file in place "
-                               f"of {directory.name}/): refusing to continue")
+                raise GitError(
+                    "the runner's repository was tampered with (a symlink or file in place "
+                    f"of {directory.name}/): refusing to continue"
+                )
         # Each of these can make git read another config, run a program, or see other history.
         # remove_tree never follows a symlink: a symlinked info/ or objects/info/ goes itself.
         for name in ("config", "config.worktree", "commondir", "info", "hooks"):
@@ -322,7 +346,9 @@ class Git:
         base_tree = self._in_runner_repo(["rev-parse", f"{base_sha}^{{tree}}"], step="commit")
         if tree == base_tree:
             return None
-        commit = self._in_runner_repo(["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n")
+        commit = self._in_runner_repo(
+            ["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n"
+        )
         self._in_runner_repo(["update-ref", f"refs/heads/{work_branch}", commit], step="commit")
         return commit
 
@@ -334,8 +360,12 @@ class Git:
         except workdir.WorkDirError as exc:
             raise GitError(f"git commit failed: {exc}") from None
         specs = [".", *(f":(top,exclude,literal){path}" for path in nested)]
-        self._in_runner_repo(["add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul"],
-                             step="commit", work_tree=True, stdin="".join(f"{spec}\0" for spec in specs))
+        self._in_runner_repo(
+            ["add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul"],
+            step="commit",
+            work_tree=True,
+            stdin="".join(f"{spec}\0" for spec in specs),
+        )
         return nested
 
     def _drop_nested_repositories(self, base_sha: str, nested: list[str]) -> None:
@@ -360,8 +390,12 @@ class Git:
         restored = [(path, mode, sha) for path, mode, sha in base if path in skipped or path.startswith(below)]
         info = [f"0 {ZERO_SHA}\t{path}" for path in skipped]
         info += [f"{mode} {sha}\t{path}" for path, mode, sha in restored]
-        self._in_runner_repo(["update-index", "-z", "--index-info"], step="commit", work_tree=True,
-                             stdin="".join(f"{line}\0" for line in info))
+        self._in_runner_repo(
+            ["update-index", "-z", "--index-info"],
+            step="commit",
+            work_tree=True,
+            stdin="".join(f"{line}\0" for line in info),
+        )
 
     def line_counts(self, base_sha: str, commit: str) -> tuple[int, int]:
         """(lines added, lines removed) between base and commit; binary files count 0."""
@@ -384,8 +418,15 @@ class Git:
         env = self._env(self.auth_config(repo, token))
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         self.run(
-            ["push", "--progress", "--porcelain", f"--force-with-lease={ref}:{expected or ''}",
-             "--", repo.url, f"{commit}:{ref}"],
+            [
+                "push",
+                "--progress",
+                "--porcelain",
+                f"--force-with-lease={ref}:{expected or ''}",
+                "--",
+                repo.url,
+                f"{commit}:{ref}",
+            ],
             step="push",
             env=env,
             stream=True,

@@ -25,9 +25,16 @@ class Heartbeat:
         self.host = socket.gethostname()
 
     def beat(self, running: int, waiting: int) -> None:
-        info = {"runner_id": self.runner_id, "host": self.host, "pid": os.getpid(),
-                "started_at": self.started_at_ms, "concurrency": self.concurrency,
-                "running": running, "waiting": waiting, "at": now_ms()}
+        info = {
+            "runner_id": self.runner_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "started_at": self.started_at_ms,
+            "concurrency": self.concurrency,
+            "running": running,
+            "waiting": waiting,
+            "at": now_ms(),
+        }
         self.client.set(keys.heartbeat(self.runner_id), json.dumps(info), px=HEARTBEAT_TTL_MS)
 
     def stop(self) -> None:

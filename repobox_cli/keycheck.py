@@ -42,6 +42,8 @@ def check_key(client: redis.Redis, key: EncryptionKey) -> int:
             continue
         good += 1
     if tokens and not good:
-        raise SettingsError(f"ENCRYPTION_KEY decrypts none of the {len(tokens)} stored provider token(s) "
-                            "sampled: it is not the web app's key (refusing to fail every job)")
+        raise SettingsError(
+            f"ENCRYPTION_KEY decrypts none of the {len(tokens)} stored provider token(s) "
+            "sampled: it is not the web app's key (refusing to fail every job)"
+        )
     return good

@@ -39,8 +39,7 @@ _COMMON = "common.lua"
 def _script(name: str) -> str:
     """The script's text with the shared helpers in front (package data, read once at start)."""
     folder = resources.files("repobox_cli") / "lua"
-    return (f"local NO_KEY = '{keys.NO_KEY}'\n" + (folder / _COMMON).read_text() + "\n"
-            + (folder / name).read_text())
+    return f"local NO_KEY = '{keys.NO_KEY}'\n" + (folder / _COMMON).read_text() + "\n" + (folder / name).read_text()
 
 
 class BeginOutcome(StrEnum):
@@ -99,8 +98,14 @@ def _begin_result(raw: str) -> BeginResult:
 class Leases:
     """The scripts, bound to one client and one stream's consumer group."""
 
-    def __init__(self, client: redis.Redis, *, stream: str = keys.JOBS_STREAM,
-                 group: str = keys.RUNNERS_GROUP, durability: Durability | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        stream: str = keys.JOBS_STREAM,
+        group: str = keys.RUNNERS_GROUP,
+        durability: Durability | None = None,
+    ) -> None:
         self.client = client
         self.stream = stream
         self.group = group
@@ -121,27 +126,48 @@ class Leases:
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
         running and make this attempt the current one. Retrying after a lost reply is safe."""
-        raw = self.durability.apply(self.client, lambda conn: self._begin(
-            keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), self.stream, keys.waiting_entry(attempt.entry_id)],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, limit, lease_ms,
-                  started_at, ATTEMPT_KEY_TTL_S],
-            client=conn,
-        ), f"beginning job {attempt.job_id}")
+        raw = self.durability.apply(
+            self.client,
+            lambda conn: self._begin(
+                keys=[
+                    keys.job(attempt.job_id),
+                    keys.job_attempt(attempt.job_id),
+                    keys.user_slots(attempt.user_id),
+                    self.stream,
+                    keys.waiting_entry(attempt.entry_id),
+                ],
+                args=[
+                    self.group,
+                    attempt.consumer,
+                    attempt.entry_id,
+                    attempt.token,
+                    limit,
+                    lease_ms,
+                    started_at,
+                    ATTEMPT_KEY_TTL_S,
+                ],
+                client=conn,
+            ),
+            f"beginning job {attempt.job_id}",
+        )
         return _begin_result(str(raw))
 
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""
-        return bool(self._renew(
-            keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
-        ))
+        return bool(
+            self._renew(
+                keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
+                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
+            )
+        )
 
     def is_current(self, attempt: Attempt) -> bool:
-        return bool(self._check(
-            keys=[keys.job_attempt(attempt.job_id), self.stream],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token],
-        ))
+        return bool(
+            self._check(
+                keys=[keys.job_attempt(attempt.job_id), self.stream],
+                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token],
+            )
+        )
 
     def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> FinishOutcome:
         """Write the final fields, free the slot and ack, all or nothing. Retrying is safe."""
@@ -156,33 +182,65 @@ class Leases:
         return self._end(attempt, "pending", 0, [])
 
     def _end(self, attempt: Attempt, mode: str, finished_at: int, flat: list[str | int]) -> FinishOutcome:
-        raw = self.durability.apply(self.client, lambda conn: self._finish(
-            keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), self.stream],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
-            client=conn,
-        ), f"finishing job {attempt.job_id}")
+        raw = self.durability.apply(
+            self.client,
+            lambda conn: self._finish(
+                keys=[
+                    keys.job(attempt.job_id),
+                    keys.job_attempt(attempt.job_id),
+                    keys.user_slots(attempt.user_id),
+                    self.stream,
+                ],
+                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
+                client=conn,
+            ),
+            f"finishing job {attempt.job_id}",
+        )
         return FinishOutcome(str(raw))
 
     def abandon(self, attempt: Attempt, *, hand_back: bool) -> bool:
         """The attempt will not finish here: free its slot and, with `hand_back`, make its entry
         claimable at once if still ours. Writes nothing the next attempt owns; True if handed back."""
-        return bool(self._abandon(
-            keys=[keys.user_slots(attempt.user_id), self.stream],
-            args=[self.group, attempt.consumer, attempt.entry_id, attempt.token,
-                  "1" if hand_back else "0", HAND_BACK_IDLE_MS],
-        ))
+        return bool(
+            self._abandon(
+                keys=[keys.user_slots(attempt.user_id), self.stream],
+                args=[
+                    self.group,
+                    attempt.consumer,
+                    attempt.entry_id,
+                    attempt.token,
+                    "1" if hand_back else "0",
+                    HAND_BACK_IDLE_MS,
+                ],
+            )
+        )
 
     # -- entries that never became an attempt --------------------------------------------
-    def reject(self, consumer: str, entry_id: str, fields: Mapping[str, str], reason: str, now: int,
-               *, job_id: str = "", dead_letter: bool = False, deliveries: int = 1) -> bool:
+    def reject(
+        self,
+        consumer: str,
+        entry_id: str,
+        fields: Mapping[str, str],
+        reason: str,
+        now: int,
+        *,
+        job_id: str = "",
+        dead_letter: bool = False,
+        deliveries: int = 1,
+    ) -> bool:
         """Fail the entry's job (when it exists and is not final) with `reason` and ack the entry;
         with `dead_letter`, also file the entry under runner:dead_letters."""
-        return bool(self._reject(
-            keys=[self.stream, keys.DEAD_LETTERS_STREAM if dead_letter else keys.NO_KEY,
-                  keys.job(job_id) if job_id else keys.NO_KEY, keys.waiting_entry(entry_id)],
-            args=[self.group, consumer, entry_id, reason, now, json.dumps(dict(fields)), deliveries],
-        ))
+        return bool(
+            self._reject(
+                keys=[
+                    self.stream,
+                    keys.DEAD_LETTERS_STREAM if dead_letter else keys.NO_KEY,
+                    keys.job(job_id) if job_id else keys.NO_KEY,
+                    keys.waiting_entry(entry_id),
+                ],
+                args=[self.group, consumer, entry_id, reason, now, json.dumps(dict(fields)), deliveries],
+            )
+        )
 
     def acknowledge(self, consumer: str, entry_id: str) -> bool:
         """Ack an entry whose job is already final (nothing written to the job)."""
@@ -195,8 +253,8 @@ class Leases:
             return []
         handed = self._release_unstarted(
             keys=[self.stream],
-            args=[self.group, consumer, HAND_BACK_IDLE_MS, keys.WAITING_PREFIX, WAITING_MARK_TTL_S,
-                  *entry_ids])
+            args=[self.group, consumer, HAND_BACK_IDLE_MS, keys.WAITING_PREFIX, WAITING_MARK_TTL_S, *entry_ids],
+        )
         return [str(i) for i in handed]
 
     # -- waiting entries -------------------------------------------------------------------
@@ -218,14 +276,17 @@ class Leases:
     def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
         """Make entries of `consumer` claimable at once (operator's `pending --claim`); entries
         another runner took meanwhile are left alone. Counted as deliveries when taken over."""
-        return [entry_id for entry_id in entry_ids
-                if self._abandon(keys=[keys.NO_KEY, self.stream],
-                                 args=[self.group, consumer, entry_id, "", "1", HAND_BACK_IDLE_MS])]
+        return [
+            entry_id
+            for entry_id in entry_ids
+            if self._abandon(
+                keys=[keys.NO_KEY, self.stream], args=[self.group, consumer, entry_id, "", "1", HAND_BACK_IDLE_MS]
+            )
+        ]
 
     def remove_consumer_if_gone(self, consumer: str) -> bool:
         """Delete a consumer with no heartbeat and nothing pending; True if it was removed."""
-        return bool(self._remove_consumer(keys=[self.stream, keys.heartbeat(consumer)],
-                                          args=[self.group, consumer]))
+        return bool(self._remove_consumer(keys=[self.stream, keys.heartbeat(consumer)], args=[self.group, consumer]))
 
     def trim(self) -> int:
         """Drop acknowledged entries; never one still pending or not yet delivered."""

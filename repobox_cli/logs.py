@@ -46,9 +46,7 @@ class JsonFormatter(logging.Formatter):
 class PrettyContextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         context = " ".join(
-            f"{name}={getattr(record, name)}"
-            for name in CONTEXT_FIELDS
-            if getattr(record, name, None) is not None
+            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None) is not None
         )
         message = record.getMessage()
         return f"{message}  ({context})" if context else message
@@ -65,9 +63,7 @@ def setup_logging(log_format: str, level: int = logging.INFO) -> None:
         from rich.console import Console
         from rich.logging import RichHandler
 
-        handler = RichHandler(
-            console=Console(stderr=True), markup=False, show_path=False, rich_tracebacks=False
-        )
+        handler = RichHandler(console=Console(stderr=True), markup=False, show_path=False, rich_tracebacks=False)
         handler.setFormatter(PrettyContextFormatter())
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -116,9 +116,7 @@ class JobOutput:
         self.cut_bytes = 0
         self._notice: _Notice | None = None
 
-    def write(
-        self, line: str, stream: str = "stdout", source: str = "runner", *, reserved: bool = False
-    ) -> None:
+    def write(self, line: str, stream: str = "stdout", source: str = "runner", *, reserved: bool = False) -> None:
         """Append one line. `reserved` lines (the runner's own) may use the runner's reserve."""
         with self._lock:
             shown = self._admit_locked(line, stream, source, reserved)
@@ -161,9 +159,7 @@ class JobOutput:
         return len(self._buffer)
 
     # admission --------------------------------------------------------------------------------
-    def _admit_locked(
-        self, line: str, stream: str, source: str, reserved: bool
-    ) -> list[tuple[str, str, str]]:
+    def _admit_locked(self, line: str, stream: str, source: str, reserved: bool) -> list[tuple[str, str, str]]:
         """The lines to show (the line, perhaps after the notice), each already counted and buffered."""
         if self._notice is not None and not reserved:
             self._discard_locked(line)  # cheap: no redaction or JSON for output nobody will see

@@ -80,8 +80,13 @@ def pending_report(client: redis.Redis, claim_min_idle_s: float) -> PendingRepor
     group = _group_info(client)
     report = PendingReport(group_exists=group is not None)
     report.dead_letters = [
-        DeadLetter(id=i, entry_id=f.get("entry_id", ""), job_id=f.get("job_id", ""),
-                   reason=f.get("reason", ""), deliveries=f.get("deliveries", ""))
+        DeadLetter(
+            id=i,
+            entry_id=f.get("entry_id", ""),
+            job_id=f.get("job_id", ""),
+            reason=f.get("reason", ""),
+            deliveries=f.get("deliveries", ""),
+        )
         for i, f in client.xrevrange(keys.DEAD_LETTERS_STREAM, count=DEAD_LETTERS_SHOWN)
     ]
     if group is None:
@@ -102,20 +107,35 @@ def pending_report(client: redis.Redis, claim_min_idle_s: float) -> PendingRepor
     min_idle_ms = int(claim_min_idle_s * 1000)
     for row, fields, status in zip(rows, fields_by_id, statuses, strict=True):
         idle = int(row["time_since_delivered"])
-        report.entries.append(PendingEntry(
-            entry_id=str(row["message_id"]), consumer=str(row["consumer"]), idle_ms=idle,
-            deliveries=int(row["times_delivered"]), job_id=fields.get("job_id", ""),
-            user_id=fields.get("user_id", ""), job_status=status or "(no job)", claimable=idle >= min_idle_ms))
+        report.entries.append(
+            PendingEntry(
+                entry_id=str(row["message_id"]),
+                consumer=str(row["consumer"]),
+                idle_ms=idle,
+                deliveries=int(row["times_delivered"]),
+                job_id=fields.get("job_id", ""),
+                user_id=fields.get("user_id", ""),
+                job_status=status or "(no job)",
+                claimable=idle >= min_idle_ms,
+            )
+        )
     now = _redis_now_ms(client)
     for consumer in client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP):
         name = str(consumer["name"])
         beat = _heartbeat(client, name)
-        report.consumers.append(ConsumerInfo(
-            name=name, idle_ms=int(consumer["idle"]), pending=int(consumer["pending"]),
-            alive=beat is not None, host=str((beat or {}).get("host", "")),
-            pid=_int_or_none((beat or {}).get("pid")), running=_int_or_none((beat or {}).get("running")),
-            waiting=_int_or_none((beat or {}).get("waiting")),
-            heartbeat_age_ms=max(0, now - at) if beat and (at := _int_or_none(beat.get("at"))) else None))
+        report.consumers.append(
+            ConsumerInfo(
+                name=name,
+                idle_ms=int(consumer["idle"]),
+                pending=int(consumer["pending"]),
+                alive=beat is not None,
+                host=str((beat or {}).get("host", "")),
+                pid=_int_or_none((beat or {}).get("pid")),
+                running=_int_or_none((beat or {}).get("running")),
+                waiting=_int_or_none((beat or {}).get("waiting")),
+                heartbeat_age_ms=max(0, now - at) if beat and (at := _int_or_none(beat.get("at"))) else None,
+            )
+        )
     return report
 
 
@@ -151,9 +171,15 @@ def claim_idle(client: redis.Redis, min_idle_s: float, runner: str | None = None
     alive or not, at once — fencing makes a mistake harmless: a live runner whose entry is taken
     over loses its next lease check and stops without writing anything."""
     idle_ms = 0 if runner is not None else int(min_idle_s * 1000)
-    rows = client.xpending_range(keys.JOBS_STREAM, keys.RUNNERS_GROUP, min="-", max="+",
-                                 count=PENDING_SHOWN, idle=idle_ms,
-                                 **({"consumername": runner} if runner is not None else {}))
+    rows = client.xpending_range(
+        keys.JOBS_STREAM,
+        keys.RUNNERS_GROUP,
+        min="-",
+        max="+",
+        count=PENDING_SHOWN,
+        idle=idle_ms,
+        **({"consumername": runner} if runner is not None else {}),
+    )
     leases = Leases(client)
     handed: list[str] = []
     alive: dict[str, bool] = {}

@@ -113,8 +113,14 @@ class _FollowingSentinel(Sentinel):  # type: ignore[misc]  # as above
         with self._lock:
             previous, self._primary = self._primary, address
         if previous is not None and previous != address:
-            log.warning("following a new Redis primary for %s at %s:%s (was %s:%s)",
-                        service_name, address[0], address[1], previous[0], previous[1])
+            log.warning(
+                "following a new Redis primary for %s at %s:%s (was %s:%s)",
+                service_name,
+                address[0],
+                address[1],
+                previous[0],
+                previous[1],
+            )
         return address
 
 
@@ -144,8 +150,9 @@ def _url_kwargs(rs: RedisSettings) -> dict[str, Any]:
     return found
 
 
-def open_client(rs: RedisSettings, *, block_ms: int = 0, socket_timeout_s: float | None = None,
-                retries: int = 1) -> redis.Redis:
+def open_client(
+    rs: RedisSettings, *, block_ms: int = 0, socket_timeout_s: float | None = None, retries: int = 1
+) -> redis.Redis:
     """A client (strings decoded) for the URL, or for the Sentinel-named primary; connect and
     TLS handshake bounded by CONNECT_TIMEOUT_S, commands by `socket_timeout_s` (default: long
     enough for an XREADGROUP BLOCK of `block_ms`). Nothing is sent until the first command."""
@@ -169,21 +176,30 @@ def open_client(rs: RedisSettings, *, block_ms: int = 0, socket_timeout_s: float
         if "path" in url_kwargs:  # unix://: a local socket, nothing to bound
             pool = redis.ConnectionPool(**{**common, **url_kwargs})
         else:
-            pool = redis.ConnectionPool(connection_class=_SSLConnection if tls else _Connection,
-                                        **{**common, **url_kwargs})
+            pool = redis.ConnectionPool(
+                connection_class=_SSLConnection if tls else _Connection, **{**common, **url_kwargs}
+            )
         return redis.Redis(connection_pool=pool)
     for ignored in ("host", "port", "path"):
         url_kwargs.pop(ignored, None)  # the sentinels name the primary
     sentinel = _FollowingSentinel(list(rs.sentinels), sentinel_kwargs=_sentinel_kwargs(rs))
     client: redis.Redis = sentinel.master_for(
-        rs.sentinel_master, redis_class=redis.Redis,
-        connection_class=_SentinelSSLConnection if tls else _SentinelConnection, **common, **url_kwargs)
+        rs.sentinel_master,
+        redis_class=redis.Redis,
+        connection_class=_SentinelSSLConnection if tls else _SentinelConnection,
+        **common,
+        **url_kwargs,
+    )
     return client
 
 
 def _sentinel_kwargs(rs: RedisSettings) -> dict[str, Any]:
-    found: dict[str, Any] = {"socket_connect_timeout": SENTINEL_TIMEOUT_S, "socket_timeout": SENTINEL_TIMEOUT_S,
-                             "decode_responses": True, "retry": Retry(NoBackoff(), 0)}
+    found: dict[str, Any] = {
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if rs.sentinel_password:
         found["password"] = rs.sentinel_password
     if rs.sentinel_username:
@@ -212,8 +228,10 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
 def server_problem(server: Mapping[str, Any], cluster: Mapping[str, Any]) -> str | None:
     """Why this server cannot serve runners (from INFO server / INFO cluster), or None."""
     if str(cluster.get("cluster_enabled", "0")) == "1":
-        return ("is a Redis Cluster node: not supported (the lease scripts span job:, runner: and "
-                "jobs:stream keys, which live in different hash slots)")
+        return (
+            "is a Redis Cluster node: not supported (the lease scripts span job:, runner: and "
+            "jobs:stream keys, which live in different hash slots)"
+        )
     raw = str(server.get("redis_version", ""))
     version = parse_version(raw)
     if version is None:
@@ -345,9 +363,7 @@ class RedisHealth:
         return self._lost
 
 
-def retry_until(
-    call: Callable[[], T], health: RedisHealth, stop: threading.Event, what: str
-) -> T:
+def retry_until(call: Callable[[], T], health: RedisHealth, stop: threading.Event, what: str) -> T:
     """Run `call` until it succeeds, backing off on connection errors; raises RedisUnavailable
     only when `stop` is set before it could succeed."""
     backoff = Backoff()

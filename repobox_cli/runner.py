@@ -79,8 +79,9 @@ class Runner:
         self.kind: WorkKind = JobKind(client, Executor(settings, client, self.leases, self.health, self.hard_stop))
         self.pool = WorkerPool(settings.max_concurrent_jobs, self.kind.execute)
         self.waiting = WaitingQueues(MAX_WAITING_ENTRIES)
-        self.admission = Admission(settings, client, self.kind, self.leases, self.pool, self.waiting,
-                                   self.health, self.stopping, self.log)
+        self.admission = Admission(
+            settings, client, self.kind, self.leases, self.pool, self.waiting, self.health, self.stopping, self.log
+        )
         self.watch = JobWatch(settings, client, self.leases, self.health)
         self.sweeper = ClaimSweeper(client, self.leases, self.consumer, int(settings.claim_min_idle_s * 1000))
         self.heartbeat = Heartbeat(client, self.consumer, settings.max_concurrent_jobs)
@@ -94,14 +95,26 @@ class Runner:
         procs.harden_process()
         self._startup()
         supervisor = threading.Thread(
-            target=supervise, name="supervisor", daemon=True,
-            args=(self.client, self.health, self.settings.tick_s, self.supervisor_stop,
-                  [self._watch_jobs, self._duties]))
+            target=supervise,
+            name="supervisor",
+            daemon=True,
+            args=(
+                self.client,
+                self.health,
+                self.settings.tick_s,
+                self.supervisor_stop,
+                [self._watch_jobs, self._duties],
+            ),
+        )
         supervisor.start()
         # Started now so a signal handler never has to start a thread (it only sets an event).
         threading.Thread(target=self._stop_now_when_asked, name="stop-now", daemon=True).start()
-        self.log.info("runner %s started: %d workers, %d jobs per user", self.consumer,
-                      self.settings.max_concurrent_jobs, self.settings.max_jobs_per_user)
+        self.log.info(
+            "runner %s started: %d workers, %d jobs per user",
+            self.consumer,
+            self.settings.max_concurrent_jobs,
+            self.settings.max_jobs_per_user,
+        )
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
@@ -179,8 +192,9 @@ class Runner:
     def _leave_group(self) -> None:
         try:
             self.heartbeat.stop()
-            pending = self.client.xpending_range(self.kind.stream, self.kind.group, min="-", max="+",
-                                                 count=1, consumername=self.consumer)
+            pending = self.client.xpending_range(
+                self.kind.stream, self.kind.group, min="-", max="+", count=1, consumername=self.consumer
+            )
             if not pending:
                 self.client.xgroup_delconsumer(self.kind.stream, self.kind.group, self.consumer)
         except (redis.RedisError, OSError) as exc:
@@ -193,8 +207,9 @@ class Runner:
         if free <= 0 or self.waiting.full():
             self.pool.wait_for_room(self.settings.tick_s)
             return None
-        reply = self.client.xreadgroup(self.kind.group, self.consumer, {self.kind.stream: ">"},
-                                       count=free, block=self.settings.block_ms)
+        reply = self.client.xreadgroup(
+            self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=self.settings.block_ms
+        )
         self.health.ok()
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:

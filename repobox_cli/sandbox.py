@@ -157,9 +157,7 @@ def bwrap_argv(
         args.append("--unshare-net")
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
-    hide_temp_dir = (
-        ["--tmpfs", str(settings.temp_dir)] if os.path.lexists(settings.temp_dir) else []
-    )
+    hide_temp_dir = ["--tmpfs", str(settings.temp_dir)] if os.path.lexists(settings.temp_dir) else []
     read_only = sum(not b.writable for b in binds)
     for index, bind in enumerate(ordered(binds)):
         if index == read_only:
@@ -245,9 +243,7 @@ def probe(settings: Settings) -> str:
                 env={"PATH": settings.path_env},
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SandboxUnavailable(
-                f"the agent sandbox cannot start ({exc}): {FIX_HINT}"
-            ) from None
+            raise SandboxUnavailable(f"the agent sandbox cannot start ({exc}): {FIX_HINT}") from None
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise SandboxUnavailable(

@@ -31,8 +31,16 @@ DEFAULT_AUTHOR_NAME = "Repobox"
 DEFAULT_AUTHOR_EMAIL = "repobox@localhost"
 MAX_CONCURRENT_JOBS_LIMIT = 256  # threads, and git processes, per runner: beyond this, run more runners
 # Never handed to the agent, whatever AGENT_ENV says.
-AGENT_ENV_FORBIDDEN = frozenset({"ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE", "REDIS_URL", "REDIS_PASSWORD",
-                                 "REDIS_PASSWORD_FILE", "REDIS_SENTINEL_PASSWORD"})
+AGENT_ENV_FORBIDDEN = frozenset(
+    {
+        "ENCRYPTION_KEY",
+        "ENCRYPTION_KEY_FILE",
+        "REDIS_URL",
+        "REDIS_PASSWORD",
+        "REDIS_PASSWORD_FILE",
+        "REDIS_SENTINEL_PASSWORD",
+    }
+)
 DEFAULT_REDIS_WAIT_TIMEOUT_S = 0.5
 MIN_CLAIM_IDLE_S = 1.0  # below this, renewals (every third of it) cannot keep up with a busy Redis
 _ENV_NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -85,6 +93,7 @@ def _choice(kind: type[StrEnum]) -> Parse:
         except ValueError:
             allowed = " or ".join(repr(m.value) for m in kind)
             raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+
     return parse
 
 
@@ -229,8 +238,11 @@ def _seconds(name: str, raw: Any, minimum: float = 0.0) -> float:
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
     if not value > 0 or value < minimum or value != value or value == float("inf"):
-        raise SettingsError(f"{name} must be at least {minimum:g} seconds and finite, got {raw!r}"
-                            if minimum else f"{name} must be more than 0 seconds, got {raw!r}")
+        raise SettingsError(
+            f"{name} must be at least {minimum:g} seconds and finite, got {raw!r}"
+            if minimum
+            else f"{name} must be more than 0 seconds, got {raw!r}"
+        )
     return value
 
 
@@ -277,8 +289,9 @@ def _read_key_file(path: Path, name: str = "ENCRYPTION_KEY_FILE") -> str:
         if not stat.S_ISREG(info.st_mode):
             raise SettingsError(f"{name} {path} is not a regular file")
         if info.st_mode & 0o077:
-            raise SettingsError(f"{name} {path} is readable by others (mode "
-                                f"{stat.S_IMODE(info.st_mode):o}): chmod 600 it")
+            raise SettingsError(
+                f"{name} {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it"
+            )
         if info.st_uid not in (0, os.geteuid()):
             raise SettingsError(f"{name} {path} must be owned by this user or root")
         raw = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
@@ -396,6 +409,7 @@ def _ints(minimum: int, maximum: int | None = None) -> Parse:
         if maximum is not None and value > maximum:
             raise SettingsError(f"{name} must be at most {maximum}, got {value}")
         return value
+
     return parse
 
 
@@ -448,112 +462,377 @@ _RUNNER_ID_RE = re.compile(r"\A[A-Za-z0-9_.:@-]{1,128}\Z")
 _HOST_PORT_RE = re.compile(r"\A[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?\Z")
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("redis_url", "REDIS_URL", _text, DEFAULT_REDIS_URL,
-            "the Redis shared with the web app. `rediss://` for TLS (hostname verified; "
-            "`?ssl_check_hostname=false` and the other query options redis-py understands work), "
-            "`redis://user:password@host:port/db` for an ACL user", "--redis-url", commands=ALL_COMMANDS),
-    Setting("username", "REDIS_USERNAME", _text, "", "ACL user (or the user in `REDIS_URL`)",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("password", "REDIS_PASSWORD", _text, "", "password of the ACL user (or in `REDIS_URL`); read once, "
-            "then wiped from the runner's environment", commands=ALL_COMMANDS, group="redis"),
-    Setting("password", "REDIS_PASSWORD_FILE", _text, None, "a file holding the Redis password, checked like "
-            "`ENCRYPTION_KEY_FILE`; not together with `REDIS_PASSWORD`", commands=ALL_COMMANDS, group="redis",
-            default_doc="none"),
-    Setting("ca_file", "REDIS_CA_FILE", _readable_file, "", "PEM CA bundle to verify the server (with "
-            "`rediss://`)", commands=ALL_COMMANDS, group="redis", default_doc="the system's CAs"),
-    Setting("cert_file", "REDIS_CERT_FILE", _readable_file, "", "client certificate for `rediss://` (with "
-            "`REDIS_KEY_FILE`), for servers that ask for one (`tls-auth-clients`)", commands=ALL_COMMANDS,
-            group="redis"),
-    Setting("key_file", "REDIS_KEY_FILE", _readable_file, "", "client key for `rediss://`",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("sentinels", "REDIS_SENTINELS", _sentinels, "", "`host:port,…` of Sentinels: the runner asks them "
-            "for the primary and follows failovers (`REDIS_URL` then gives only scheme, credentials and db)",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("sentinel_master", "REDIS_SENTINEL_MASTER", _text, "", "the primary's name at the Sentinels",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("sentinel_username", "REDIS_SENTINEL_USERNAME", _text, "", "ACL user at the Sentinels",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("sentinel_password", "REDIS_SENTINEL_PASSWORD", _text, "", "password at the Sentinels",
-            commands=ALL_COMMANDS, group="redis"),
-    Setting("sentinel_tls", "REDIS_SENTINEL_TLS", _bool, None, "TLS to the Sentinels", commands=ALL_COMMANDS,
-            group="redis", default_doc="as `REDIS_URL` (`rediss://`: true)"),
-    Setting("wait_replicas", "REDIS_WAIT_REPLICAS", _ints(0), None, "after begin and finish, `WAIT` for this "
-            "many replicas (see Production Redis)", commands=frozenset({RUN, EXEC}), group="redis",
-            default_doc="1 with Sentinels, else 0"),
-    Setting("wait_timeout_s", "REDIS_WAIT_TIMEOUT", _secs(), str(DEFAULT_REDIS_WAIT_TIMEOUT_S),
-            "seconds each `WAIT` may take", commands=frozenset({RUN, EXEC}), group="redis"),
-    Setting("encryption_key", "ENCRYPTION_KEY", _text, None,
-            "the web app's key: 64 hex, 44 base64 or 32 raw characters, tried in that order "
-            "(environment only: argv is visible to every user)",
-            commands=frozenset({RUN, EXEC, DECRYPT}), default_doc="required to run jobs (or the file below)"),
-    Setting("encryption_key", "ENCRYPTION_KEY_FILE", _text, None,
-            "a file holding the key (trailing newline ignored), readable by its owner only (`chmod 600`), "
-            "owned by the runner's user or root; not together with `ENCRYPTION_KEY`",
-            commands=frozenset({RUN, EXEC, DECRYPT}), default_doc="none"),
-    Setting("runner_id", "RUNNER_ID", _runner_id, None,
-            "the consumer name, unique per process: 1–128 letters, digits, `_ . : @ -`",
-            "--runner-id", default_doc="`<host>-<pid>-<random>`", option_commands=frozenset({RUN})),
-    Setting("max_concurrent_jobs", "MAX_CONCURRENT_JOBS", _ints(1, MAX_CONCURRENT_JOBS_LIMIT), "10",
-            f"worker threads (1–{MAX_CONCURRENT_JOBS_LIMIT})", "--concurrency", int, frozenset({RUN})),
-    Setting("max_jobs_per_user", "MAX_JOBS_PER_USER", _ints(1), "3",
-            "running jobs per user across the whole fleet", "--max-jobs-per-user", int,
-            option_commands=frozenset({RUN})),
-    Setting("job_timeout_s", "JOB_TIMEOUT", _secs(), "3600",
-            "seconds; the job's whole process tree is killed and the job fails", "--job-timeout", float),
-    Setting("temp_dir", "TEMP_DIR", _path, DEFAULT_TEMP_DIR,
-            "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700", "--temp-dir", Path),
-    Setting("cleanup_after_job", "CLEANUP_AFTER_JOB", _bool, "true",
-            "delete the work directory after the job", "--cleanup/--no-cleanup", bool,
-            option_commands=frozenset({RUN})),
-    Setting("claim_min_idle_s", "CLAIM_MIN_IDLE", _secs(MIN_CLAIM_IDLE_S), "300",
-            "seconds (at least 1) an entry must be idle (its runner silent) before another runner takes it over",
-            "--claim-min-idle", float, frozenset({RUN, EXEC, PENDING}), option_commands=frozenset({RUN})),
-    Setting("agent_command", "AGENT_COMMAND", _text, "",
-            "shell command run in the clone (see \"The agent step\")", "--agent-command",
-            default_doc="empty: the placeholder step"),
-    Setting("agent_env_names", "AGENT_ENV", _agent_env_names, "",
-            "comma-separated names of extra variables passed to the agent (e.g. an API key); "
-            "the key's and Redis's secrets (`ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE`, `REDIS_URL`, "
-            "`REDIS_PASSWORD`, `REDIS_PASSWORD_FILE`, `REDIS_SENTINEL_PASSWORD`) are refused"),
-    Setting("agent_user", "AGENT_USER", lambda _n, raw: _agent_user(str(raw).strip()), "",
-            "run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks "
-            "described under Security", "--agent-user",
-            default_doc="empty: the runner's user", option_commands=frozenset({RUN})),
-    Setting("agent_sandbox", "AGENT_SANDBOX", _choice(SandboxMode), "bwrap",
-            "`bwrap`: every agent in a bubblewrap sandbox (see Security); `none`: no sandbox (unsafe: "
-            "a warning at start and in each job's output)", "--agent-sandbox"),
-    Setting("agent_network", "AGENT_NETWORK", _choice(NetworkMode), "host",
-            "the sandboxed agent's network: `host` (shared; agents call AI APIs) or `none`", "--agent-network"),
-    Setting("agent_sandbox_paths", "AGENT_SANDBOX_PATHS", _sandbox_paths, "",
-            "extra absolute paths shown read-only in the sandbox (`:` or `,` separated), e.g. a toolchain "
-            "under /opt; never `/`, `/etc`, `/proc`, `/sys`, `/dev` or anything in TEMP_DIR"),
-    Setting("log_format", "LOG_FORMAT", _log_format, None, "`pretty` or `json`: log lines on stderr",
-            "--log-format", default_doc="`pretty` on a terminal, else `json`"),
-    Setting("git_author_name", "GIT_AUTHOR_NAME", lambda n, raw: _identity(n, str(raw)), DEFAULT_AUTHOR_NAME,
-            "author and committer name of the runner's commits"),
-    Setting("git_author_email", "GIT_AUTHOR_EMAIL", lambda n, raw: _identity(n, str(raw)),
-            DEFAULT_AUTHOR_EMAIL, "author and committer email of the runner's commits"),
-    Setting("max_deliveries", "MAX_DELIVERIES", _ints(1), "5",
-            "an entry delivered more often goes to the dead letters", "--max-deliveries", int, frozenset({RUN})),
-    Setting("shutdown_timeout_s", "SHUTDOWN_TIMEOUT", _secs(), None,
-            "how long a warm shutdown waits for running jobs", "--shutdown-timeout", float, frozenset({RUN}),
-            default_doc="`JOB_TIMEOUT`"),
-    Setting("allowed_git_hosts", "ALLOWED_GIT_HOSTS", _hosts, "",
-            "comma-separated `host` or `host:port`", "--allowed-git-hosts",
-            default_doc="empty: any host that matches the provider record", option_commands=frozenset({RUN})),
-    Setting("allow_http", "ALLOW_HTTP_REMOTES", _bool, "false",
-            "allow plain `http://` remotes (trusted networks only)", "--allow-http/--no-allow-http", bool,
-            option_commands=frozenset({RUN})),
-    Setting("max_output_lines", "MAX_OUTPUT_LINES", _ints(OutputLimits.MIN_LINES), str(DEFAULT_MAX_OUTPUT_LINES),
-            f"most lines of one job's output in Redis (at least {OutputLimits.MIN_LINES}); past it, one line "
-            "says how much was dropped (see \"Bounded output\")"),
-    Setting("max_output_bytes", "MAX_OUTPUT_BYTES", _ints(OutputLimits.MIN_BYTES), str(DEFAULT_MAX_OUTPUT_BYTES),
-            f"most bytes of one job's output in Redis, as stored (at least {OutputLimits.MIN_BYTES}); lines are "
-            "cut at 4 KiB"),
-    Setting("block_ms", "REPOBOX_BLOCK_MS", _ints(1), str(DEFAULT_BLOCK_MS),
-            "`XREADGROUP … BLOCK` time in ms (tests lower it)", commands=frozenset({RUN, EXEC, PENDING})),
-    Setting("tick_s", "REPOBOX_TICK_MS", _tick_s, str(DEFAULT_TICK_MS),
-            "how often (ms, at least 10) the supervisor checks cancels, deadlines and waiting jobs"),
+    Setting(
+        "redis_url",
+        "REDIS_URL",
+        _text,
+        DEFAULT_REDIS_URL,
+        "the Redis shared with the web app. `rediss://` for TLS (hostname verified; "
+        "`?ssl_check_hostname=false` and the other query options redis-py understands work), "
+        "`redis://user:password@host:port/db` for an ACL user",
+        "--redis-url",
+        commands=ALL_COMMANDS,
+    ),
+    Setting(
+        "username",
+        "REDIS_USERNAME",
+        _text,
+        "",
+        "ACL user (or the user in `REDIS_URL`)",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "password",
+        "REDIS_PASSWORD",
+        _text,
+        "",
+        "password of the ACL user (or in `REDIS_URL`); read once, then wiped from the runner's environment",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "password",
+        "REDIS_PASSWORD_FILE",
+        _text,
+        None,
+        "a file holding the Redis password, checked like `ENCRYPTION_KEY_FILE`; not together with `REDIS_PASSWORD`",
+        commands=ALL_COMMANDS,
+        group="redis",
+        default_doc="none",
+    ),
+    Setting(
+        "ca_file",
+        "REDIS_CA_FILE",
+        _readable_file,
+        "",
+        "PEM CA bundle to verify the server (with `rediss://`)",
+        commands=ALL_COMMANDS,
+        group="redis",
+        default_doc="the system's CAs",
+    ),
+    Setting(
+        "cert_file",
+        "REDIS_CERT_FILE",
+        _readable_file,
+        "",
+        "client certificate for `rediss://` (with `REDIS_KEY_FILE`), for servers that ask for one (`tls-auth-clients`)",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "key_file",
+        "REDIS_KEY_FILE",
+        _readable_file,
+        "",
+        "client key for `rediss://`",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "sentinels",
+        "REDIS_SENTINELS",
+        _sentinels,
+        "",
+        "`host:port,…` of Sentinels: the runner asks them "
+        "for the primary and follows failovers (`REDIS_URL` then gives only scheme, credentials and db)",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "sentinel_master",
+        "REDIS_SENTINEL_MASTER",
+        _text,
+        "",
+        "the primary's name at the Sentinels",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "sentinel_username",
+        "REDIS_SENTINEL_USERNAME",
+        _text,
+        "",
+        "ACL user at the Sentinels",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "sentinel_password",
+        "REDIS_SENTINEL_PASSWORD",
+        _text,
+        "",
+        "password at the Sentinels",
+        commands=ALL_COMMANDS,
+        group="redis",
+    ),
+    Setting(
+        "sentinel_tls",
+        "REDIS_SENTINEL_TLS",
+        _bool,
+        None,
+        "TLS to the Sentinels",
+        commands=ALL_COMMANDS,
+        group="redis",
+        default_doc="as `REDIS_URL` (`rediss://`: true)",
+    ),
+    Setting(
+        "wait_replicas",
+        "REDIS_WAIT_REPLICAS",
+        _ints(0),
+        None,
+        "after begin and finish, `WAIT` for this many replicas (see Production Redis)",
+        commands=frozenset({RUN, EXEC}),
+        group="redis",
+        default_doc="1 with Sentinels, else 0",
+    ),
+    Setting(
+        "wait_timeout_s",
+        "REDIS_WAIT_TIMEOUT",
+        _secs(),
+        str(DEFAULT_REDIS_WAIT_TIMEOUT_S),
+        "seconds each `WAIT` may take",
+        commands=frozenset({RUN, EXEC}),
+        group="redis",
+    ),
+    Setting(
+        "encryption_key",
+        "ENCRYPTION_KEY",
+        _text,
+        None,
+        "the web app's key: 64 hex, 44 base64 or 32 raw characters, tried in that order "
+        "(environment only: argv is visible to every user)",
+        commands=frozenset({RUN, EXEC, DECRYPT}),
+        default_doc="required to run jobs (or the file below)",
+    ),
+    Setting(
+        "encryption_key",
+        "ENCRYPTION_KEY_FILE",
+        _text,
+        None,
+        "a file holding the key (trailing newline ignored), readable by its owner only (`chmod 600`), "
+        "owned by the runner's user or root; not together with `ENCRYPTION_KEY`",
+        commands=frozenset({RUN, EXEC, DECRYPT}),
+        default_doc="none",
+    ),
+    Setting(
+        "runner_id",
+        "RUNNER_ID",
+        _runner_id,
+        None,
+        "the consumer name, unique per process: 1–128 letters, digits, `_ . : @ -`",
+        "--runner-id",
+        default_doc="`<host>-<pid>-<random>`",
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "max_concurrent_jobs",
+        "MAX_CONCURRENT_JOBS",
+        _ints(1, MAX_CONCURRENT_JOBS_LIMIT),
+        "10",
+        f"worker threads (1–{MAX_CONCURRENT_JOBS_LIMIT})",
+        "--concurrency",
+        int,
+        frozenset({RUN}),
+    ),
+    Setting(
+        "max_jobs_per_user",
+        "MAX_JOBS_PER_USER",
+        _ints(1),
+        "3",
+        "running jobs per user across the whole fleet",
+        "--max-jobs-per-user",
+        int,
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "job_timeout_s",
+        "JOB_TIMEOUT",
+        _secs(),
+        "3600",
+        "seconds; the job's whole process tree is killed and the job fails",
+        "--job-timeout",
+        float,
+    ),
+    Setting(
+        "temp_dir",
+        "TEMP_DIR",
+        _path,
+        DEFAULT_TEMP_DIR,
+        "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700",
+        "--temp-dir",
+        Path,
+    ),
+    Setting(
+        "cleanup_after_job",
+        "CLEANUP_AFTER_JOB",
+        _bool,
+        "true",
+        "delete the work directory after the job",
+        "--cleanup/--no-cleanup",
+        bool,
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "claim_min_idle_s",
+        "CLAIM_MIN_IDLE",
+        _secs(MIN_CLAIM_IDLE_S),
+        "300",
+        "seconds (at least 1) an entry must be idle (its runner silent) before another runner takes it over",
+        "--claim-min-idle",
+        float,
+        frozenset({RUN, EXEC, PENDING}),
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "agent_command",
+        "AGENT_COMMAND",
+        _text,
+        "",
+        'shell command run in the clone (see "The agent step")',
+        "--agent-command",
+        default_doc="empty: the placeholder step",
+    ),
+    Setting(
+        "agent_env_names",
+        "AGENT_ENV",
+        _agent_env_names,
+        "",
+        "comma-separated names of extra variables passed to the agent (e.g. an API key); "
+        "the key's and Redis's secrets (`ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE`, `REDIS_URL`, "
+        "`REDIS_PASSWORD`, `REDIS_PASSWORD_FILE`, `REDIS_SENTINEL_PASSWORD`) are refused",
+    ),
+    Setting(
+        "agent_user",
+        "AGENT_USER",
+        lambda _n, raw: _agent_user(str(raw).strip()),
+        "",
+        "run the agent as this OS user (name or uid); needs a root runner. Closes the same-user attacks "
+        "described under Security",
+        "--agent-user",
+        default_doc="empty: the runner's user",
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "agent_sandbox",
+        "AGENT_SANDBOX",
+        _choice(SandboxMode),
+        "bwrap",
+        "`bwrap`: every agent in a bubblewrap sandbox (see Security); `none`: no sandbox (unsafe: "
+        "a warning at start and in each job's output)",
+        "--agent-sandbox",
+    ),
+    Setting(
+        "agent_network",
+        "AGENT_NETWORK",
+        _choice(NetworkMode),
+        "host",
+        "the sandboxed agent's network: `host` (shared; agents call AI APIs) or `none`",
+        "--agent-network",
+    ),
+    Setting(
+        "agent_sandbox_paths",
+        "AGENT_SANDBOX_PATHS",
+        _sandbox_paths,
+        "",
+        "extra absolute paths shown read-only in the sandbox (`:` or `,` separated), e.g. a toolchain "
+        "under /opt; never `/`, `/etc`, `/proc`, `/sys`, `/dev` or anything in TEMP_DIR",
+    ),
+    Setting(
+        "log_format",
+        "LOG_FORMAT",
+        _log_format,
+        None,
+        "`pretty` or `json`: log lines on stderr",
+        "--log-format",
+        default_doc="`pretty` on a terminal, else `json`",
+    ),
+    Setting(
+        "git_author_name",
+        "GIT_AUTHOR_NAME",
+        lambda n, raw: _identity(n, str(raw)),
+        DEFAULT_AUTHOR_NAME,
+        "author and committer name of the runner's commits",
+    ),
+    Setting(
+        "git_author_email",
+        "GIT_AUTHOR_EMAIL",
+        lambda n, raw: _identity(n, str(raw)),
+        DEFAULT_AUTHOR_EMAIL,
+        "author and committer email of the runner's commits",
+    ),
+    Setting(
+        "max_deliveries",
+        "MAX_DELIVERIES",
+        _ints(1),
+        "5",
+        "an entry delivered more often goes to the dead letters",
+        "--max-deliveries",
+        int,
+        frozenset({RUN}),
+    ),
+    Setting(
+        "shutdown_timeout_s",
+        "SHUTDOWN_TIMEOUT",
+        _secs(),
+        None,
+        "how long a warm shutdown waits for running jobs",
+        "--shutdown-timeout",
+        float,
+        frozenset({RUN}),
+        default_doc="`JOB_TIMEOUT`",
+    ),
+    Setting(
+        "allowed_git_hosts",
+        "ALLOWED_GIT_HOSTS",
+        _hosts,
+        "",
+        "comma-separated `host` or `host:port`",
+        "--allowed-git-hosts",
+        default_doc="empty: any host that matches the provider record",
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "allow_http",
+        "ALLOW_HTTP_REMOTES",
+        _bool,
+        "false",
+        "allow plain `http://` remotes (trusted networks only)",
+        "--allow-http/--no-allow-http",
+        bool,
+        option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "max_output_lines",
+        "MAX_OUTPUT_LINES",
+        _ints(OutputLimits.MIN_LINES),
+        str(DEFAULT_MAX_OUTPUT_LINES),
+        f"most lines of one job's output in Redis (at least {OutputLimits.MIN_LINES}); past it, one line "
+        'says how much was dropped (see "Bounded output")',
+    ),
+    Setting(
+        "max_output_bytes",
+        "MAX_OUTPUT_BYTES",
+        _ints(OutputLimits.MIN_BYTES),
+        str(DEFAULT_MAX_OUTPUT_BYTES),
+        f"most bytes of one job's output in Redis, as stored (at least {OutputLimits.MIN_BYTES}); lines are "
+        "cut at 4 KiB",
+    ),
+    Setting(
+        "block_ms",
+        "REPOBOX_BLOCK_MS",
+        _ints(1),
+        str(DEFAULT_BLOCK_MS),
+        "`XREADGROUP … BLOCK` time in ms (tests lower it)",
+        commands=frozenset({RUN, EXEC, PENDING}),
+    ),
+    Setting(
+        "tick_s",
+        "REPOBOX_TICK_MS",
+        _tick_s,
+        str(DEFAULT_TICK_MS),
+        "how often (ms, at least 10) the supervisor checks cancels, deadlines and waiting jobs",
+    ),
 )
 
 
@@ -563,7 +842,10 @@ def options_for(command: str) -> list[Setting]:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, command: str = RUN, stderr_is_tty: bool | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    command: str = RUN,
+    stderr_is_tty: bool | None = None,
     **overrides: Any,
 ) -> Settings:
     """Build Settings for `command` from `env` (default os.environ) and options (by parameter name;

@@ -47,27 +47,32 @@ class SingleJob:
             raise JobDataError(f"job {job_id} is already {job.status}: not run again")
         attempt = Attempt(job.id, job.user_id, f"{self.settings.runner_id}:exec", "", new_attempt_id())
         watch = JobWatch(self.settings, self.client, self.leases, self.health)
-        begun = self.leases.begin(attempt, limit=self.settings.max_jobs_per_user, lease_ms=watch.lease_ms,
-                                  started_at=now_ms())
+        begun = self.leases.begin(
+            attempt, limit=self.settings.max_jobs_per_user, lease_ms=watch.lease_ms, started_at=now_ms()
+        )
         if begun.outcome is BeginOutcome.BUSY:
-            raise RepoboxError(f"user {job.user_id} already runs {self.settings.max_jobs_per_user} job(s) "
-                               "(MAX_JOBS_PER_USER): try again when one ends")
+            raise RepoboxError(
+                f"user {job.user_id} already runs {self.settings.max_jobs_per_user} job(s) "
+                "(MAX_JOBS_PER_USER): try again when one ends"
+            )
         if begun.outcome is BeginOutcome.ACTIVE:
             raise RepoboxError(f"job {job_id} is running on another runner right now: not started twice")
         if begun.outcome is not BeginOutcome.OK:
             raise RepoboxError(f"job {job_id} cannot start: {begun.outcome} {begun.final_status or ''}".strip())
         procs.harden_process()
         output = JobOutput(self.client, job.id, self.health, echo, self.settings.output_limits)
-        active = ActiveJob(job, attempt, self.control, output,
-                           begun.previous_consumer)
+        active = ActiveJob(job, attempt, self.control, output, begun.previous_consumer)
         stop = threading.Event()
         watcher = threading.Thread(
-            target=supervise, daemon=True,
-            args=(self.client, self.health, self.settings.tick_s, stop, [lambda r: watch.tick([active], r)]))
+            target=supervise,
+            daemon=True,
+            args=(self.client, self.health, self.settings.tick_s, stop, [lambda r: watch.tick([active], r)]),
+        )
         watcher.start()
         try:
-            return Executor(self.settings, self.client, self.leases, self.health, self.hard_stop,
-                            self.options).execute(active)
+            return Executor(self.settings, self.client, self.leases, self.health, self.hard_stop, self.options).execute(
+                active
+            )
         finally:
             self.work_dir = active.work_dir
             stop.set()

@@ -36,8 +36,9 @@ class Every:
         self._next = 0.0
 
 
-def supervise(client: redis.Redis, health: RedisHealth, tick_s: float, stop: threading.Event,
-              steps: Sequence[Step]) -> None:
+def supervise(
+    client: redis.Redis, health: RedisHealth, tick_s: float, stop: threading.Event, steps: Sequence[Step]
+) -> None:
     """Tick until `stop`. While Redis is away each tick first pings it; steps raise connection
     errors, which mark it lost (the rest of that tick is skipped)."""
     seen = health.recoveries

@@ -41,9 +41,14 @@ class ClaimSweeper:
         if room <= 0:
             return []
         with self._lock:
-            reply = self.client.xautoclaim(self.leases.stream, self.leases.group, self.consumer,
-                                           self.min_idle_ms, start_id=self._cursor,
-                                           count=min(room, MAX_CLAIM_BATCH))
+            reply = self.client.xautoclaim(
+                self.leases.stream,
+                self.leases.group,
+                self.consumer,
+                self.min_idle_ms,
+                start_id=self._cursor,
+                count=min(room, MAX_CLAIM_BATCH),
+            )
             self._cursor = str(reply[0]) if reply else "0-0"
         claimed = [(i, f) for i, f in (reply[1] if reply else []) if i]
         if not claimed:
@@ -56,14 +61,20 @@ class ClaimSweeper:
         count toward MAX_DELIVERIES: waiting must not burn a job's budget."""
         if not self.leases.take_waiting_mark(entry_id) or deliveries <= 1:
             return deliveries
-        self.client.xclaim(self.leases.stream, self.leases.group, self.consumer, 0, [entry_id],
-                           retrycount=deliveries - 1, justid=True)
+        self.client.xclaim(
+            self.leases.stream, self.leases.group, self.consumer, 0, [entry_id], retrycount=deliveries - 1, justid=True
+        )
         return deliveries - 1
 
     def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
-        rows = self.client.xpending_range(self.leases.stream, self.leases.group, min=min(ids, key=_id_key),
-                                          max=max(ids, key=_id_key), count=len(ids) + PENDING_LOOKUP_SLACK,
-                                          consumername=self.consumer)
+        rows = self.client.xpending_range(
+            self.leases.stream,
+            self.leases.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) + PENDING_LOOKUP_SLACK,
+            consumername=self.consumer,
+        )
         return {str(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
 

@@ -70,6 +70,4 @@ class JobWatch:
                 if active.finished.is_set() or active.finishing.is_set():
                     continue  # it finished meanwhile: nothing was lost
                 if active.control.cancel(StopReason.LEASE_LOST):
-                    log.warning("lost the job's lease to another runner: stopping it",
-                                extra={"job_id": active.job.id})
-
+                    log.warning("lost the job's lease to another runner: stopping it", extra={"job_id": active.job.id})

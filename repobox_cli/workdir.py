@@ -284,9 +284,7 @@ class _Chowner:
 TRAVERSE_ONLY_MODE = 0o711  # others may pass through to a path they know, never list
 
 
-def prepare(
-    temp_dir: Path, job_id: str, attempt_id: str, *, agent_uid: int | None = None
-) -> WorkPaths:
+def prepare(temp_dir: Path, job_id: str, attempt_id: str, *, agent_uid: int | None = None) -> WorkPaths:
     """A fresh `TEMP_DIR/{job_id}/{attempt_id}`: each attempt has its own, so an attempt that was
     superseded (paused, partitioned) never touches the files of the one that replaced it."""
     ensure_private_dir(temp_dir)

@@ -60,8 +60,7 @@ class WorkerPool:
         try:
             outcome = self._work(active)
         except Exception as exc:  # noqa: BLE001 - boundary: keep the worker alive, whatever happens
-            log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)),
-                      extra={"job_id": active.job.id})
+            log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
             outcome = RunOutcome.ERROR
         with self._cond:
             self._running.pop(active.attempt.entry_id, None)

@@ -45,7 +45,12 @@ def _runner_processes_run_this_checkout(tmp_path_factory: pytest.TempPathFactory
     import sys
 
     here = Path(__file__).resolve().parent.parent
-    found = subprocess.run([sys.executable, "-I", "-c", "import repobox_cli; print(repobox_cli.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path_factory.getbasetemp(), check=False).stdout.strip()
+    found = subprocess.run(
+        [sys.executable, "-I", "-c", "import repobox_cli; print(repobox_cli.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path_factory.getbasetemp(),
+        check=False,
+    ).stdout.strip()
     if not found or Path(found).resolve().parent.parent != here:
         pytest.exit(f"repobox_cli is installed from {found or 'nowhere'}, not {here}: run `pip install -e .` here", 2)

@@ -63,6 +63,7 @@ def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
 
 # -- TLS ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def tls_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterator[tuple[World, TlsRedisServer]]:
     git_server.redirect_to = None
@@ -95,8 +96,7 @@ def test_tls_with_a_wrong_ca_fails_fast_with_one_line(tls_world: tuple[World, Tl
     assert "cannot reach Redis" in line and "certificate" in line.lower()
 
 
-def test_plain_redis_url_against_the_tls_port_fails_fast_with_one_line(
-        tls_world: tuple[World, TlsRedisServer]) -> None:
+def test_plain_redis_url_against_the_tls_port_fails_fast_with_one_line(tls_world: tuple[World, TlsRedisServer]) -> None:
     world, server = tls_world
     start = time.monotonic()
 
@@ -113,6 +113,7 @@ def test_tls_files_without_a_rediss_url_are_refused(world: World) -> None:
 
 
 # -- the minimal ACL user ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def acl_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterator[tuple[World, AclRedisServer]]:
@@ -134,7 +135,8 @@ def test_default_user_is_refused_on_the_acl_server(acl_world: tuple[World, AclRe
 
 
 def test_runner_under_the_minimal_acl_user_runs_a_job_and_its_password_stays_secret(
-        acl_world: tuple[World, AclRedisServer]) -> None:
+    acl_world: tuple[World, AclRedisServer],
+) -> None:
     world, server = acl_world
     job_id = world.add_job()
 
@@ -183,6 +185,7 @@ def test_dead_letter_under_the_minimal_acl_user(acl_world: tuple[World, AclRedis
 
 # -- Sentinel failover ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def sentinel_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterator[tuple[World, SentinelGroup]]:
     git_server.redirect_to = None
@@ -200,8 +203,12 @@ def _history(world: World, group: SentinelGroup, job_ids: list[str]) -> JobHisto
 
 
 def _failover_scenario(world: World, group: SentinelGroup, fail_primary: Any, *, exact_pushes: bool = True) -> None:
-    env = {**group.runner_env(), "CLAIM_MIN_IDLE": "5", "MAX_JOBS_PER_USER": "3",
-           "AGENT_COMMAND": SLOW_AGENT.format(s=2)}
+    env = {
+        **group.runner_env(),
+        "CLAIM_MIN_IDLE": "5",
+        "MAX_JOBS_PER_USER": "3",
+        "AGENT_COMMAND": SLOW_AGENT.format(s=2),
+    }
     fleet = start_fleet(world, ["r1", "r2"], **env)
     users = [world.user("alice"), world.user("bob")]
     jobs = [world.add_job(user=users[i % 2]) for i in range(8)]  # 6 can run at once: 2 queued
@@ -248,27 +255,32 @@ def _all_final(world: World, jobs: list[str]) -> bool:
 def _script_shas(world: World) -> list[str]:
     """The begin and finish scripts, as the runners registered them (EVALSHA reloaded them on the new primary)."""
     from repobox_cli.leases import Leases
+
     leases = Leases(world.client)
     return [leases._begin.sha, leases._finish.sha]
 
 
 @pytest.mark.timeout(90)
-def test_primary_killed_mid_run_fails_over_and_every_job_ends_once(
-        sentinel_world: tuple[World, SentinelGroup]) -> None:
+def test_primary_killed_mid_run_fails_over_and_every_job_ends_once(sentinel_world: tuple[World, SentinelGroup]) -> None:
     world, group = sentinel_world
     _failover_scenario(world, group, group.primary.kill)
 
 
 @pytest.mark.timeout(90)
 def test_primary_paused_like_a_partition_fails_over_and_every_job_ends_once(
-        sentinel_world: tuple[World, SentinelGroup]) -> None:
+    sentinel_world: tuple[World, SentinelGroup],
+) -> None:
     world, group = sentinel_world
     pauses: list[subprocess.Popen[bytes]] = []
 
     def pause() -> None:  # the primary answers nobody for a while, then wakes up still a primary
-        pauses.append(subprocess.Popen(
-            ["redis-cli", "-p", str(group.primary.port), "DEBUG", "SLEEP", str(PAUSE_S)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        pauses.append(
+            subprocess.Popen(
+                ["redis-cli", "-p", str(group.primary.port), "DEBUG", "SLEEP", str(PAUSE_S)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
 
     try:
         _failover_scenario(world, group, pause, exact_pushes=False)
@@ -279,9 +291,15 @@ def test_primary_paused_like_a_partition_fails_over_and_every_job_ends_once(
 
 # -- start-up refusals ---------------------------------------------------------------------------
 
+
 def test_cluster_mode_server_is_refused_with_one_line(world: World, tmp_path: Path) -> None:
-    with ConfiguredServer(tmp_path / "cluster", "--cluster-enabled", "yes",
-                          "--cluster-config-file", str(tmp_path / "cluster" / "nodes.conf")) as server:
+    with ConfiguredServer(
+        tmp_path / "cluster",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        str(tmp_path / "cluster" / "nodes.conf"),
+    ) as server:
         result = world.run_burst(REDIS_URL=server.url)
     line = _one_line_failure(result)
     assert "Redis Cluster" in line and "not supported" in line

@@ -38,8 +38,8 @@ _NOT_EXPORTED = {"authorization", "content-type", "content-length", "proxy-autho
 @dataclass
 class RecordedRequest:
     method: str
-    path: str                    # path + query string, as sent by the client
-    authorization: str | None    # raw Authorization header
+    path: str  # path + query string, as sent by the client
+    authorization: str | None  # raw Authorization header
     headers: dict[str, str]
 
 
@@ -62,16 +62,17 @@ def clean_git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _git(args: list[str], *, env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> str:
+def _git(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     result = subprocess.run(
-        ["git", *args], env=env if env is not None else clean_git_env(),
-        cwd=cwd, capture_output=True, timeout=GIT_DEADLINE_S,
+        ["git", *args],
+        env=env if env is not None else clean_git_env(),
+        cwd=cwd,
+        capture_output=True,
+        timeout=GIT_DEADLINE_S,
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"git {' '.join(args)} failed ({result.returncode}): "
-            f"{result.stderr.decode(errors='replace')}"
+            f"git {' '.join(args)} failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
         )
     return result.stdout.decode()
 
@@ -145,7 +146,7 @@ class _TLSThreadingHTTPServer(ThreadingHTTPServer):
         try:
             tls_sock = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
-            self.errors.append(exc)   # e.g. client rejected our certificate
+            self.errors.append(exc)  # e.g. client rejected our certificate
             return
         try:
             self.RequestHandlerClass(tls_sock, client_address, self)  # type: ignore[arg-type]
@@ -155,9 +156,10 @@ class _TLSThreadingHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
+
         exc = sys.exc_info()[1]
         if exc is not None:
-            self.errors.append(exc)   # quiet: no traceback on stderr
+            self.errors.append(exc)  # quiet: no traceback on stderr
 
 
 class _GitHandler(BaseHTTPRequestHandler):
@@ -181,12 +183,14 @@ class _GitHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         owner = self.server.owner
-        owner._record(RecordedRequest(
-            method=self.command,
-            path=self.path,
-            authorization=self.headers.get("Authorization"),
-            headers={k: v for k, v in self.headers.items()},
-        ))
+        owner._record(
+            RecordedRequest(
+                method=self.command,
+                path=self.path,
+                authorization=self.headers.get("Authorization"),
+                headers={k: v for k, v in self.headers.items()},
+            )
+        )
         # Each response closes the connection: keeps body handling simple.
         self.close_connection = True
         redirect = owner.redirect_to
@@ -197,8 +201,8 @@ class _GitHandler(BaseHTTPRequestHandler):
         if not owner._authorised(self.headers.get("Authorization")):
             self._drain_body()
             self._respond(
-                401, [("WWW-Authenticate", 'Basic realm="git"'),
-                      ("Content-Type", "text/plain")],
+                401,
+                [("WWW-Authenticate", 'Basic realm="git"'), ("Content-Type", "text/plain")],
                 b"authentication required\n",
             )
             return
@@ -231,25 +235,26 @@ class _GitHandler(BaseHTTPRequestHandler):
 
     def _cgi_env(self, user: str) -> dict[str, str]:
         path, _, query = self.path.partition("?")
-        env = clean_git_env({
-            "GIT_PROJECT_ROOT": str(self.server.owner.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "GATEWAY_INTERFACE": "CGI/1.1",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "SERVER_SOFTWARE": self.server_version,
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "REMOTE_USER": user,
-            "REMOTE_ADDR": self.client_address[0],
-            "AUTH_TYPE": "Basic",
-        })
+        env = clean_git_env(
+            {
+                "GIT_PROJECT_ROOT": str(self.server.owner.root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "GATEWAY_INTERFACE": "CGI/1.1",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "SERVER_SOFTWARE": self.server_version,
+                "REQUEST_METHOD": self.command,
+                "PATH_INFO": path,
+                "QUERY_STRING": query,
+                "REMOTE_USER": user,
+                "REMOTE_ADDR": self.client_address[0],
+                "AUTH_TYPE": "Basic",
+            }
+        )
         if self.headers.get("Content-Type"):
             env["CONTENT_TYPE"] = self.headers["Content-Type"]
         # Chunked bodies have no length: leave CONTENT_LENGTH unset so
         # http-backend reads to EOF.
-        if self.headers.get("Content-Length") and \
-                "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+        if self.headers.get("Content-Length") and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
             env["CONTENT_LENGTH"] = self.headers["Content-Length"]
         for name, value in self.headers.items():
             if name.lower() in _NOT_EXPORTED:
@@ -263,14 +268,19 @@ class _GitHandler(BaseHTTPRequestHandler):
         user = self.server.owner.username
         with tempfile.TemporaryFile() as stderr_file:
             proc = subprocess.Popen(
-                [GIT_HTTP_BACKEND], env=self._cgi_env(user),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
+                [GIT_HTTP_BACKEND],
+                env=self._cgi_env(user),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
             )
             assert proc.stdin is not None and proc.stdout is not None
             feed_errors: list[BaseException] = []
             feeder = threading.Thread(
-                target=self._feed_stdin, args=(proc.stdin, feed_errors),
-                name="git-cgi-stdin", daemon=True,
+                target=self._feed_stdin,
+                args=(proc.stdin, feed_errors),
+                name="git-cgi-stdin",
+                daemon=True,
             )
             feeder.start()
             try:
@@ -304,7 +314,7 @@ def _parse_cgi_output(output: bytes) -> tuple[int, list[tuple[str, str]], bytes]
     if not candidates:
         return 502, [("Content-Type", "text/plain")], b"bad CGI output\n"
     end, sep_len = min(candidates)
-    head, body = output[:end], output[end + sep_len:]
+    head, body = output[:end], output[end + sep_len :]
     status = 200
     headers: list[tuple[str, str]] = []
     for raw in head.decode("latin-1").splitlines():
@@ -351,8 +361,10 @@ class GitHttpsServer:
         port = self._httpd.server_address[1]
         self.base_url = f"https://127.0.0.1:{port}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-            name="git-https-server", daemon=True,
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="git-https-server",
+            daemon=True,
         )
         self._thread.start()
 
@@ -454,15 +466,16 @@ class GitHttpsServer:
         _git(["update-ref", f"refs/heads/{branch}", base], env=bare_env)
         for extra, extra_files in (extra_branches or {}).items():
             sha = self._commit_tree(
-                bare, {**files, **extra_files}, parent=base,
+                bare,
+                {**files, **extra_files},
+                parent=base,
                 message=f"Add {extra} files",
             )
             _git(["update-ref", f"refs/heads/{extra}", sha], env=bare_env)
         return self.repo_url(name)
 
     @staticmethod
-    def _commit_tree(bare: Path, files: dict[str, str], *, parent: str | None,
-                     message: str) -> str:
+    def _commit_tree(bare: Path, files: dict[str, str], *, parent: str | None, message: str) -> str:
         with tempfile.TemporaryDirectory(prefix="repobox-seed-") as tmp:
             work = Path(tmp) / "work"
             work.mkdir()
@@ -470,11 +483,13 @@ class GitHttpsServer:
                 target = work / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
-            env = clean_git_env({
-                "GIT_DIR": str(bare),
-                "GIT_WORK_TREE": str(work),
-                "GIT_INDEX_FILE": str(Path(tmp) / "index"),
-            })
+            env = clean_git_env(
+                {
+                    "GIT_DIR": str(bare),
+                    "GIT_WORK_TREE": str(work),
+                    "GIT_INDEX_FILE": str(Path(tmp) / "index"),
+                }
+            )
             _git(["add", "--all", "--force", "."], env=env, cwd=work)
             tree = _git(["write-tree"], env=env).strip()
             parent_args = ["-p", parent] if parent else []
@@ -484,9 +499,7 @@ class GitHttpsServer:
         return _git(["--git-dir", str(self.repo_path(name)), *args])
 
     def branches(self, name: str) -> dict[str, str]:
-        out = self._bare_git(
-            name, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/"]
-        )
+        out = self._bare_git(name, ["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/"])
         result: dict[str, str] = {}
         for line in out.splitlines():
             ref, sha = line.split(" ", 1)

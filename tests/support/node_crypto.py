@@ -69,8 +69,7 @@ def node_encrypt_many(plaintexts: list[str], key: str) -> list[str]:
     )
     if result.returncode != 0:
         raise NodeCryptoError(
-            f"node encryption failed ({result.returncode}): "
-            f"{result.stderr.decode(errors='replace').strip()}"
+            f"node encryption failed ({result.returncode}): {result.stderr.decode(errors='replace').strip()}"
         )
     out = json.loads(result.stdout)
     if not isinstance(out, list) or len(out) != len(plaintexts):

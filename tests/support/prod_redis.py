@@ -56,24 +56,49 @@ class TlsRedisServer(RedisServer):
     def _command(self) -> list[str]:
         cmd = super()._command()
         at = cmd.index("--port")
-        cmd[at:at + 2] = ["--port", "0", "--tls-port", str(self.port)]
-        return cmd + ["--tls-cert-file", str(self.tls.cert_file), "--tls-key-file", str(self.tls.key_file),
-                      "--tls-ca-cert-file", str(self.tls.ca_file), "--tls-auth-clients", "yes"]
+        cmd[at : at + 2] = ["--port", "0", "--tls-port", str(self.port)]
+        return cmd + [
+            "--tls-cert-file",
+            str(self.tls.cert_file),
+            "--tls-key-file",
+            str(self.tls.key_file),
+            "--tls-ca-cert-file",
+            str(self.tls.ca_file),
+            "--tls-auth-clients",
+            "yes",
+        ]
 
     def _probe_client(self, *, timeout_s: float) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout_s,
-                           socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0), ssl=True,
-                           ssl_ca_certs=str(self.tls.ca_file), ssl_certfile=str(self.tls.client_cert_file),
-                           ssl_keyfile=str(self.tls.client_key_file))
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca_file),
+            ssl_certfile=str(self.tls.client_cert_file),
+            ssl_keyfile=str(self.tls.client_key_file),
+        )
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, ssl=True,
-                           ssl_ca_certs=str(self.tls.ca_file), ssl_certfile=str(self.tls.client_cert_file),
-                           ssl_keyfile=str(self.tls.client_key_file))
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            decode_responses=True,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca_file),
+            ssl_certfile=str(self.tls.client_cert_file),
+            ssl_keyfile=str(self.tls.client_key_file),
+        )
 
     def runner_env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.url, "REDIS_CA_FILE": str(self.tls.ca_file),
-                "REDIS_CERT_FILE": str(self.tls.client_cert_file), "REDIS_KEY_FILE": str(self.tls.client_key_file)}
+        return {
+            "REDIS_URL": self.url,
+            "REDIS_CA_FILE": str(self.tls.ca_file),
+            "REDIS_CERT_FILE": str(self.tls.client_cert_file),
+            "REDIS_KEY_FILE": str(self.tls.client_key_file),
+        }
 
 
 class AclRedisServer(RedisServer):
@@ -89,16 +114,25 @@ class AclRedisServer(RedisServer):
 
     def _command(self) -> list[str]:
         users = self.workdir / "users.acl"
-        users.write_text(f"user {ADMIN_USER} on >{ADMIN_PASSWORD} ~* &* +@all\n"
-                         f"user {RUNNER_USER} {RUNNER_ACL_RULES} >{self.runner_password}\n"
-                         "user default off resetkeys -@all\n")
+        users.write_text(
+            f"user {ADMIN_USER} on >{ADMIN_PASSWORD} ~* &* +@all\n"
+            f"user {RUNNER_USER} {RUNNER_ACL_RULES} >{self.runner_password}\n"
+            "user default off resetkeys -@all\n"
+        )
         self.password_file.write_text(self.runner_password + "\n")
         self.password_file.chmod(0o600)
         return super()._command() + ["--aclfile", str(users)]
 
     def _probe_client(self, *, timeout_s: float) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout_s, username=ADMIN_USER,
-                           password=ADMIN_PASSWORD, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout_s,
+            username=ADMIN_USER,
+            password=ADMIN_PASSWORD,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def runner_env(self) -> dict[str, str]:
         return {"REDIS_URL": self.runner_url, "REDIS_PASSWORD_FILE": str(self.password_file)}
@@ -118,8 +152,9 @@ SENTINEL_COUNT = 3
 
 class _Process:
     def __init__(self, cmd: list[str]) -> None:
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -145,8 +180,9 @@ class SentinelGroup:
         self.workdir = workdir
         # DEBUG SLEEP (a pause, as a partition looks to the others) needs the debug command.
         self.primary = ConfiguredServer(workdir / "primary", "--enable-debug-command", "local")
-        self.replica = ConfiguredServer(workdir / "replica", "--enable-debug-command", "local",
-                                        "--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica = ConfiguredServer(
+            workdir / "replica", "--enable-debug-command", "local", "--replicaof", "127.0.0.1", str(self.primary.port)
+        )
         self.sentinel_ports = [find_free_port() for _ in range(SENTINEL_COUNT)]
         self._sentinels: list[_Process] = []
         self.servers = {self.primary.port: self.primary, self.replica.port: self.replica}
@@ -156,14 +192,20 @@ class SentinelGroup:
         return ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
 
     def runner_env(self) -> dict[str, str]:
-        return {"REDIS_URL": "redis://sentinel-named-primary", "REDIS_SENTINELS": self.sentinels_setting,
-                "REDIS_SENTINEL_MASTER": MASTER_NAME}
+        return {
+            "REDIS_URL": "redis://sentinel-named-primary",
+            "REDIS_SENTINELS": self.sentinels_setting,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
 
     def start(self) -> None:
         self.primary.start()
         self.replica.start()
-        wait_for(lambda: self.replica.client().info("replication").get("master_link_status") == "up",
-                 START_DEADLINE_S, "the replica to sync")
+        wait_for(
+            lambda: self.replica.client().info("replication").get("master_link_status") == "up",
+            START_DEADLINE_S,
+            "the replica to sync",
+        )
         for i, port in enumerate(self.sentinel_ports):
             conf = self.workdir / f"sentinel-{i}.conf"
             conf.write_text(
@@ -172,11 +214,15 @@ class SentinelGroup:
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-                f"sentinel parallel-syncs {MASTER_NAME} 1\n")
+                f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            )
             self._sentinels.append(_Process(["redis-server", str(conf), "--sentinel"]))
         for port in self.sentinel_ports:
-            wait_for(lambda p=port: self._sentinel_sees_replica(p), START_DEADLINE_S,
-                     f"sentinel {port} to see the primary, its replica and the other sentinels")
+            wait_for(
+                lambda p=port: self._sentinel_sees_replica(p),
+                START_DEADLINE_S,
+                f"sentinel {port} to see the primary, its replica and the other sentinels",
+            )
 
     def _sentinel_sees_replica(self, port: int) -> bool:
         try:
@@ -207,6 +253,7 @@ class SentinelGroup:
                 return None
             role = self.servers[port].client().role()
             return port if role[0] == "master" else None
+
         return int(wait_for(promoted, timeout_s, "the Sentinels to promote the replica", interval_s=0.1))
 
     def stop(self) -> None:
@@ -219,8 +266,9 @@ class SentinelGroup:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -237,6 +285,7 @@ class SentinelBackedServer:
 
 
 # -- an old Redis, as far as a client can tell ------------------------------------------------
+
 
 class OldRedisStandIn:
     """A tiny RESP server on 127.0.0.1 answering PING and INFO as Redis `version` would (and OK
@@ -258,13 +307,24 @@ class OldRedisStandIn:
         if command == "PING":
             return b"+PONG\r\n"
         if command == "HELLO":  # RESP3, as redis-py 8 asks for
-            fields = {"server": "redis", "version": self.version, "proto": 3, "id": 1, "mode": "standalone",
-                      "role": "master"}
-            body = b"".join(b"+%s\r\n" % k.encode() + (b":%d\r\n" % v if isinstance(v, int) else b"+%s\r\n" % v.encode())
-                            for k, v in fields.items())
+            fields = {
+                "server": "redis",
+                "version": self.version,
+                "proto": 3,
+                "id": 1,
+                "mode": "standalone",
+                "role": "master",
+            }
+            body = b"".join(
+                b"+%s\r\n" % k.encode() + (b":%d\r\n" % v if isinstance(v, int) else b"+%s\r\n" % v.encode())
+                for k, v in fields.items()
+            )
             return b"%%%d\r\n%s" % (len(fields), body)
         if command == "INFO":
-            body = f"# Server\r\nredis_version:{self.version}\r\nredis_mode:standalone\r\n# Cluster\r\ncluster_enabled:0\r\n"
+            body = (
+                f"# Server\r\nredis_version:{self.version}\r\nredis_mode:standalone\r\n"
+                "# Cluster\r\ncluster_enabled:0\r\n"
+            )
             data = body.encode()
             return b"$%d\r\n%s\r\n" % (len(data), data)
         return b"+OK\r\n"
@@ -300,8 +360,9 @@ class OldRedisStandIn:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
@@ -321,7 +382,7 @@ def _parse_command(buffer: bytes) -> tuple[list[str], bytes] | None:
         if len(rest) < size + 2:
             return None
         words.append(rest[:size].decode())
-        rest = rest[size + 2:]
+        rest = rest[size + 2 :]
     return words, rest
 
 

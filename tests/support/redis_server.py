@@ -53,13 +53,20 @@ class RedisServer:
     def _command(self) -> list[str]:
         cmd = [
             "redis-server",
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--logfile", str(self.log_file),
-            "--daemonize", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--logfile",
+            str(self.log_file),
+            "--daemonize",
+            "no",
         ]
         if self.appendonly:
             cmd += ["--appendfsync", "always"]
@@ -70,8 +77,7 @@ class RedisServer:
             return
         if not _port_is_free(self.port):
             raise RuntimeError(
-                f"cannot start redis-server: port {self.port} on 127.0.0.1 is "
-                "already in use by another process"
+                f"cannot start redis-server: port {self.port} on 127.0.0.1 is already in use by another process"
             )
         self._proc = subprocess.Popen(
             self._command(),
@@ -84,10 +90,7 @@ class RedisServer:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
-                raise RuntimeError(
-                    f"redis-server exited with code {code} during startup; "
-                    f"log:\n{self._log_tail()}"
-                )
+                raise RuntimeError(f"redis-server exited with code {code} during startup; log:\n{self._log_tail()}")
             if self._ping():
                 return
             if time.monotonic() > deadline:
@@ -151,8 +154,11 @@ class RedisServer:
         # No retries: redis-py's default retry/backoff would turn the expected
         # "connection closed" after SHUTDOWN into seconds of waiting.
         return redis.Redis(
-            host="127.0.0.1", port=self.port, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _ping(self) -> bool:

@@ -23,6 +23,7 @@ READY_DEADLINE_S = 20.0
 
 # -- Redis state ---------------------------------------------------------------------------
 
+
 def pending_count(client: redis.Redis) -> int:
     """Entries of the runners' group still pending (delivered, not acknowledged)."""
     try:
@@ -60,14 +61,18 @@ def output_lines(world: World, job_id: str, needle: str) -> list[str]:
 
 def wait_status(world: World, job_id: str, wanted: str | set[str], timeout_s: float = 30.0) -> str:
     accepted = {wanted} if isinstance(wanted, str) else wanted
-    return str(wait_for(lambda: (s := world.job(job_id).get("status")) in accepted and s,
-                        timeout_s, f"job {job_id} to become {sorted(accepted)}"))
+    return str(
+        wait_for(
+            lambda: (s := world.job(job_id).get("status")) in accepted and s,
+            timeout_s,
+            f"job {job_id} to become {sorted(accepted)}",
+        )
+    )
 
 
 def wait_agent_running(world: World, job_id: str, timeout_s: float = 30.0) -> str:
     """Wait until the job's agent step started; returns the consumer running it."""
-    wait_for(lambda: output_lines(world, job_id, "Starting agent"), timeout_s,
-             f"the agent of job {job_id} to start")
+    wait_for(lambda: output_lines(world, job_id, "Starting agent"), timeout_s, f"the agent of job {job_id} to start")
     owner = attempt_owner(world.client, job_id)
     assert owner, f"job {job_id} runs the agent but has no current attempt"
     return owner
@@ -75,11 +80,11 @@ def wait_agent_running(world: World, job_id: str, timeout_s: float = 30.0) -> st
 
 # -- runners -------------------------------------------------------------------------------
 
+
 def wait_ready(world: World, names: Iterable[str], timeout_s: float = READY_DEADLINE_S) -> None:
     """Wait until each named runner wrote its heartbeat (it has connected and joined the group)."""
     for name in names:
-        wait_for(lambda n=name: world.client.exists(f"runner:heartbeat:{n}"), timeout_s,
-                 f"runner {name} to start")
+        wait_for(lambda n=name: world.client.exists(f"runner:heartbeat:{n}"), timeout_s, f"runner {name} to start")
 
 
 def start_fleet(world: World, names: Iterable[str], **env: str) -> dict[str, RunnerProcess]:
@@ -94,11 +99,15 @@ def log_messages(runner: RunnerProcess, needle: str) -> list[dict[str, Any]]:
 
 def push_requests(world: World) -> int:
     """How many pushes (receive-pack POSTs) reached the world's repository."""
-    return sum(1 for r in world.git.requests
-               if r.method == "POST" and r.path.startswith(f"/{world.repo_name}.git/git-receive-pack"))
+    return sum(
+        1
+        for r in world.git.requests
+        if r.method == "POST" and r.path.startswith(f"/{world.repo_name}.git/git-receive-pack")
+    )
 
 
 # -- processes -----------------------------------------------------------------------------
+
 
 def processes_with(text: str) -> list[int]:
     """Live (non-zombie) processes whose command line contains `text`."""
@@ -111,13 +120,14 @@ def processes_with(text: str) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        state = stat[stat.rfind(")") + 2:].split(" ", 1)[0]
+        state = stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
 
 
 # -- sampling while a scenario runs --------------------------------------------------------
+
 
 class Sampler:
     """Calls `probe(client)` every `interval_s` on its own thread, keeping every result.
@@ -147,8 +157,9 @@ class Sampler:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()  # the state the test saw last is in the record too
@@ -185,7 +196,7 @@ class JobHistory(Sampler):
         seen = self.history[job_id]
         for i, (status, _, _) in enumerate(seen):
             if status in FINAL:
-                return seen[i + 1:]
+                return seen[i + 1 :]
         return []
 
 

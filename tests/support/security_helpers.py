@@ -154,7 +154,7 @@ def processes_with_marker(marker: bytes) -> list[int]:
         cmdline = _read(f"/proc/{pid}/cmdline")
         if cmdline and marker in cmdline:
             stat = _read(f"/proc/{pid}/stat") or b""
-            state = stat[stat.rfind(b")") + 2:][:1]
+            state = stat[stat.rfind(b")") + 2 :][:1]
             if state not in (b"Z", b"X"):
                 found.append(pid)
     return found
@@ -223,7 +223,7 @@ class ProcessScanner:
 
 
 # -- an attacker's sniffer ---------------------------------------------------------------------
-SNIFFER_SOURCE = r'''
+SNIFFER_SOURCE = r"""
 import os, sys, time
 loot_path, heartbeat_path, tag = sys.argv[1], sys.argv[2], sys.argv[3]
 lifetime_s = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
@@ -256,7 +256,7 @@ while time.time() < deadline:
         with open(loot_path, "ab") as f:
             f.write(b"PID " + entry.encode() + b" " + cmd.replace(b"\0", b" ") + b"\n" + env + b"\n")
     time.sleep(0.05)
-'''
+"""
 
 
 def sniffer_script(dir: Path) -> Path:

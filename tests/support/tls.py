@@ -18,18 +18,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 class TestCA:
     __test__ = False  # not a pytest test class
 
-    ca_file: Path    # PEM CA certificate (use as GIT_SSL_CAINFO / cafile)
+    ca_file: Path  # PEM CA certificate (use as GIT_SSL_CAINFO / cafile)
     cert_file: Path  # PEM server certificate for 127.0.0.1 / localhost
-    key_file: Path   # PEM (unencrypted PKCS#8) server private key
+    key_file: Path  # PEM (unencrypted PKCS#8) server private key
     client_cert_file: Path  # PEM client certificate (clientAuth)
-    client_key_file: Path   # its private key (mode 600)
+    client_key_file: Path  # its private key (mode 600)
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "repobox tests"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "repobox tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def make_test_ca(dir: Path) -> TestCA:
@@ -53,10 +55,15 @@ def make_test_ca(dir: Path) -> TestCA:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -68,28 +75,41 @@ def make_test_ca(dir: Path) -> TestCA:
     )
 
     cert, key = _leaf(ca_key, ca_name, "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, not_before, not_after)
-    client_cert, client_key = _leaf(ca_key, ca_name, "repobox runner", ExtendedKeyUsageOID.CLIENT_AUTH,
-                                    not_before, not_after)
+    client_cert, client_key = _leaf(
+        ca_key, ca_name, "repobox runner", ExtendedKeyUsageOID.CLIENT_AUTH, not_before, not_after
+    )
     ca_file = dir / "ca.pem"
     ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_file, key_file = _write_pair(dir, "server", cert, key)
     client_cert_file, client_key_file = _write_pair(dir, "client", client_cert, client_key)
-    return TestCA(ca_file=ca_file, cert_file=cert_file, key_file=key_file,
-                  client_cert_file=client_cert_file, client_key_file=client_key_file)
+    return TestCA(
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        client_cert_file=client_cert_file,
+        client_key_file=client_key_file,
+    )
 
 
 def _write_pair(dir: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
     cert_file = dir / f"{stem}.pem"
     key_file = dir / f"{stem}-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_file.chmod(0o600)
     return cert_file, key_file
 
 
-def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, common_name: str, usage: x509.ObjectIdentifier,
-          not_before: dt.datetime, not_after: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    common_name: str,
+    usage: x509.ObjectIdentifier,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -101,21 +121,26 @@ def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, common_name: s
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-                x509.DNSName("localhost"),
-            ]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                ]
+            ),
             critical=False,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([usage]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

@@ -34,8 +34,9 @@ def python_paths() -> list[Path]:
     return sorted({Path(os.path.realpath(sys.base_prefix)), Path(os.path.realpath(sys.prefix))})
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition",
-             interval_s: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition", interval_s: float = 0.05
+) -> Any:
     """Poll `predicate` until truthy (returning its value) or fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -130,18 +131,43 @@ class World:
             self._encrypted[token] = node_encrypt(token, self.key)
         return self._encrypted[token]
 
-    def add_provider(self, user: str | None = None, provider: str | None = None, *,
-                     token: str | None = None, url: str | None = None, kind: str = "github") -> None:
+    def add_provider(
+        self,
+        user: str | None = None,
+        provider: str | None = None,
+        *,
+        token: str | None = None,
+        url: str | None = None,
+        kind: str = "github",
+    ) -> None:
         user = user or self.default_user
         provider = provider or self.provider_id
-        self.client.hset(f"git_provider:{user}:{provider}", mapping={
-            "type": kind, "url": self.git.base_url if url is None else url,
-            "token": self.encrypted(token or self.token), "username": "someone", "verified": "true",
-            "repos_count": "1", "created_at": str(int(time.time() * 1000))})
+        self.client.hset(
+            f"git_provider:{user}:{provider}",
+            mapping={
+                "type": kind,
+                "url": self.git.base_url if url is None else url,
+                "token": self.encrypted(token or self.token),
+                "username": "someone",
+                "verified": "true",
+                "repos_count": "1",
+                "created_at": str(int(time.time() * 1000)),
+            },
+        )
 
-    def add_job(self, *, user: str | None = None, provider: str | None = None, repo_url: str | None = None,
-                branch: str | None = "main", prompt: str = "Add a test file", job_id: str | None = None,
-                enqueue: bool = True, provider_record: bool = True, **extra: str) -> str:
+    def add_job(
+        self,
+        *,
+        user: str | None = None,
+        provider: str | None = None,
+        repo_url: str | None = None,
+        branch: str | None = "main",
+        prompt: str = "Add a test file",
+        job_id: str | None = None,
+        enqueue: bool = True,
+        provider_record: bool = True,
+        **extra: str,
+    ) -> str:
         """Write a job exactly as the web app does: hash, user index, stream entry."""
         job_id = job_id or str(uuid.uuid4())
         user = user or self.default_user
@@ -150,17 +176,35 @@ class World:
             self.add_provider(user, provider)
         now = str(int(time.time() * 1000))
         url = self.repo_url if repo_url is None else repo_url
-        fields = {"id": job_id, "user_id": user, "provider_id": provider, "repo_url": url,
-                  "repo_name": url.rstrip("/").rsplit("/", 1)[-1], "prompt": prompt,
-                  "environment": "default", "status": "pending", "created_at": now, **extra}
+        fields = {
+            "id": job_id,
+            "user_id": user,
+            "provider_id": provider,
+            "repo_url": url,
+            "repo_name": url.rstrip("/").rsplit("/", 1)[-1],
+            "prompt": prompt,
+            "environment": "default",
+            "status": "pending",
+            "created_at": now,
+            **extra,
+        }
         if branch is not None:
             fields["branch"] = branch
         client = self.client
         client.hset(f"job:{job_id}", mapping=fields)
         client.zadd(f"jobs:user:{user}", {job_id: int(now)})
         if enqueue:
-            client.xadd("jobs:stream", {"job_id": job_id, "user_id": user, "provider_id": provider,
-                                        "repo_url": url, "prompt": prompt, "environment": "default"})
+            client.xadd(
+                "jobs:stream",
+                {
+                    "job_id": job_id,
+                    "user_id": user,
+                    "provider_id": provider,
+                    "repo_url": url,
+                    "prompt": prompt,
+                    "environment": "default",
+                },
+            )
         return job_id
 
     def job(self, job_id: str) -> dict[str, str]:
@@ -191,11 +235,18 @@ class World:
         env.update(overrides)
         return env
 
-    def repobox(self, *args: str, input: str | None = None, timeout_s: float = PROCESS_DEADLINE_S,
-                **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "repobox_cli", *args], env=self.env(**env),
-                              capture_output=True, text=True, input=input, timeout=timeout_s,
-                              cwd=self.tmp)
+    def repobox(
+        self, *args: str, input: str | None = None, timeout_s: float = PROCESS_DEADLINE_S, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "repobox_cli", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout_s,
+            cwd=self.tmp,
+        )
 
     def run_burst(self, **env: str) -> subprocess.CompletedProcess[str]:
         return self.repobox("run", "--burst", **env)
@@ -204,9 +255,13 @@ class World:
         name = name or f"runner{len(self.runners) + 1}"
         log_path = self.tmp / f"{name}.log"
         with log_path.open("wb") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", "repobox_cli", "run", *args],
-                                       env=self.env(RUNNER_ID=name, **env), stdout=log_file,
-                                       stderr=subprocess.STDOUT, cwd=self.tmp)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "repobox_cli", "run", *args],
+                env=self.env(RUNNER_ID=name, **env),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+            )
         runner = RunnerProcess(process, log_path)
         self.runners.append(runner)
         return runner

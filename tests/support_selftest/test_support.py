@@ -52,19 +52,26 @@ def git_env(tls: TestCA, token: str | None) -> dict[str, str]:
     return clean_git_env(extra)
 
 
-def run_git(args: list[str], env: dict[str, str], cwd: Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_git(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["git", *args], env=env, cwd=cwd, capture_output=True, text=True,
-        timeout=GIT_DEADLINE_S, stdin=subprocess.DEVNULL,
+        ["git", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GIT_DEADLINE_S,
+        stdin=subprocess.DEVNULL,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"git {args} failed: {result.stderr}")
     return result
 
 
-def https_get(server: GitHttpsServer, tls: TestCA, path: str,
-              headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+def https_get(
+    server: GitHttpsServer, tls: TestCA, path: str, headers: dict[str, str] | None = None
+) -> http.client.HTTPResponse:
     ctx = ssl.create_default_context(cafile=str(tls.ca_file))
     conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=ctx, timeout=10)
     conn.request("GET", path, headers=headers or {})
@@ -91,18 +98,18 @@ def test_redis_start_stop_restart_keeps_aof_data(tmp_path: Path) -> None:
         server.restart()
         assert server.port == port
         client = server.client()
-        assert client.get("k") == "v"          # decode_responses=True
+        assert client.get("k") == "v"  # decode_responses=True
         assert client.xlen("s") == 1
         client.close()
         server.kill()
         assert not server.is_running()
-        server.start()                          # AOF with fsync always survives SIGKILL
+        server.start()  # AOF with fsync always survives SIGKILL
         client = server.client()
         assert client.get("k") == "v"
         client.close()
     finally:
         server.stop()
-    server.stop()                               # idempotent
+    server.stop()  # idempotent
     assert not server.is_running()
     assert (tmp_path / "redis" / "redis.log").exists()
 
@@ -133,7 +140,8 @@ def test_redis_restart_fails_clearly_when_port_taken(tmp_path: Path) -> None:
 
 def test_clone_push_and_inspect(git_server: GitHttpsServer, tls: TestCA, tmp_path: Path) -> None:
     url = git_server.create_repo(
-        "team/app", {"README.md": "hello\n", "src/main.py": "print(1)\n"},
+        "team/app",
+        {"README.md": "hello\n", "src/main.py": "print(1)\n"},
         extra_branches={"dev": {"DEV.md": "dev\n"}},
     )
     assert url == f"{git_server.base_url}/team/app.git"
@@ -169,25 +177,21 @@ def test_clone_push_and_inspect(git_server: GitHttpsServer, tls: TestCA, tmp_pat
     assert all(r.authorization == expected_auth for r in git_server.requests)
 
 
-def test_wrong_token_is_401_and_git_fails_fast(
-    git_server: GitHttpsServer, tls: TestCA, tmp_path: Path
-) -> None:
+def test_wrong_token_is_401_and_git_fails_fast(git_server: GitHttpsServer, tls: TestCA, tmp_path: Path) -> None:
     url = git_server.create_repo("app", {"a.txt": "a\n"})
     for token in ("wrong-token", None):
         result = run_git(["ls-remote", url], git_env(tls, token), check=False)
         assert result.returncode != 0
-        assert any(
-            text in result.stderr
-            for text in ("Authentication failed", "could not read Username")
-        )
+        assert any(text in result.stderr for text in ("Authentication failed", "could not read Username"))
     assert git_server.requests and all(r.path.startswith("/app.git/") for r in git_server.requests)
 
     response = https_get(git_server, tls, "/app.git/info/refs?service=git-upload-pack")
     assert response.status == 401
     assert response.getheader("WWW-Authenticate") == 'Basic realm="git"'
     bad_user = base64.b64encode(f"someone:{TOKEN}".encode()).decode()
-    response = https_get(git_server, tls, "/app.git/info/refs?service=git-upload-pack",
-                         {"Authorization": f"Basic {bad_user}"})
+    response = https_get(
+        git_server, tls, "/app.git/info/refs?service=git-upload-pack", {"Authorization": f"Basic {bad_user}"}
+    )
     assert response.status == 401
 
 
@@ -198,8 +202,9 @@ def test_ls_remote_ok_and_unknown_repo_404(git_server: GitHttpsServer, tls: Test
     # git 2.39 speaks protocol v2 for fetches; the header reaches http-backend.
     assert all(r.headers.get("Git-Protocol") == "version=2" for r in git_server.requests)
     good = base64.b64encode(f"oauth2:{TOKEN}".encode()).decode()
-    response = https_get(git_server, tls, "/nope.git/info/refs?service=git-upload-pack",
-                         {"Authorization": f"Basic {good}"})
+    response = https_get(
+        git_server, tls, "/nope.git/info/refs?service=git-upload-pack", {"Authorization": f"Basic {good}"}
+    )
     assert response.status == 404
 
 
@@ -208,9 +213,7 @@ def test_redirect_mode_answers_302(git_server: GitHttpsServer, tls: TestCA) -> N
     git_server.redirect_to = "https://evil.example"
     response = https_get(git_server, tls, "/app.git/info/refs?service=git-upload-pack")
     assert response.status == 302
-    assert response.getheader("Location") == (
-        "https://evil.example/app.git/info/refs?service=git-upload-pack"
-    )
+    assert response.getheader("Location") == ("https://evil.example/app.git/info/refs?service=git-upload-pack")
 
 
 def test_untrusted_ca_is_rejected(git_server: GitHttpsServer, tmp_path: Path) -> None:
@@ -234,7 +237,7 @@ def _decrypt(blob: str, key: bytes) -> str:
 @pytest.mark.parametrize("form", ["hex", "base64", "utf8"])
 def test_node_encrypt_decrypts_with_aesgcm(form: str) -> None:
     if form == "utf8":
-        key_text = "k" * 31 + "Z"                # 32 ASCII characters
+        key_text = "k" * 31 + "Z"  # 32 ASCII characters
         raw = key_text.encode()
     else:
         raw = os.urandom(32)

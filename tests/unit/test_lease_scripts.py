@@ -60,6 +60,7 @@ def owner(client: redis.Redis, entry_id: str) -> str | None:
 
 # -- begin -------------------------------------------------------------------------------------
 
+
 def test_begin_marks_running_takes_a_slot_and_sets_the_fencing_token(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
 
@@ -136,6 +137,7 @@ def test_begin_of_a_final_job_is_final_with_its_status(client: redis.Redis, leas
 
 # -- renew and check ---------------------------------------------------------------------------
 
+
 def test_renew_extends_the_slot_and_fails_once_superseded(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
     begin(leases, attempt)
@@ -149,6 +151,7 @@ def test_renew_extends_the_slot_and_fails_once_superseded(client: redis.Redis, l
 
 
 # -- finish, return_to_pending, abandon --------------------------------------------------------
+
 
 def test_finish_writes_fields_frees_the_slot_and_acks(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
@@ -240,16 +243,18 @@ def test_abandon_leaves_an_entry_another_runner_took(client: redis.Redis, leases
 
 # -- entries that never began ------------------------------------------------------------------
 
+
 def test_reject_fails_the_job_files_a_dead_letter_and_acks(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
     fields = {"job_id": attempt.job_id}
 
-    assert leases.reject("r1", attempt.entry_id, fields, "poison", 7, job_id=attempt.job_id,
-                         dead_letter=True, deliveries=6)
+    assert leases.reject(
+        "r1", attempt.entry_id, fields, "poison", 7, job_id=attempt.job_id, dead_letter=True, deliveries=6
+    )
 
     job = client.hgetall(keys.job(attempt.job_id))
     assert (job["status"], job["error_message"], job["finished_at"]) == ("failed", "poison", "7")
-    (dead_id, dead), = client.xrange(keys.DEAD_LETTERS_STREAM)
+    ((dead_id, dead),) = client.xrange(keys.DEAD_LETTERS_STREAM)
     assert dead["entry_id"] == attempt.entry_id and dead["deliveries"] == "6" and json.loads(dead["fields"]) == fields
     assert owner(client, attempt.entry_id) is None
 

@@ -21,8 +21,9 @@ def _password_file(tmp_path: Path, mode: int = 0o600) -> Path:
 
 
 def test_password_file_is_read_once_and_never_shown(tmp_path: Path) -> None:
-    settings = load_settings({"REDIS_URL": "redis://runner@127.0.0.1:6379",
-                              "REDIS_PASSWORD_FILE": str(_password_file(tmp_path))})
+    settings = load_settings(
+        {"REDIS_URL": "redis://runner@127.0.0.1:6379", "REDIS_PASSWORD_FILE": str(_password_file(tmp_path))}
+    )
     assert settings.redis.password == SECRET
     assert SECRET not in repr(settings) and SECRET not in describe(settings.redis)
 
@@ -49,12 +50,15 @@ def test_sentinels_are_parsed_and_wait_for_one_replica_by_default() -> None:
     assert load_settings({}).redis.wait_replicas == 0
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"REDIS_SENTINELS": "host-without-port"}, "host:port"),
-    ({"REDIS_SENTINELS": "h:26379"}, "go together"),
-    ({"REDIS_URL": "http://h"}, "redis://, rediss:// or unix://"),
-    ({"REDIS_WAIT_TIMEOUT": "0"}, "REDIS_WAIT_TIMEOUT"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"REDIS_SENTINELS": "host-without-port"}, "host:port"),
+        ({"REDIS_SENTINELS": "h:26379"}, "go together"),
+        ({"REDIS_URL": "http://h"}, "redis://, rediss:// or unix://"),
+        ({"REDIS_WAIT_TIMEOUT": "0"}, "REDIS_WAIT_TIMEOUT"),
+    ],
+)
 def test_bad_redis_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(env)

@@ -13,8 +13,16 @@ DEADLINE_S = 10.0
 
 
 def waiting(entry_id: str, user: str) -> Waiting:
-    job = Job(id=f"job-{entry_id}", user_id=user, provider_id="p", repo_url="https://x/y", branch="main",
-              prompt="p", environment="", status="pending")
+    job = Job(
+        id=f"job-{entry_id}",
+        user_id=user,
+        provider_id="p",
+        repo_url="https://x/y",
+        branch="main",
+        prompt="p",
+        environment="",
+        status="pending",
+    )
     return Waiting(StreamEntry(entry_id, job.id, {"job_id": job.id}), job)
 
 

@@ -17,9 +17,7 @@ def _argv(tmp_path: Path, **env: str) -> list[str]:
     settings = load_settings({"TEMP_DIR": str(temp_dir), **env})
     clone = temp_dir / "job" / "attempt" / "repo"
     binds = [Bind(tmp_path / "tools", tmp_path / "tools"), Bind(clone, clone, writable=True)]
-    return bwrap_argv(
-        settings, "/usr/bin/bwrap", binds, clone, ["/bin/sh", "-c", "x"], staged=False
-    )
+    return bwrap_argv(settings, "/usr/bin/bwrap", binds, clone, ["/bin/sh", "-c", "x"], staged=False)
 
 
 def test_sandbox_hides_temp_dir_before_binding_the_jobs_own_directory(tmp_path: Path) -> None:
@@ -52,9 +50,7 @@ def test_agent_network_none_unshares_the_network(tmp_path: Path) -> None:
 
 def test_sandbox_settings_default_to_bwrap_and_host_network() -> None:
     settings = load_settings({})
-    assert (
-        settings.agent_sandbox is SandboxMode.BWRAP and settings.agent_network is NetworkMode.HOST
-    )
+    assert settings.agent_sandbox is SandboxMode.BWRAP and settings.agent_network is NetworkMode.HOST
     assert load_settings({"AGENT_SANDBOX": "NONE"}).agent_sandbox is SandboxMode.NONE
 
 

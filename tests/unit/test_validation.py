@@ -20,17 +20,47 @@ GIT_DEADLINE_S = 10.0
 # -- safe_name -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [
-    "a", "abc", "user_1", "_x", "a.b-c_d", "550e8400-e29b-41d4-a716-446655440000", "x" * 128, "A9",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a",
+        "abc",
+        "user_1",
+        "_x",
+        "a.b-c_d",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "x" * 128,
+        "A9",
+    ],
+)
 def test_safe_name_accepts(value: str) -> None:
     assert validation.safe_name(value, "job id") == value
 
 
-@pytest.mark.parametrize("value", [
-    "", "-x", "-", ".", "..", "a..b", ".hidden", "a/b", "/abs", "a\\b", "a b", "a\nb", "a\x00b",
-    "x" * 129, "é", "a:b", "a*", "a$b", "~user",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "-x",
+        "-",
+        ".",
+        "..",
+        "a..b",
+        ".hidden",
+        "a/b",
+        "/abs",
+        "a\\b",
+        "a b",
+        "a\nb",
+        "a\x00b",
+        "x" * 129,
+        "é",
+        "a:b",
+        "a*",
+        "a$b",
+        "~user",
+    ],
+)
 def test_safe_name_refuses(value: str) -> None:
     with pytest.raises(JobDataError, match="^job id "):
         validation.safe_name(value, "job id")
@@ -39,19 +69,65 @@ def test_safe_name_refuses(value: str) -> None:
 # -- branch_name, compared with git itself -------------------------------------------------------
 
 BRANCH_TABLE = [
-    "main", "master", "develop", "feature/x", "repobox/abcd1234", "release-1.2", "a.b", "a-",
-    "a/-b", "x/@", "a@b", "a{b", "a}b", "!", "#", "é", "refs/heads/x", "UPPER/Case",
-    "a..b", "a//b", "-x", "-", ".a", "a.", "a/", "/a", "a/.b", "a.lock", "a/b.lock/c",
-    "a.lock/b", "a/..", ".", "a/./b", "a b", "a~b", "a^b", "a:b", "a?b", "a*b", "a[b", "a\\b",
-    "a@{b", "@{-1}", "a\tb", "a\x7fb", "a\x01b",
+    "main",
+    "master",
+    "develop",
+    "feature/x",
+    "repobox/abcd1234",
+    "release-1.2",
+    "a.b",
+    "a-",
+    "a/-b",
+    "x/@",
+    "a@b",
+    "a{b",
+    "a}b",
+    "!",
+    "#",
+    "é",
+    "refs/heads/x",
+    "UPPER/Case",
+    "a..b",
+    "a//b",
+    "-x",
+    "-",
+    ".a",
+    "a.",
+    "a/",
+    "/a",
+    "a/.b",
+    "a.lock",
+    "a/b.lock/c",
+    "a.lock/b",
+    "a/..",
+    ".",
+    "a/./b",
+    "a b",
+    "a~b",
+    "a^b",
+    "a:b",
+    "a?b",
+    "a*b",
+    "a[b",
+    "a\\b",
+    "a@{b",
+    "@{-1}",
+    "a\tb",
+    "a\x7fb",
+    "a\x01b",
 ]
 
 
 def git_accepts_branch(name: str, cwd: Path) -> bool:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
-           "GIT_CEILING_DIRECTORIES": str(cwd.parent), "GIT_CONFIG_NOSYSTEM": "1"}
-    result = subprocess.run(["git", "check-ref-format", "--branch", name], cwd=cwd, env=env,
-                            capture_output=True, timeout=GIT_DEADLINE_S)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd),
+        "GIT_CEILING_DIRECTORIES": str(cwd.parent),
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    result = subprocess.run(
+        ["git", "check-ref-format", "--branch", name], cwd=cwd, env=env, capture_output=True, timeout=GIT_DEADLINE_S
+    )
     return result.returncode == 0
 
 
@@ -95,47 +171,57 @@ def test_branch_name_error_names_the_reason() -> None:
 # -- repo_url ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "host", "port", "origin"), [
-    ("https://github.com/o/r.git", "github.com", None, "https://github.com"),
-    ("https://github.com/o/r", "github.com", None, "https://github.com"),
-    ("https://GitLab.Example.com:8443/group/sub/r.git", "gitlab.example.com", 8443,
-     "https://gitlab.example.com:8443"),
-    ("https://127.0.0.1:9999/x/y.git", "127.0.0.1", 9999, "https://127.0.0.1:9999"),
-    ("HTTPS://github.com/o/r", "github.com", None, "https://github.com"),
-    ("https://github.com/o/r%20x", "github.com", None, "https://github.com"),
-])
+@pytest.mark.parametrize(
+    ("url", "host", "port", "origin"),
+    [
+        ("https://github.com/o/r.git", "github.com", None, "https://github.com"),
+        ("https://github.com/o/r", "github.com", None, "https://github.com"),
+        (
+            "https://GitLab.Example.com:8443/group/sub/r.git",
+            "gitlab.example.com",
+            8443,
+            "https://gitlab.example.com:8443",
+        ),
+        ("https://127.0.0.1:9999/x/y.git", "127.0.0.1", 9999, "https://127.0.0.1:9999"),
+        ("HTTPS://github.com/o/r", "github.com", None, "https://github.com"),
+        ("https://github.com/o/r%20x", "github.com", None, "https://github.com"),
+    ],
+)
 def test_repo_url_accepts(url: str, host: str, port: int | None, origin: str) -> None:
     checked = validation.repo_url(url)
     assert (checked.url, checked.host, checked.port, checked.origin) == (url, host, port, origin)
     assert checked.scheme == "https"
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("", "empty"),
-    ("http://github.com/o/r", "scheme 'http' is not allowed"),
-    ("git@github.com:o/r.git", "scheme 'none"),
-    ("ssh://git@github.com/o/r", "scheme 'ssh'"),
-    ("git://github.com/o/r", "scheme 'git'"),
-    ("file:///etc/passwd", "scheme 'file'"),
-    ("/srv/git/repo.git", "scheme 'none"),
-    ("ext::sh -c touch% /tmp/pwned", "whitespace"),
-    ("ext::sh%20-c%20id", "scheme 'none"),
-    ("-uhttps://github.com/o/r", "starts with '-'"),
-    ("https://user:pw@github.com/o/r", "credentials"),
-    ("https://ghp_token@github.com/o/r", "credentials"),
-    ("https://github.com/o/r?x=1", "query or fragment"),
-    ("https://github.com/o/r#frag", "query or fragment"),
-    ("https://github.com", "no valid repository path"),
-    ("https://github.com/", "no valid repository path"),
-    ("https://github.com/../../etc", "no valid repository path"),
-    ("https://", "no valid host"),
-    ("https://-bad.example.com/o/r", "no valid host"),
-    ("https://github.com:99999/o/r", "not a valid URL"),
-    ("https://github.com/o/r\n", "control characters"),
-    ("https://github.com/o/r\x00", "control characters"),
-    ("https://git hub.com/o/r", "whitespace"),
-    ("https://" + "a" * 3000 + ".com/o/r", "too long"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("", "empty"),
+        ("http://github.com/o/r", "scheme 'http' is not allowed"),
+        ("git@github.com:o/r.git", "scheme 'none"),
+        ("ssh://git@github.com/o/r", "scheme 'ssh'"),
+        ("git://github.com/o/r", "scheme 'git'"),
+        ("file:///etc/passwd", "scheme 'file'"),
+        ("/srv/git/repo.git", "scheme 'none"),
+        ("ext::sh -c touch% /tmp/pwned", "whitespace"),
+        ("ext::sh%20-c%20id", "scheme 'none"),
+        ("-uhttps://github.com/o/r", "starts with '-'"),
+        ("https://user:pw@github.com/o/r", "credentials"),
+        ("https://ghp_token@github.com/o/r", "credentials"),
+        ("https://github.com/o/r?x=1", "query or fragment"),
+        ("https://github.com/o/r#frag", "query or fragment"),
+        ("https://github.com", "no valid repository path"),
+        ("https://github.com/", "no valid repository path"),
+        ("https://github.com/../../etc", "no valid repository path"),
+        ("https://", "no valid host"),
+        ("https://-bad.example.com/o/r", "no valid host"),
+        ("https://github.com:99999/o/r", "not a valid URL"),
+        ("https://github.com/o/r\n", "control characters"),
+        ("https://github.com/o/r\x00", "control characters"),
+        ("https://git hub.com/o/r", "whitespace"),
+        ("https://" + "a" * 3000 + ".com/o/r", "too long"),
+    ],
+)
 def test_repo_url_refuses(url: str, reason: str) -> None:
     with pytest.raises(JobDataError, match="repo_url") as info:
         validation.repo_url(url)
@@ -157,21 +243,24 @@ def test_repo_url_http_only_by_opt_in() -> None:
 # -- same_server ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("repo", "provider", "same"), [
-    ("https://git.example.com/o/r", "https://git.example.com", True),
-    ("https://git.example.com/o/r", "https://git.example.com/", True),
-    ("https://git.example.com/o/r", "https://git.example.com:443", True),
-    ("https://git.example.com/o/r", "git.example.com", True),
-    ("https://git.example.com/o/r", "https://GIT.Example.com/some/path", True),
-    ("https://git.example.com:8443/o/r", "https://git.example.com:8443", True),
-    ("https://git.example.com:8443/o/r", "https://git.example.com", False),
-    ("https://git.example.com/o/r", "https://git.example.com:8443", False),
-    ("https://git.example.com/o/r", "https://other.example.com", False),
-    ("https://git.example.com/o/r", "https://git.example.com.evil.com", False),
-    ("https://git.example.com/o/r", "https://evil.com/git.example.com", False),
-    ("https://git.example.com/o/r", "https://git.example.com:notaport", False),
-    ("https://git.example.com/o/r", "", False),
-])
+@pytest.mark.parametrize(
+    ("repo", "provider", "same"),
+    [
+        ("https://git.example.com/o/r", "https://git.example.com", True),
+        ("https://git.example.com/o/r", "https://git.example.com/", True),
+        ("https://git.example.com/o/r", "https://git.example.com:443", True),
+        ("https://git.example.com/o/r", "git.example.com", True),
+        ("https://git.example.com/o/r", "https://GIT.Example.com/some/path", True),
+        ("https://git.example.com:8443/o/r", "https://git.example.com:8443", True),
+        ("https://git.example.com:8443/o/r", "https://git.example.com", False),
+        ("https://git.example.com/o/r", "https://git.example.com:8443", False),
+        ("https://git.example.com/o/r", "https://other.example.com", False),
+        ("https://git.example.com/o/r", "https://git.example.com.evil.com", False),
+        ("https://git.example.com/o/r", "https://evil.com/git.example.com", False),
+        ("https://git.example.com/o/r", "https://git.example.com:notaport", False),
+        ("https://git.example.com/o/r", "", False),
+    ],
+)
 def test_same_server(repo: str, provider: str, same: bool) -> None:
     assert validation.same_server(validation.repo_url(repo), provider) is same
 
@@ -196,17 +285,20 @@ def test_prompt_text_limit_counts_bytes() -> None:
         validation.prompt_text("é" * (validation.MAX_PROMPT_BYTES // 2 + 1))  # 2 bytes each
 
 
-@pytest.mark.parametrize(("prompt", "subject"), [
-    ("Add a test file", "repobox: Add a test file"),
-    ("x" * 50, "repobox: " + "x" * 50),
-    ("y" * 51, "repobox: " + "y" * 50),
-    ("0123456789" * 10, "repobox: " + ("0123456789" * 5)),
-    ("Fix bug\n\nLong description here", "repobox: Fix bug Long description here"),
-    ("tab\there\r\nand\x00nul\x1b[31m", "repobox: tab here and nul [31m"),
-    ("  padded  ", "repobox: padded"),
-    ("word " * 20, "repobox: " + ("word " * 10).rstrip()),
-    ("ünïcødé 😀", "repobox: ünïcødé 😀"),
-])
+@pytest.mark.parametrize(
+    ("prompt", "subject"),
+    [
+        ("Add a test file", "repobox: Add a test file"),
+        ("x" * 50, "repobox: " + "x" * 50),
+        ("y" * 51, "repobox: " + "y" * 50),
+        ("0123456789" * 10, "repobox: " + ("0123456789" * 5)),
+        ("Fix bug\n\nLong description here", "repobox: Fix bug Long description here"),
+        ("tab\there\r\nand\x00nul\x1b[31m", "repobox: tab here and nul [31m"),
+        ("  padded  ", "repobox: padded"),
+        ("word " * 20, "repobox: " + ("word " * 10).rstrip()),
+        ("ünïcødé 😀", "repobox: ünïcødé 😀"),
+    ],
+)
 def test_commit_subject(prompt: str, subject: str) -> None:
     assert validation.commit_subject(prompt) == subject
 

@@ -1,4 +1,4 @@
-"""Defects found in review, each pinned by a test: a clone cannot replace the agent's reaper, a
+"""A hostile clone and racing runners: a clone cannot replace the agent's reaper, a
 job is never begun beside a live attempt, `pending --claim` spares live runners, and a delivery
 that only waited for a slot does not count toward MAX_DELIVERIES."""
 
@@ -17,14 +17,17 @@ GROUP = "jobs:stream:runners"
 def test_a_clone_cannot_shadow_the_agents_reaper(world: World) -> None:
     marker = world.tmp / "hijacked"
     evil = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-    url = world.git.create_repo(f"evil-{world.repo_name}", {
-        "README.md": "x\n", "repobox_cli/__init__.py": evil, "repobox_cli/reaper.py": evil})
+    url = world.git.create_repo(
+        f"evil-{world.repo_name}", {"README.md": "x\n", "repobox_cli/__init__.py": evil, "repobox_cli/reaper.py": evil}
+    )
     job_id = world.add_job(repo_url=url)
     result = world.run_burst(AGENT_COMMAND="echo the real agent ran > agent.txt")
     assert result.returncode == 0, result.stderr
     assert not marker.exists(), "code from the clone ran in place of the reaper"
     assert world.job(job_id)["status"] == "success"
-    assert world.git.show_file(f"evil-{world.repo_name}", f"repobox/{job_id[:8]}", "agent.txt") == "the real agent ran\n"
+    assert (
+        world.git.show_file(f"evil-{world.repo_name}", f"repobox/{job_id[:8]}", "agent.txt") == "the real agent ran\n"
+    )
 
 
 def test_exec_refuses_a_job_running_on_a_live_runner(world: World) -> None:
@@ -151,8 +154,10 @@ def test_a_repository_planted_above_the_work_dir_is_never_discovered(world: Worl
     subprocess.run(["git", "init", "-q", "--bare", str(planted)], check=True)
     with RecordingListener() as listener:
         config = planted / "config"
-        config.write_text(config.read_text() + f'[http "{world.git.base_url}/"]\n'
-                          f"\tproxy = http://127.0.0.1:{listener.port}\n\tsslVerify = false\n")
+        config.write_text(
+            config.read_text() + f'[http "{world.git.base_url}/"]\n'
+            f"\tproxy = http://127.0.0.1:{listener.port}\n\tsslVerify = false\n"
+        )
         job_id = world.add_job()
         assert world.run_burst().returncode == 0
         assert listener.received == [], "git used a proxy from a repository planted in TEMP_DIR"

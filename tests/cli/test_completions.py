@@ -14,7 +14,7 @@ import typer
 from repobox_cli import completions
 from repobox_cli.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS_DIR = ROOT / "completions"
 SHELL_DEADLINE_S = 20.0
 
@@ -32,17 +32,21 @@ def bash_complete(script: Path, words: list[str], prog: str = "repobox") -> list
     line = " ".join(words)
     program = (
         f'source "$1" || exit 97\n'
-        f'shift\n'
+        f"shift\n"
         f'COMP_WORDS=("$@")\n'
-        f'COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n'
+        f"COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))\n"
         f'COMP_LINE="{line}"\n'
-        f'COMP_POINT=${{#COMP_LINE}}\n'
+        f"COMP_POINT=${{#COMP_LINE}}\n"
         f'func=$(complete -p {prog} | sed -E "s/.*-F ([^ ]+).*/\\1/")\n'
         f'"$func" {prog} "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"\n'
         f'printf "%s\\n" "${{COMPREPLY[@]}}"\n'
     )
-    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", program, "bash", str(script), *words],
-                            capture_output=True, text=True, timeout=SHELL_DEADLINE_S)
+    result = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", program, "bash", str(script), *words],
+        capture_output=True,
+        text=True,
+        timeout=SHELL_DEADLINE_S,
+    )
     assert result.returncode == 0, result.stderr
     return [w for w in result.stdout.splitlines() if w]
 
@@ -67,8 +71,13 @@ def test_main_writes_all_three_files(tmp_path: Path) -> None:
 
 
 def test_module_runs_as_a_script(tmp_path: Path) -> None:
-    result = subprocess.run(["python", "-m", "repobox_cli.completions", "bash"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=SHELL_DEADLINE_S)
+    result = subprocess.run(
+        ["python", "-m", "repobox_cli.completions", "bash"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SHELL_DEADLINE_S,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == completions.render("bash")
 
@@ -89,32 +98,36 @@ def test_scripts_never_call_back_into_python() -> None:
 
 
 def test_bash_script_is_valid_syntax() -> None:
-    result = subprocess.run(["bash", "-n", str(_committed("bash"))], capture_output=True, text=True,
-                            timeout=SHELL_DEADLINE_S)
+    result = subprocess.run(
+        ["bash", "-n", str(_committed("bash"))], capture_output=True, text=True, timeout=SHELL_DEADLINE_S
+    )
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize(("words", "expected"), [
-    (["repobox", "ru"], ["run"]),
-    (["repobox", "run", "--con"], ["--concurrency"]),
-    (["repobox", ""], ["run", "exec", "decrypt", "pending"]),
-    (["repobox", "p"], ["pending"]),
-    (["repobox", "--"], ["--version", "--help"]),
-    (["repobox", "run", "--no-c"], ["--no-cleanup"]),
-    (["repobox", "run", "--allow-h"], ["--allow-http"]),
-    (["repobox", "run", "--no-allow"], ["--no-allow-http"]),
-    (["repobox", "exec", "--no-"], ["--no-push"]),
-    (["repobox", "decrypt", "--u"], ["--user"]),
-    (["repobox", "pending", "--j"], ["--json"]),
-    (["repobox", "run", "--burst", "--con"], ["--concurrency"]),
-    # the value of an option is not another option
-    (["repobox", "run", "--concurrency", ""], []),
-    (["repobox", "run", "--redis-url", "--"], []),
-    (["repobox", "run", "--redis-url", "=", ""], []),
-    # positional arguments have nothing static to complete
-    (["repobox", "exec", ""], []),
-    (["repobox", "nosuchcommand", "--"], []),
-])
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["repobox", "ru"], ["run"]),
+        (["repobox", "run", "--con"], ["--concurrency"]),
+        (["repobox", ""], ["run", "exec", "decrypt", "pending"]),
+        (["repobox", "p"], ["pending"]),
+        (["repobox", "--"], ["--version", "--help"]),
+        (["repobox", "run", "--no-c"], ["--no-cleanup"]),
+        (["repobox", "run", "--allow-h"], ["--allow-http"]),
+        (["repobox", "run", "--no-allow"], ["--no-allow-http"]),
+        (["repobox", "exec", "--no-"], ["--no-push"]),
+        (["repobox", "decrypt", "--u"], ["--user"]),
+        (["repobox", "pending", "--j"], ["--json"]),
+        (["repobox", "run", "--burst", "--con"], ["--concurrency"]),
+        # the value of an option is not another option
+        (["repobox", "run", "--concurrency", ""], []),
+        (["repobox", "run", "--redis-url", "--"], []),
+        (["repobox", "run", "--redis-url", "=", ""], []),
+        # positional arguments have nothing static to complete
+        (["repobox", "exec", ""], []),
+        (["repobox", "nosuchcommand", "--"], []),
+    ],
+)
 def test_bash_completes(words: list[str], expected: list[str]) -> None:
     assert bash_complete(_committed("bash"), words) == expected
 
@@ -145,8 +158,9 @@ def test_zsh_script_is_valid_syntax() -> None:
     zsh = shutil.which("zsh")
     if zsh is None:
         pytest.skip("zsh is not installed: cannot check the zsh script's syntax")
-    result = subprocess.run([zsh, "-n", str(_committed("zsh"))], capture_output=True, text=True,
-                            timeout=SHELL_DEADLINE_S)
+    result = subprocess.run(
+        [zsh, "-n", str(_committed("zsh"))], capture_output=True, text=True, timeout=SHELL_DEADLINE_S
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -154,8 +168,9 @@ def test_fish_script_is_valid_syntax() -> None:
     fish = shutil.which("fish")
     if fish is None:
         pytest.skip("fish is not installed: cannot check the fish script's syntax")
-    result = subprocess.run([fish, "--no-execute", str(_committed("fish"))], capture_output=True,
-                            text=True, timeout=SHELL_DEADLINE_S)
+    result = subprocess.run(
+        [fish, "--no-execute", str(_committed("fish"))], capture_output=True, text=True, timeout=SHELL_DEADLINE_S
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -163,10 +178,14 @@ def test_fish_completes_subcommands_and_options(tmp_path: Path) -> None:
     fish = shutil.which("fish")
     if fish is None:
         pytest.skip("fish is not installed: cannot run the fish script")
-    program = (f"source {_committed('fish')}; complete -C 'repobox ru'; echo ---; "
-               f"complete -C 'repobox run --con'")
-    result = subprocess.run([fish, "--no-config", "-c", program], capture_output=True, text=True,
-                            timeout=SHELL_DEADLINE_S, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    program = f"source {_committed('fish')}; complete -C 'repobox ru'; echo ---; complete -C 'repobox run --con'"
+    result = subprocess.run(
+        [fish, "--no-config", "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=SHELL_DEADLINE_S,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     commands, options = result.stdout.split("---\n")
     assert [line.split("\t")[0] for line in commands.splitlines()] == ["run"]
@@ -210,7 +229,9 @@ def test_generator_handles_choices_paths_and_short_names(tmp_path: Path) -> None
     (tmp_path / "sub-file").write_text("")
     assert bash_complete(script, ["repobox", "paint", "--into", str(tmp_path / "sub")]) == [str(tmp_path / "sub")]
     assert sorted(bash_complete(script, ["repobox", "paint", "--out", str(tmp_path / "sub")])) == [
-        str(tmp_path / "sub"), str(tmp_path / "sub-file")]
+        str(tmp_path / "sub"),
+        str(tmp_path / "sub-file"),
+    ]
 
 
 def test_zsh_descriptions_are_escaped() -> None:

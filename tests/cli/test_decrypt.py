@@ -39,15 +39,25 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def repobox_decrypt(*args: str, key: str | None = KEYS["hex"], stdin: str | None = None,
-                    redis_url: str = "redis://127.0.0.1:1", cwd: Path | None = None,
-                    ) -> subprocess.CompletedProcess[str]:
+def repobox_decrypt(
+    *args: str,
+    key: str | None = KEYS["hex"],
+    stdin: str | None = None,
+    redis_url: str = "redis://127.0.0.1:1",
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_URL": redis_url}
     if key is not None:
         env["ENCRYPTION_KEY"] = key
-    return subprocess.run([sys.executable, "-m", "repobox_cli", "decrypt", *args], env=env,
-                          input="" if stdin is None else stdin, capture_output=True, text=True,
-                          timeout=CLI_DEADLINE_S, cwd=cwd or Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "repobox_cli", "decrypt", *args],
+        env=env,
+        input="" if stdin is None else stdin,
+        capture_output=True,
+        text=True,
+        timeout=CLI_DEADLINE_S,
+        cwd=cwd or Path(__file__).resolve().parents[2],
+    )
 
 
 def shown(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -93,12 +103,15 @@ def assert_report(result: subprocess.CompletedProcess[str], token: str, kind: st
 # -- the three key formats, as argument and on stdin ---------------------------------------------
 
 
-@pytest.mark.parametrize(("key_format", "kind"), [
-    ("hex", "GitHub classic"),
-    ("base64", "GitHub fine-grained"),
-    ("raw", "GitLab"),
-    ("hex", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("key_format", "kind"),
+    [
+        ("hex", "GitHub classic"),
+        ("base64", "GitHub fine-grained"),
+        ("raw", "GitLab"),
+        ("hex", "unknown"),
+    ],
+)
 def test_argument_with_each_key_format_and_token_kind(key_format: str, kind: str) -> None:
     key, token = KEYS[key_format], TOKENS[kind]
     result = repobox_decrypt(node_encrypt(token, key), key=key)
@@ -129,10 +142,14 @@ def test_user_and_provider_from_redis(redis_server: RedisServer, key_format: str
     key = KEYS[key_format]
     github, gitlab = node_encrypt_many([GITHUB_FINE, GITLAB], key)
     client = redis_server.client()
-    client.hset("git_provider:user-1:prov-gh", mapping={"type": "github", "url": "https://github.com",
-                                                        "token": github, "username": "u"})
-    client.hset("git_provider:user-1:prov-gl", mapping={"type": "gitlab", "url": "https://gitlab.com",
-                                                        "token": gitlab, "username": "u"})
+    client.hset(
+        "git_provider:user-1:prov-gh",
+        mapping={"type": "github", "url": "https://github.com", "token": github, "username": "u"},
+    )
+    client.hset(
+        "git_provider:user-1:prov-gl",
+        mapping={"type": "gitlab", "url": "https://gitlab.com", "token": gitlab, "username": "u"},
+    )
     result = repobox_decrypt("--user", "user-1", "--provider", "prov-gh", key=key, redis_url=redis_server.url)
     assert_report(result, GITHUB_FINE, "GitHub fine-grained", key_format)
     result = repobox_decrypt("--user", "user-1", "--provider", "prov-gl", key=key, redis_url=redis_server.url)

@@ -1,4 +1,4 @@
-"""What the agent leaves and says cannot be turned against the runner (issue 8): huge or deep trees
+"""What the agent leaves and says cannot be turned against the runner: huge or deep trees
 are removed and the next run starts; endless output stays within MAX_OUTPUT_LINES/BYTES while other
 users' jobs carry on; nested repositories are not committed; an oversized token fails one job with
 one line. Real runner processes, redis-server and HTTPS git."""
@@ -60,9 +60,7 @@ def cworld(world: World) -> Iterator[World]:
 
 def leftovers(world: World) -> list[str]:
     return (
-        sorted(str(p.relative_to(world.temp_dir)) for p in world.temp_dir.iterdir())
-        if world.temp_dir.exists()
-        else []
+        sorted(str(p.relative_to(world.temp_dir)) for p in world.temp_dir.iterdir()) if world.temp_dir.exists() else []
     )
 
 
@@ -79,9 +77,7 @@ def assert_next_run_starts_and_runs_a_job(world: World) -> None:
 
 # -- trees -----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_deep_trees_in_the_clone_and_tmpdir_are_removed_and_the_next_run_starts(
-    cworld: World, tmp_path: Path
-) -> None:
+def test_deep_trees_in_the_clone_and_tmpdir_are_removed_and_the_next_run_starts(cworld: World, tmp_path: Path) -> None:
     job_id = cworld.add_job()
     result = cworld.repobox(
         "run",
@@ -99,9 +95,7 @@ def test_deep_trees_in_the_clone_and_tmpdir_are_removed_and_the_next_run_starts(
 
 
 @pytest.mark.slow
-def test_a_hundred_thousand_files_in_the_clone_and_tmpdir_are_removed(
-    cworld: World, tmp_path: Path
-) -> None:
+def test_a_hundred_thousand_files_in_the_clone_and_tmpdir_are_removed(cworld: World, tmp_path: Path) -> None:
     job_id = cworld.add_job()
     # The agent fails after making them: the clean-up is what is tested, not committing 100,000 files.
     agent = python_agent(tmp_path, TREE_SCRIPT, 5, MANY_FILES)
@@ -109,9 +103,7 @@ def test_a_hundred_thousand_files_in_the_clone_and_tmpdir_are_removed(
     result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=agent)
     assert result.returncode == 0, result.stderr
     job = cworld.job(job_id)
-    assert (
-        job["status"] == "failed" and job["error_message"] == "agent command exited with status 3"
-    ), job
+    assert job["status"] == "failed" and job["error_message"] == "agent command exited with status 3", job
     assert leftovers(cworld) == []
     assert_next_run_starts_and_runs_a_job(cworld)
 
@@ -128,10 +120,7 @@ def test_the_start_up_sweep_leaves_what_it_cannot_remove_and_the_runner_starts(
     stuck = cworld.temp_dir / stuck_job / "0123456789ab" / "tmp" / "stuck.txt"
     stuck.parent.mkdir(parents=True)
     stuck.write_text("cannot be removed\n")
-    if (
-        subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, check=False).returncode
-        != 0
-    ):
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, check=False).returncode != 0:
         pytest.skip("this filesystem (or user) cannot set the immutable attribute")
     try:
         # A leftover deeper than Python's recursion limit: it used to crash every start.
@@ -156,9 +145,7 @@ def assert_capped(world: World, job_id: str) -> None:
     assert len(items) <= MAX_LINES + RUNNER_LINES
     assert sum(len(item.encode()) for item in items) <= MAX_BYTES
     lines = [json.loads(item)["line"] for item in items]
-    assert sum(1 for line in lines if line.startswith(TRUNCATED)) == 1, (
-        "exactly one truncation line"
-    )
+    assert sum(1 for line in lines if line.startswith(TRUNCATED)) == 1, "exactly one truncation line"
     assert all(len(line.encode()) <= 4096 for line in lines)
     assert world.job(job_id)["status"] in ("success", "failed")
     assert lines[-1].startswith(("Error: ", "Job completed successfully")), lines[-3:]
@@ -182,17 +169,11 @@ def assert_capped(world: World, job_id: str) -> None:
         ),
     ],
 )
-def test_endless_output_stays_within_the_caps_and_other_jobs_carry_on(
-    cworld: World, agent: str
-) -> None:
+def test_endless_output_stays_within_the_caps_and_other_jobs_carry_on(cworld: World, agent: str) -> None:
     flood = cworld.add_job(user=cworld.user("talker"), prompt="flood")
     other = cworld.add_job(user=cworld.user("quiet-user"), prompt="be quiet")
-    only_for_the_flood = (
-        f'if [ "$REPOBOX_PROMPT" = flood ]; then {agent}; else echo quiet > quiet.txt; fi'
-    )
-    result = cworld.repobox(
-        "run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=only_for_the_flood
-    )
+    only_for_the_flood = f'if [ "$REPOBOX_PROMPT" = flood ]; then {agent}; else echo quiet > quiet.txt; fi'
+    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=only_for_the_flood)
     assert result.returncode == 0, result.stderr
     assert cworld.job(other)["status"] == "success", cworld.output_text(other)[-2000:]
     if agent.endswith("sys.exit(4)'"):
@@ -219,13 +200,9 @@ echo "ordinary" > planted/ordinary.txt
 """
 
 
-def test_nested_repositories_are_not_committed_and_one_line_names_them(
-    cworld: World, tmp_path: Path
-) -> None:
+def test_nested_repositories_are_not_committed_and_one_line_names_them(cworld: World, tmp_path: Path) -> None:
     private = tmp_path / "private.git"
-    subprocess.run(
-        ["git", "init", "-q", "--bare", "--initial-branch=main", str(private)], check=True
-    )
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(private)], check=True)
     work = tmp_path / "private-work"
     subprocess.run(["git", "clone", "-q", str(private), str(work)], check=True, capture_output=True)
     (work / "secret.txt").write_text("private\n")
@@ -258,9 +235,7 @@ def test_nested_repositories_are_not_committed_and_one_line_names_them(
         check=True,
     ).stdout.strip()
     job_id = cworld.add_job()
-    agent = (
-        f"PRIVATE_GIT_DIR={shlex.quote(str(private))} && export PRIVATE_GIT_DIR && {NESTED_AGENT}"
-    )
+    agent = f"PRIVATE_GIT_DIR={shlex.quote(str(private))} && export PRIVATE_GIT_DIR && {NESTED_AGENT}"
     result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=agent)
     assert result.returncode == 0, result.stderr
     assert cworld.job(job_id)["status"] == "success", cworld.output_text(job_id)
@@ -273,12 +248,8 @@ def test_nested_repositories_are_not_committed_and_one_line_names_them(
     ).stdout
     assert "160000" not in tree and private_head not in tree, tree
     assert "planted/ordinary.txt" in tree
-    skipped = [
-        line for line in cworld.output_text(job_id).splitlines() if line.startswith("Skipped ")
-    ]
-    assert skipped == [
-        "Skipped 2 nested repositories (committed as the base branch had them): nested, sub"
-    ]
+    skipped = [line for line in cworld.output_text(job_id).splitlines() if line.startswith("Skipped ")]
+    assert skipped == ["Skipped 2 nested repositories (committed as the base branch had them): nested, sub"]
 
 
 def test_a_gitlink_already_in_the_base_branch_is_kept_unchanged(cworld: World) -> None:
@@ -293,9 +264,7 @@ def test_a_gitlink_already_in_the_base_branch_is_kept_unchanged(cworld: World) -
         check=True,
         env=env,
     )
-    tree = subprocess.run(
-        [*git, "write-tree"], check=True, env=env, capture_output=True, text=True
-    ).stdout.strip()
+    tree = subprocess.run([*git, "write-tree"], check=True, env=env, capture_output=True, text=True).stdout.strip()
     commit = subprocess.run(
         [
             *git,
@@ -317,9 +286,7 @@ def test_a_gitlink_already_in_the_base_branch_is_kept_unchanged(cworld: World) -
     ).stdout.strip()
     subprocess.run([*git, "update-ref", "refs/heads/main", commit], check=True)
     job_id = cworld.add_job()
-    result = cworld.repobox(
-        "run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND="echo more >> README.md"
-    )
+    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND="echo more >> README.md")
     assert result.returncode == 0, result.stderr
     assert cworld.job(job_id)["status"] == "success", cworld.output_text(job_id)
     tree_out = subprocess.run(

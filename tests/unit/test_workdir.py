@@ -174,9 +174,7 @@ def test_unlistable_directories_are_removed_by_a_runner_that_is_not_root(tmp_pat
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_symlinks_planted_everywhere_are_unlinked_never_followed(
-    tmp_path: Path, decoy: Path
-) -> None:
+def test_symlinks_planted_everywhere_are_unlinked_never_followed(tmp_path: Path, decoy: Path) -> None:
     before = snapshot(decoy)
     tree = tmp_path / "tree"
     plant_links(tree, decoy)
@@ -209,10 +207,7 @@ def test_what_cannot_be_removed_is_logged_and_left_never_raised(
     stuck = tree / "sub" / "stuck.txt"
     stuck.write_text("immutable\n")
     (tree / "other.txt").write_text("removable\n")
-    if (
-        subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, check=False).returncode
-        != 0
-    ):
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, check=False).returncode != 0:
         pytest.skip("this filesystem (or user) cannot set the immutable attribute")
     try:
         with caplog.at_level(logging.WARNING, logger="repobox_cli.workdir"):
@@ -265,9 +260,7 @@ def build_swap_tree(tree: Path) -> None:
         path.chmod(0o500)  # the remover must fix modes: it must only ever fix the tree's
 
 
-def test_remove_tree_racing_a_symlink_swap_touches_nothing_outside(
-    tmp_path: Path, decoy: Path
-) -> None:
+def test_remove_tree_racing_a_symlink_swap_touches_nothing_outside(tmp_path: Path, decoy: Path) -> None:
     before = snapshot(decoy)
     swaps = 0
     for round_no in range(SWAP_ROUNDS):
@@ -300,9 +293,7 @@ def test_give_to_racing_a_symlink_swap_touches_nothing_outside(tmp_path: Path, d
 
 
 @as_root
-def test_give_to_hands_over_every_entry_and_never_a_symlink_target(
-    tmp_path: Path, decoy: Path
-) -> None:
+def test_give_to_hands_over_every_entry_and_never_a_symlink_target(tmp_path: Path, decoy: Path) -> None:
     before = snapshot(decoy)
     tree = tmp_path / "tree"
     plant_links(tree, decoy)

@@ -13,13 +13,23 @@ def test_pending_table_shows_entries_consumers_and_dead_letters(world: World) ->
     job_id = world.add_job(user=world.user("alice"))
     world.client.xgroup_create("jobs:stream", GROUP, id="0")
     world.client.xreadgroup(GROUP, "some-runner", {"jobs:stream": ">"}, count=1)
-    world.client.xadd("runner:dead_letters", {"entry_id": "1-0", "job_id": "dead-job", "reason": "poison",
-                                              "deliveries": "6"})
+    world.client.xadd(
+        "runner:dead_letters", {"entry_id": "1-0", "job_id": "dead-job", "reason": "poison", "deliveries": "6"}
+    )
     result = world.repobox("pending", CLAIM_MIN_IDLE="600", COLUMNS="250")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for needle in ("pending entries", "consumers", "dead letters", "some-runner", world.user("alice"), "pending",
-                   "dead-job", "poison", "lag 0"):
+    for needle in (
+        "pending entries",
+        "consumers",
+        "dead letters",
+        "some-runner",
+        world.user("alice"),
+        "pending",
+        "dead-job",
+        "poison",
+        "lag 0",
+    ):
         assert needle in out, f"{needle!r} missing from:\n{out}"
     assert job_id[:8] in out
 

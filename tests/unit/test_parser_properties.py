@@ -1,4 +1,4 @@
-"""Property-based tests (issue 4, item 5): the parsers of everything that comes from Redis, and
+"""Property-based tests: the parsers of everything that comes from Redis, and
 decrypt, never fail with anything but the project's own errors on arbitrary input — and what they
 accept is safe to use in a path, a ref, a URL given to git, an environment variable."""
 
@@ -22,21 +22,57 @@ GIT_DEADLINE_S = 10.0
 
 # Text that looks like the things being parsed, so the interesting branches are reached often.
 NAME_ALPHABET = st.sampled_from(list("abcXYZ019_.-/\\:@ ~^*?[\n\x00\x7f\u00e9\u202e"))
-names = st.one_of(st.text(), st.text(NAME_ALPHABET, max_size=40), st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z"))
+names = st.one_of(
+    st.text(), st.text(NAME_ALPHABET, max_size=40), st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z")
+)
 REF_ALPHABET = st.sampled_from(list("ab09/.-_@{}~^:?*[\\ \t\x01\x7f;$()`lockHEAD\u00e9"))
 refs = st.one_of(st.text(), st.text(REF_ALPHABET, max_size=30), st.from_regex(r"\A[a-z]{1,8}(/[a-z]{1,8}){0,3}\Z"))
-URL_PIECES = st.sampled_from([
-    "https://", "http://", "ssh://", "file://", "ext::", "git@", "-", "--upload-pack=", "127.0.0.1", "host.example",
-    ":443", ":8443", ":99999", ":x", "/", "repo.git", "..", "@", "user:pass@", "?", "#", "%20", " ", "\n", "[", "]",
-    "::1", "\u0456", "%", "~", "",
-])
+URL_PIECES = st.sampled_from(
+    [
+        "https://",
+        "http://",
+        "ssh://",
+        "file://",
+        "ext::",
+        "git@",
+        "-",
+        "--upload-pack=",
+        "127.0.0.1",
+        "host.example",
+        ":443",
+        ":8443",
+        ":99999",
+        ":x",
+        "/",
+        "repo.git",
+        "..",
+        "@",
+        "user:pass@",
+        "?",
+        "#",
+        "%20",
+        " ",
+        "\n",
+        "[",
+        "]",
+        "::1",
+        "\u0456",
+        "%",
+        "~",
+        "",
+    ]
+)
 urls = st.one_of(st.text(), st.lists(URL_PIECES, max_size=8).map("".join))
 any_text = st.one_of(st.text(), st.binary().map(lambda b: b.decode("latin-1")))
 
 
 def _git_accepts_branch(value: str) -> bool:
-    result = subprocess.run(["git", "check-ref-format", "--branch", value], capture_output=True,
-                            timeout=GIT_DEADLINE_S, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["git", "check-ref-format", "--branch", value],
+        capture_output=True,
+        timeout=GIT_DEADLINE_S,
+        stdin=subprocess.DEVNULL,
+    )
     return result.returncode == 0
 
 
@@ -113,7 +149,12 @@ def test_same_server_never_raises(url: str, provider_url: str) -> None:
 
 
 @FAST
-@given(st.one_of(st.text(), st.builds(lambda n, c: c * n, st.integers(60000, 70000), st.sampled_from(["a", "\u00e9", "\U0001f600"]))))
+@given(
+    st.one_of(
+        st.text(),
+        st.builds(lambda n, c: c * n, st.integers(60000, 70000), st.sampled_from(["a", "\u00e9", "\U0001f600"])),
+    )
+)
 def test_prompt_text_accepts_only_what_fits_in_an_environment_variable(value: str) -> None:
     try:
         accepted = validation.prompt_text(value)
@@ -182,8 +223,9 @@ b64 = st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
 ciphertexts = st.one_of(
     any_text,
     st.lists(st.one_of(b64, st.text(max_size=20)), min_size=0, max_size=5).map(":".join),
-    st.tuples(st.binary(min_size=12, max_size=12), st.binary(min_size=16, max_size=16), st.binary(max_size=64))
-      .map(lambda t: ":".join(base64.b64encode(p).decode() for p in t)),
+    st.tuples(st.binary(min_size=12, max_size=12), st.binary(min_size=16, max_size=16), st.binary(max_size=64)).map(
+        lambda t: ":".join(base64.b64encode(p).decode() for p in t)
+    ),
 )
 
 
@@ -221,8 +263,13 @@ def test_decrypt_detects_every_tampering(plaintext: str, data: st.DataObject) ->
 
 
 @FAST
-@given(st.one_of(st.text(), st.text(st.sampled_from("0123456789abcdefABCDEF"), min_size=60, max_size=68),
-                 st.text(st.sampled_from("ABCxyz019+/="), min_size=40, max_size=48)))
+@given(
+    st.one_of(
+        st.text(),
+        st.text(st.sampled_from("0123456789abcdefABCDEF"), min_size=60, max_size=68),
+        st.text(st.sampled_from("ABCxyz019+/="), min_size=40, max_size=48),
+    )
+)
 @example("3f" * 32)
 @example("=" * 44)
 @example("\u00e9" * 16)

@@ -15,7 +15,8 @@ import pytest
 from tests.support.world import World
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="starting the agent as another user needs a root runner (CI runs as root)")
+    os.geteuid() != 0, reason="starting the agent as another user needs a root runner (CI runs as root)"
+)
 
 NOBODY_UID = pwd.getpwnam("nobody").pw_uid
 
@@ -41,11 +42,13 @@ def traversable_temp_dir() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("sandbox", ["none", "bwrap"])
-def test_agent_runs_as_another_user_and_cannot_reach_the_runner(world: World, traversable_temp_dir: Path,
-                                                                sandbox: str) -> None:
+def test_agent_runs_as_another_user_and_cannot_reach_the_runner(
+    world: World, traversable_temp_dir: Path, sandbox: str
+) -> None:
     job_id = world.add_job()
-    result = world.run_burst(AGENT_USER="nobody", AGENT_COMMAND=PROBE, TEMP_DIR=str(traversable_temp_dir),
-                             AGENT_SANDBOX=sandbox)
+    result = world.run_burst(
+        AGENT_USER="nobody", AGENT_COMMAND=PROBE, TEMP_DIR=str(traversable_temp_dir), AGENT_SANDBOX=sandbox
+    )
     assert result.returncode == 0, result.stderr
     assert world.job(job_id)["status"] == "success", world.output_text(job_id)
     branch = f"repobox/{job_id[:8]}"

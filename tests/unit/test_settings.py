@@ -74,25 +74,27 @@ def test_settings_are_frozen() -> None:
 
 
 def test_every_setting_from_the_environment(tmp_path: Path) -> None:
-    s = load({
-        "REDIS_URL": "redis://redis.internal:6380/2",
-        "ENCRYPTION_KEY": HEX_KEY,
-        "RUNNER_ID": "runner-a",
-        "MAX_CONCURRENT_JOBS": "4",
-        "MAX_JOBS_PER_USER": "1",
-        "JOB_TIMEOUT": "2.5",
-        "TEMP_DIR": str(tmp_path),
-        "CLEANUP_AFTER_JOB": "false",
-        "CLAIM_MIN_IDLE": "30",
-        "AGENT_COMMAND": "my-agent --fast",
-        "LOG_FORMAT": "PRETTY",
-        "GIT_AUTHOR_NAME": "Bot",
-        "GIT_AUTHOR_EMAIL": "bot@example.com",
-        "MAX_DELIVERIES": "2",
-        "SHUTDOWN_TIMEOUT": "7",
-        "ALLOWED_GIT_HOSTS": "GitHub.com, gitlab.example.com:8443",
-        "ALLOW_HTTP_REMOTES": "yes",
-    })
+    s = load(
+        {
+            "REDIS_URL": "redis://redis.internal:6380/2",
+            "ENCRYPTION_KEY": HEX_KEY,
+            "RUNNER_ID": "runner-a",
+            "MAX_CONCURRENT_JOBS": "4",
+            "MAX_JOBS_PER_USER": "1",
+            "JOB_TIMEOUT": "2.5",
+            "TEMP_DIR": str(tmp_path),
+            "CLEANUP_AFTER_JOB": "false",
+            "CLAIM_MIN_IDLE": "30",
+            "AGENT_COMMAND": "my-agent --fast",
+            "LOG_FORMAT": "PRETTY",
+            "GIT_AUTHOR_NAME": "Bot",
+            "GIT_AUTHOR_EMAIL": "bot@example.com",
+            "MAX_DELIVERIES": "2",
+            "SHUTDOWN_TIMEOUT": "7",
+            "ALLOWED_GIT_HOSTS": "GitHub.com, gitlab.example.com:8443",
+            "ALLOW_HTTP_REMOTES": "yes",
+        }
+    )
     assert s.redis_url == "redis://redis.internal:6380/2"
     assert s.encryption_key is not None and s.encryption_key.key_bytes == bytes.fromhex(HEX_KEY)
     assert s.runner_id == "runner-a"
@@ -111,19 +113,42 @@ def test_relative_temp_dir_becomes_absolute() -> None:
     assert load({"TEMP_DIR": "work"}).temp_dir == Path.cwd() / "work"
 
 
-@pytest.mark.parametrize(("word", "value"), [
-    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("on", True), (" True ", True),
-    ("0", False), ("false", False), ("False", False), ("no", False), ("off", False),
-])
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        (" True ", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
 def test_boolean_words(word: str, value: bool) -> None:
     assert load({"CLEANUP_AFTER_JOB": word}).cleanup_after_job is value
 
 
 def test_git_passthrough_only_carries_git_and_proxy_variables() -> None:
-    s = load({"GIT_SSL_CAINFO": "/etc/ca.pem", "HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "internal",
-              "ENCRYPTION_KEY": HEX_KEY, "REDIS_URL": "redis://x:1", "AWS_SECRET_ACCESS_KEY": "s"})
-    assert dict(s.git_env) == {"GIT_SSL_CAINFO": "/etc/ca.pem", "HTTPS_PROXY": "http://proxy:3128",
-                               "NO_PROXY": "internal"}
+    s = load(
+        {
+            "GIT_SSL_CAINFO": "/etc/ca.pem",
+            "HTTPS_PROXY": "http://proxy:3128",
+            "NO_PROXY": "internal",
+            "ENCRYPTION_KEY": HEX_KEY,
+            "REDIS_URL": "redis://x:1",
+            "AWS_SECRET_ACCESS_KEY": "s",
+        }
+    )
+    assert dict(s.git_env) == {
+        "GIT_SSL_CAINFO": "/etc/ca.pem",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "NO_PROXY": "internal",
+    }
 
 
 def test_agent_env_passes_only_the_named_variables() -> None:
@@ -132,8 +157,7 @@ def test_agent_env_passes_only_the_named_variables() -> None:
     assert s.agent_env_names == ("OPENAI_API_KEY", "MODEL")
 
 
-@pytest.mark.parametrize("names", ["ENCRYPTION_KEY", "REDIS_URL", "MODEL,ENCRYPTION_KEY",
-                                   "REDIS_URL ENCRYPTION_KEY"])
+@pytest.mark.parametrize("names", ["ENCRYPTION_KEY", "REDIS_URL", "MODEL,ENCRYPTION_KEY", "REDIS_URL ENCRYPTION_KEY"])
 def test_agent_env_never_passes_the_key_or_redis(names: str) -> None:
     with pytest.raises(SettingsError, match="AGENT_ENV must not pass") as info:
         load({"AGENT_ENV": names, "ENCRYPTION_KEY": HEX_KEY})
@@ -144,21 +168,47 @@ def test_agent_env_never_passes_the_key_or_redis(names: str) -> None:
 
 
 def test_options_override_the_environment(tmp_path: Path) -> None:
-    env = {"REDIS_URL": "redis://env:1", "RUNNER_ID": "env-runner", "MAX_CONCURRENT_JOBS": "5",
-           "MAX_JOBS_PER_USER": "5", "JOB_TIMEOUT": "50", "TEMP_DIR": "/env/tmp",
-           "CLEANUP_AFTER_JOB": "true", "CLAIM_MIN_IDLE": "50", "AGENT_COMMAND": "env-agent",
-           "LOG_FORMAT": "json", "MAX_DELIVERIES": "5", "SHUTDOWN_TIMEOUT": "50",
-           "ALLOWED_GIT_HOSTS": "env.example.com", "ALLOW_HTTP_REMOTES": "false"}
-    s = load(env, redis_url="redis://opt:2", runner_id="opt-runner", concurrency=7,
-             max_jobs_per_user=2, job_timeout=20.0, temp_dir=tmp_path, cleanup=False,
-             claim_min_idle=40.0, agent_command="opt-agent", log_format="pretty", max_deliveries=9,
-             shutdown_timeout=11.0, allowed_git_hosts="opt.example.com", allow_http=True)
+    env = {
+        "REDIS_URL": "redis://env:1",
+        "RUNNER_ID": "env-runner",
+        "MAX_CONCURRENT_JOBS": "5",
+        "MAX_JOBS_PER_USER": "5",
+        "JOB_TIMEOUT": "50",
+        "TEMP_DIR": "/env/tmp",
+        "CLEANUP_AFTER_JOB": "true",
+        "CLAIM_MIN_IDLE": "50",
+        "AGENT_COMMAND": "env-agent",
+        "LOG_FORMAT": "json",
+        "MAX_DELIVERIES": "5",
+        "SHUTDOWN_TIMEOUT": "50",
+        "ALLOWED_GIT_HOSTS": "env.example.com",
+        "ALLOW_HTTP_REMOTES": "false",
+    }
+    s = load(
+        env,
+        redis_url="redis://opt:2",
+        runner_id="opt-runner",
+        concurrency=7,
+        max_jobs_per_user=2,
+        job_timeout=20.0,
+        temp_dir=tmp_path,
+        cleanup=False,
+        claim_min_idle=40.0,
+        agent_command="opt-agent",
+        log_format="pretty",
+        max_deliveries=9,
+        shutdown_timeout=11.0,
+        allowed_git_hosts="opt.example.com",
+        allow_http=True,
+    )
     assert (s.redis_url, s.runner_id, s.max_concurrent_jobs, s.max_jobs_per_user) == (
-        "redis://opt:2", "opt-runner", 7, 2)
-    assert (s.job_timeout_s, s.temp_dir, s.cleanup_after_job, s.claim_min_idle_s) == (
-        20, tmp_path, False, 40)
-    assert (s.agent_command, s.log_format, s.max_deliveries, s.shutdown_timeout_s) == (
-        "opt-agent", "pretty", 9, 11)
+        "redis://opt:2",
+        "opt-runner",
+        7,
+        2,
+    )
+    assert (s.job_timeout_s, s.temp_dir, s.cleanup_after_job, s.claim_min_idle_s) == (20, tmp_path, False, 40)
+    assert (s.agent_command, s.log_format, s.max_deliveries, s.shutdown_timeout_s) == ("opt-agent", "pretty", 9, 11)
     assert (s.allowed_git_hosts, s.allow_http) == (("opt.example.com",), True)
 
 
@@ -175,30 +225,33 @@ def test_false_option_overrides_true_environment() -> None:
 # -- refusals: one clear line naming the setting ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"MAX_JOBS_PER_USER": "-1"}, "MAX_JOBS_PER_USER must be at least 1, got -1"),
-    ({"MAX_JOBS_PER_USER": "0"}, "MAX_JOBS_PER_USER must be at least 1, got 0"),
-    ({"MAX_CONCURRENT_JOBS": "0"}, "MAX_CONCURRENT_JOBS must be at least 1"),
-    ({"MAX_CONCURRENT_JOBS": "-3"}, "MAX_CONCURRENT_JOBS must be at least 1"),
-    ({"MAX_DELIVERIES": "0"}, "MAX_DELIVERIES must be at least 1"),
-    ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be more than 0 seconds"),
-    ({"JOB_TIMEOUT": "-5"}, "JOB_TIMEOUT must be more than 0 seconds"),
-    ({"CLAIM_MIN_IDLE": "0"}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
-    ({"CLAIM_MIN_IDLE": "0.5"}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
-    ({"SHUTDOWN_TIMEOUT": "-1"}, "SHUTDOWN_TIMEOUT must be more than 0 seconds"),
-    ({"MAX_JOBS_PER_USER": "abc"}, "MAX_JOBS_PER_USER must be a whole number, got 'abc'"),
-    ({"MAX_CONCURRENT_JOBS": "1.5"}, "MAX_CONCURRENT_JOBS must be a whole number"),
-    ({"MAX_CONCURRENT_JOBS": "ten"}, "MAX_CONCURRENT_JOBS must be a whole number"),
-    ({"JOB_TIMEOUT": "abc"}, "JOB_TIMEOUT must be a number of seconds, got 'abc'"),
-    ({"JOB_TIMEOUT": "1h"}, "JOB_TIMEOUT must be a number of seconds"),
-    ({"JOB_TIMEOUT": "nan"}, "JOB_TIMEOUT must be more than 0 seconds"),
-    ({"JOB_TIMEOUT": "inf"}, "JOB_TIMEOUT must be more than 0 seconds"),
-    ({"CLAIM_MIN_IDLE": "soon"}, "CLAIM_MIN_IDLE must be a number of seconds"),
-    ({"CLEANUP_AFTER_JOB": "maybe"}, "CLEANUP_AFTER_JOB must be true or false, got 'maybe'"),
-    ({"ALLOW_HTTP_REMOTES": "2"}, "ALLOW_HTTP_REMOTES must be true or false"),
-    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be 'pretty' or 'json', got 'xml'"),
-    ({"LOG_FORMAT": "rich"}, "LOG_FORMAT must be 'pretty' or 'json'"),
-])
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"MAX_JOBS_PER_USER": "-1"}, "MAX_JOBS_PER_USER must be at least 1, got -1"),
+        ({"MAX_JOBS_PER_USER": "0"}, "MAX_JOBS_PER_USER must be at least 1, got 0"),
+        ({"MAX_CONCURRENT_JOBS": "0"}, "MAX_CONCURRENT_JOBS must be at least 1"),
+        ({"MAX_CONCURRENT_JOBS": "-3"}, "MAX_CONCURRENT_JOBS must be at least 1"),
+        ({"MAX_DELIVERIES": "0"}, "MAX_DELIVERIES must be at least 1"),
+        ({"JOB_TIMEOUT": "0"}, "JOB_TIMEOUT must be more than 0 seconds"),
+        ({"JOB_TIMEOUT": "-5"}, "JOB_TIMEOUT must be more than 0 seconds"),
+        ({"CLAIM_MIN_IDLE": "0"}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
+        ({"CLAIM_MIN_IDLE": "0.5"}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
+        ({"SHUTDOWN_TIMEOUT": "-1"}, "SHUTDOWN_TIMEOUT must be more than 0 seconds"),
+        ({"MAX_JOBS_PER_USER": "abc"}, "MAX_JOBS_PER_USER must be a whole number, got 'abc'"),
+        ({"MAX_CONCURRENT_JOBS": "1.5"}, "MAX_CONCURRENT_JOBS must be a whole number"),
+        ({"MAX_CONCURRENT_JOBS": "ten"}, "MAX_CONCURRENT_JOBS must be a whole number"),
+        ({"JOB_TIMEOUT": "abc"}, "JOB_TIMEOUT must be a number of seconds, got 'abc'"),
+        ({"JOB_TIMEOUT": "1h"}, "JOB_TIMEOUT must be a number of seconds"),
+        ({"JOB_TIMEOUT": "nan"}, "JOB_TIMEOUT must be more than 0 seconds"),
+        ({"JOB_TIMEOUT": "inf"}, "JOB_TIMEOUT must be more than 0 seconds"),
+        ({"CLAIM_MIN_IDLE": "soon"}, "CLAIM_MIN_IDLE must be a number of seconds"),
+        ({"CLEANUP_AFTER_JOB": "maybe"}, "CLEANUP_AFTER_JOB must be true or false, got 'maybe'"),
+        ({"ALLOW_HTTP_REMOTES": "2"}, "ALLOW_HTTP_REMOTES must be true or false"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be 'pretty' or 'json', got 'xml'"),
+        ({"LOG_FORMAT": "rich"}, "LOG_FORMAT must be 'pretty' or 'json'"),
+    ],
+)
 def test_bad_environment_values_are_refused(env: dict[str, str], needle: str) -> None:
     with pytest.raises(SettingsError) as info:
         load(env)
@@ -206,15 +259,18 @@ def test_bad_environment_values_are_refused(env: dict[str, str], needle: str) ->
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("options", "needle"), [
-    ({"concurrency": 0}, "MAX_CONCURRENT_JOBS must be at least 1"),
-    ({"max_jobs_per_user": -1}, "MAX_JOBS_PER_USER must be at least 1"),
-    ({"job_timeout": 0.0}, "JOB_TIMEOUT must be more than 0 seconds"),
-    ({"claim_min_idle": -1.0}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
-    ({"max_deliveries": 0}, "MAX_DELIVERIES must be at least 1"),
-    ({"shutdown_timeout": 0.0}, "SHUTDOWN_TIMEOUT must be more than 0 seconds"),
-    ({"log_format": "yaml"}, "LOG_FORMAT must be 'pretty' or 'json'"),
-])
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"concurrency": 0}, "MAX_CONCURRENT_JOBS must be at least 1"),
+        ({"max_jobs_per_user": -1}, "MAX_JOBS_PER_USER must be at least 1"),
+        ({"job_timeout": 0.0}, "JOB_TIMEOUT must be more than 0 seconds"),
+        ({"claim_min_idle": -1.0}, "CLAIM_MIN_IDLE must be at least 1 seconds"),
+        ({"max_deliveries": 0}, "MAX_DELIVERIES must be at least 1"),
+        ({"shutdown_timeout": 0.0}, "SHUTDOWN_TIMEOUT must be more than 0 seconds"),
+        ({"log_format": "yaml"}, "LOG_FORMAT must be 'pretty' or 'json'"),
+    ],
+)
 def test_bad_option_values_are_refused(options: dict[str, Any], needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):
         load({}, **options)
@@ -244,13 +300,16 @@ def test_key_is_never_in_the_settings_repr() -> None:
     assert HEX_KEY not in text and "sk-secret" not in text
 
 
-@pytest.mark.parametrize(("env", "needle"), [
-    ({"RUNNER_ID": "a/b"}, "RUNNER_ID"),
-    ({"RUNNER_ID": "x" * 129}, "RUNNER_ID"),
-    ({"MAX_CONCURRENT_JOBS": "100000"}, "at most 256"),
-    ({"ALLOWED_GIT_HOSTS": "bad host"}, "ALLOWED_GIT_HOSTS"),
-    ({"ALLOWED_GIT_HOSTS": "gitlab.example.com,https://x"}, "ALLOWED_GIT_HOSTS"),
-])
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"RUNNER_ID": "a/b"}, "RUNNER_ID"),
+        ({"RUNNER_ID": "x" * 129}, "RUNNER_ID"),
+        ({"MAX_CONCURRENT_JOBS": "100000"}, "at most 256"),
+        ({"ALLOWED_GIT_HOSTS": "bad host"}, "ALLOWED_GIT_HOSTS"),
+        ({"ALLOWED_GIT_HOSTS": "gitlab.example.com,https://x"}, "ALLOWED_GIT_HOSTS"),
+    ],
+)
 def test_settings_that_cannot_work_are_refused(env: dict[str, str], needle: str) -> None:
     with pytest.raises(SettingsError, match=needle):
         load(env)
@@ -258,4 +317,6 @@ def test_settings_that_cannot_work_are_refused(env: dict[str, str], needle: str)
 
 def test_host_list_accepts_hosts_and_ports() -> None:
     assert load({"ALLOWED_GIT_HOSTS": "GitLab.example.com, 127.0.0.1:8443"}).allowed_git_hosts == (
-        "gitlab.example.com", "127.0.0.1:8443")
+        "gitlab.example.com",
+        "127.0.0.1:8443",
+    )

@@ -1,4 +1,4 @@
-"""Reliability (issue 3, SPEC §4): no job lost, none run twice, under crashes, long jobs, pauses,
+"""Reliability (SPEC §4): no job lost, none run twice, under crashes, long jobs, pauses,
 Redis restarts, floods, poison entries, cancellation and shutdown signals.
 
 Real runner processes (`python -m repobox_cli run`) against a real redis-server and a real
@@ -65,6 +65,7 @@ def _assert_clean_end(world: World, users: list[str], timeout_s: float = 15.0) -
 
 # -- 1. kill -9 mid-job ----------------------------------------------------------------------
 
+
 def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
@@ -92,6 +93,7 @@ def test_runner_killed_mid_job_is_taken_over_and_finished_once(world: World) -> 
 
 # -- 2. a long job on a live runner runs once -------------------------------------------------
 
+
 def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=5)}
     fleet = start_fleet(world, ["r1", "r2"], **env)
@@ -117,6 +119,7 @@ def test_job_longer_than_claim_min_idle_runs_once(world: World) -> None:
 
 # -- 3. a paused runner cannot overwrite the new attempt --------------------------------------
 
+
 @pytest.mark.parametrize("resume", ["after_new_attempt_finished", "while_new_attempt_runs"])
 def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: World, resume: str) -> None:
     env = {"CLAIM_MIN_IDLE": "1.5", "AGENT_COMMAND": SLOW_AGENT.format(s=3)}
@@ -128,11 +131,15 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     paused = fleet[owner]
     paused.signal(signal.SIGSTOP)
     try:
-        new_owner = wait_for(lambda: (o := attempt_owner(world.client, job_id)) not in (None, owner) and o,
-                             20, "another runner to take the job over")
+        new_owner = wait_for(
+            lambda: (o := attempt_owner(world.client, job_id)) not in (None, owner) and o,
+            20,
+            "another runner to take the job over",
+        )
         if resume == "while_new_attempt_runs":
-            wait_for(lambda: len(output_lines(world, job_id, "Starting agent")) == 2, 20,
-                     "the new attempt's agent to start")
+            wait_for(
+                lambda: len(output_lines(world, job_id, "Starting agent")) == 2, 20, "the new attempt's agent to start"
+            )
             assert world.job(job_id)["status"] == "running"
             paused.signal(signal.SIGCONT)
         wait_status(world, job_id, {"success", "failed"}, timeout_s=30)
@@ -147,8 +154,11 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
     pushes = push_requests(world)
 
     # The resumed runner's agent step has ended meanwhile; it must notice it lost the job.
-    wait_for(lambda: log_messages(paused, "job stopped") or log_messages(paused, "result discarded"),
-             20, "the resumed runner to give the job up")
+    wait_for(
+        lambda: log_messages(paused, "job stopped") or log_messages(paused, "result discarded"),
+        20,
+        "the resumed runner to give the job up",
+    )
     wait_for(lambda: slots_held(world.client, world.user("alice")) == 0, 15, "the resumed runner to free its slot")
     assert world.job(job_id) == after_takeover
     assert world.git.branches(world.repo_name)[branch] == pushed_sha
@@ -161,6 +171,7 @@ def test_paused_runner_cannot_overwrite_status_or_push_after_takeover(world: Wor
 
 
 # -- 4. Redis stopped for 5 s and restarted ---------------------------------------------------
+
 
 @pytest.fixture
 def aof_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterator[World]:
@@ -187,8 +198,9 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
     env = {"CLAIM_MIN_IDLE": claim_min_idle, "AGENT_COMMAND": SLOW_AGENT.format(s=2), "MAX_JOBS_PER_USER": "10"}
     fleet = start_fleet(world, ["r1", "r2"], **env)
     job_ids = [world.add_job(user=world.user(f"user{i % 2}")) for i in range(6)]
-    wait_for(lambda: sum(s == "running" for s in statuses(world.client, job_ids).values()) >= 2,
-             20, "jobs to be running")
+    wait_for(
+        lambda: sum(s == "running" for s in statuses(world.client, job_ids).values()) >= 2, 20, "jobs to be running"
+    )
 
     with JobHistory(world.redis_server.url, job_ids) as history:
         world.redis_server.stop()
@@ -219,6 +231,7 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
 
 
 # -- 5. a poison entry goes to the dead letters ------------------------------------------------
+
 
 def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) -> None:
     client = world.client
@@ -253,6 +266,7 @@ def test_poison_entry_goes_to_dead_letters_and_pending_shows_it(world: World) ->
 
 
 # -- 6. fairness and the per-user limit -------------------------------------------------------
+
 
 def test_per_user_limit_holds_fleet_wide_and_other_users_are_not_delayed(world: World) -> None:
     limit = 2
@@ -292,6 +306,7 @@ def test_per_user_limit_holds_fleet_wide_and_other_users_are_not_delayed(world: 
 
 
 # -- 7. cancellation and shutdown signals ------------------------------------------------------
+
 
 def test_job_cancelled_while_queued_is_never_started(world: World) -> None:
     cancelled = world.add_job(user=world.user("alice"))
@@ -404,15 +419,18 @@ def test_soak_with_a_runner_killed_and_restarted_every_few_seconds(world: World)
     users = [world.user(f"soak{u}") for u in range(SOAK_USERS)]
     start_fleet(world, ["steady1", "steady2"], **env)
     victim = world.start_runner(name="victim0", **env)
-    job_ids = [world.add_job(user=users[i % SOAK_USERS], job_id=f"{i:08x}-{uuid.uuid4().hex[:12]}")
-               for i in range(SOAK_JOBS)]
+    job_ids = [
+        world.add_job(user=users[i % SOAK_USERS], job_id=f"{i:08x}-{uuid.uuid4().hex[:12]}") for i in range(SOAK_JOBS)
+    ]
 
     began = time.monotonic()
     kills = 0
     with JobHistory(world.redis_server.url, job_ids, interval_s=0.25) as history:
         while not all_final(world.client, job_ids):
             assert time.monotonic() - began < SOAK_DEADLINE_S, (
-                f"soak not done after {SOAK_DEADLINE_S} s: {sum(s == 'success' for s in statuses(world.client, job_ids).values())} done")
+                f"soak not done after {SOAK_DEADLINE_S} s: "
+                f"{sum(s == 'success' for s in statuses(world.client, job_ids).values())} done"
+            )
             sleep_until(time.monotonic() + SOAK_KILL_EVERY_S)
             if all_final(world.client, job_ids):
                 break

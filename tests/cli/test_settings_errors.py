@@ -30,18 +30,28 @@ def closed_port() -> int:
 
 
 def repobox(*args: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-            "TEMP_DIR": str(tmp_path / "work"), "LOG_FORMAT": "json",
-            "REDIS_URL": f"redis://127.0.0.1:{closed_port()}"}
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "TEMP_DIR": str(tmp_path / "work"),
+        "LOG_FORMAT": "json",
+        "REDIS_URL": f"redis://127.0.0.1:{closed_port()}",
+    }
     base.update(env)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "repobox_cli", *args], env=base, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=CLI_DEADLINE_S, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "repobox_cli", *args],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=CLI_DEADLINE_S,
+        stdin=subprocess.DEVNULL,
+    )
     return result, time.monotonic() - started
 
 
-def assert_stops_with_one_line(result: subprocess.CompletedProcess[str], elapsed_s: float,
-                               *needles: str) -> str:
+def assert_stops_with_one_line(result: subprocess.CompletedProcess[str], elapsed_s: float, *needles: str) -> str:
     assert result.returncode != 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -55,27 +65,38 @@ def assert_stops_with_one_line(result: subprocess.CompletedProcess[str], elapsed
 # -- repobox run ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "env", "needles"), [
-    pytest.param([], {"ENCRYPTION_KEY": "too-short"}, ["ENCRYPTION_KEY", "64 hex"], id="short-key"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY[:-2]}, ["ENCRYPTION_KEY", "got 62 characters"],
-                 id="62-hex-key"),
-    pytest.param([], {}, ["ENCRYPTION_KEY is not set"], id="missing-key"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "MAX_JOBS_PER_USER": "-1"},
-                 ["MAX_JOBS_PER_USER", "-1"], id="negative-per-user"),
-    pytest.param(["--concurrency", "0"], {"ENCRYPTION_KEY": HEX_KEY}, ["MAX_CONCURRENT_JOBS", "0"],
-                 id="zero-concurrency"),
-    pytest.param(["--max-jobs-per-user", "0"], {"ENCRYPTION_KEY": HEX_KEY}, ["MAX_JOBS_PER_USER"],
-                 id="zero-per-user-option"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "JOB_TIMEOUT": "abc"}, ["JOB_TIMEOUT", "'abc'"],
-                 id="job-timeout-not-a-number"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "CLEANUP_AFTER_JOB": "perhaps"},
-                 ["CLEANUP_AFTER_JOB"], id="bad-bool"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "LOG_FORMAT": "xml"}, ["LOG_FORMAT"], id="bad-log-format"),
-    pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "AGENT_ENV": "ENCRYPTION_KEY"}, ["AGENT_ENV"],
-                 id="agent-env-key"),
-])
-def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, str],
-                               needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        pytest.param([], {"ENCRYPTION_KEY": "too-short"}, ["ENCRYPTION_KEY", "64 hex"], id="short-key"),
+        pytest.param([], {"ENCRYPTION_KEY": HEX_KEY[:-2]}, ["ENCRYPTION_KEY", "got 62 characters"], id="62-hex-key"),
+        pytest.param([], {}, ["ENCRYPTION_KEY is not set"], id="missing-key"),
+        pytest.param(
+            [],
+            {"ENCRYPTION_KEY": HEX_KEY, "MAX_JOBS_PER_USER": "-1"},
+            ["MAX_JOBS_PER_USER", "-1"],
+            id="negative-per-user",
+        ),
+        pytest.param(
+            ["--concurrency", "0"], {"ENCRYPTION_KEY": HEX_KEY}, ["MAX_CONCURRENT_JOBS", "0"], id="zero-concurrency"
+        ),
+        pytest.param(
+            ["--max-jobs-per-user", "0"], {"ENCRYPTION_KEY": HEX_KEY}, ["MAX_JOBS_PER_USER"], id="zero-per-user-option"
+        ),
+        pytest.param(
+            [],
+            {"ENCRYPTION_KEY": HEX_KEY, "JOB_TIMEOUT": "abc"},
+            ["JOB_TIMEOUT", "'abc'"],
+            id="job-timeout-not-a-number",
+        ),
+        pytest.param(
+            [], {"ENCRYPTION_KEY": HEX_KEY, "CLEANUP_AFTER_JOB": "perhaps"}, ["CLEANUP_AFTER_JOB"], id="bad-bool"
+        ),
+        pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "LOG_FORMAT": "xml"}, ["LOG_FORMAT"], id="bad-log-format"),
+        pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "AGENT_ENV": "ENCRYPTION_KEY"}, ["AGENT_ENV"], id="agent-env-key"),
+    ],
+)
+def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, str], needles: list[str]) -> None:
     result, elapsed_s = repobox("run", *args, tmp_path=tmp_path, **env)
     line = assert_stops_with_one_line(result, elapsed_s, *needles)
     assert HEX_KEY not in line and "too-short" not in line
@@ -84,15 +105,15 @@ def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, s
 
 def test_unreachable_redis_stops_run_quickly(tmp_path: Path) -> None:
     port = closed_port()
-    result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY,
-                                REDIS_URL=f"redis://127.0.0.1:{port}")
+    result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=f"redis://127.0.0.1:{port}")
     assert_stops_with_one_line(result, elapsed_s, "cannot reach Redis", f"127.0.0.1:{port}")
 
 
 def test_unreachable_redis_hides_its_password(tmp_path: Path) -> None:
     port = closed_port()
-    result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY,
-                                REDIS_URL=f"redis://:hunter2secret@127.0.0.1:{port}/0")
+    result, elapsed_s = repobox(
+        "run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=f"redis://:hunter2secret@127.0.0.1:{port}/0"
+    )
     line = assert_stops_with_one_line(result, elapsed_s, "cannot reach Redis")
     assert "hunter2secret" not in result.stderr + result.stdout
     assert f"127.0.0.1:{port}" in line
@@ -105,8 +126,9 @@ def test_invalid_redis_url_scheme_stops_run(tmp_path: Path, url: str) -> None:
 
 
 def test_invalid_redis_url_option_stops_run(tmp_path: Path) -> None:
-    result, elapsed_s = repobox("run", "--redis-url", "http://127.0.0.1:6379", tmp_path=tmp_path,
-                                ENCRYPTION_KEY=HEX_KEY)
+    result, elapsed_s = repobox(
+        "run", "--redis-url", "http://127.0.0.1:6379", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY
+    )
     assert_stops_with_one_line(result, elapsed_s, "REDIS_URL")
 
 
@@ -114,16 +136,16 @@ def test_invalid_redis_url_option_stops_run(tmp_path: Path) -> None:
 
 
 def test_exec_unknown_job(tmp_path: Path, redis_server: RedisServer) -> None:
-    result, elapsed_s = repobox("exec", "no-such-job", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY,
-                                REDIS_URL=redis_server.url)
+    result, elapsed_s = repobox(
+        "exec", "no-such-job", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=redis_server.url
+    )
     assert result.returncode == 1
     assert_stops_with_one_line(result, elapsed_s, "no-such-job", "not found")
     assert redis_server.client().exists("job:no-such-job") == 0  # nothing written for it
 
 
 def test_exec_unsafe_job_id(tmp_path: Path, redis_server: RedisServer) -> None:
-    result, elapsed_s = repobox("exec", "../etc", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY,
-                                REDIS_URL=redis_server.url)
+    result, elapsed_s = repobox("exec", "../etc", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=redis_server.url)
     assert result.returncode == 1
     assert_stops_with_one_line(result, elapsed_s, "not a safe name")
 

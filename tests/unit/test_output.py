@@ -85,9 +85,7 @@ def test_huge_lines_stop_at_the_byte_cap(client: redis.Redis) -> None:
 
 def test_the_local_echo_is_capped_the_same_way(client: redis.Redis) -> None:
     shown: list[str] = []
-    out = JobOutput(
-        client, JOB_ID, RedisHealth(), lambda line, stream, source: shown.append(line), SMALL
-    )
+    out = JobOutput(client, JOB_ID, RedisHealth(), lambda line, stream, source: shown.append(line), SMALL)
     for i in range(5_000):
         out.agent(f"line {i} " + "y" * 5_000, "stdout")
     out.runner("done")
@@ -102,9 +100,7 @@ def test_the_notice_counts_are_updated_in_place_when_the_output_was_already_writ
 ) -> None:
     client.rpush(
         KEY,
-        json.dumps(
-            {"timestamp": 1, "line": "an earlier attempt", "stream": "stdout", "source": "runner"}
-        ),
+        json.dumps({"timestamp": 1, "line": "an earlier attempt", "stream": "stdout", "source": "runner"}),
     )
     out = JobOutput(client, JOB_ID, RedisHealth(), limits=SMALL)
     for i in range(SMALL.max_lines + 10):
@@ -121,13 +117,9 @@ def test_the_notice_counts_are_updated_in_place_when_the_output_was_already_writ
 
 
 def test_output_limits_are_settings_with_minimums() -> None:
-    settings = load_settings(
-        env={"MAX_OUTPUT_LINES": "2000", "MAX_OUTPUT_BYTES": "1048576"}, stderr_is_tty=False
-    )
+    settings = load_settings(env={"MAX_OUTPUT_LINES": "2000", "MAX_OUTPUT_BYTES": "1048576"}, stderr_is_tty=False)
     assert settings.output_limits == OutputLimits(max_lines=2000, max_bytes=1048576)
-    assert load_settings(env={}, stderr_is_tty=False).output_limits == OutputLimits(
-        10_000, 4 * 1024 * 1024
-    )
+    assert load_settings(env={}, stderr_is_tty=False).output_limits == OutputLimits(10_000, 4 * 1024 * 1024)
     for name, bad in (
         ("MAX_OUTPUT_LINES", "0"),
         ("MAX_OUTPUT_LINES", "-5"),

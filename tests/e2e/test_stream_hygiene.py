@@ -1,4 +1,4 @@
-"""Issue 3, stream hygiene: acknowledged entries are trimmed, nothing pending or undelivered is;
+"""Stream hygiene: acknowledged entries are trimmed, nothing pending or undelivered is;
 consumers of runners that are gone are removed once they hold nothing."""
 
 from __future__ import annotations

@@ -84,19 +84,22 @@ def test_key_repr_hides_the_bytes() -> None:
     assert repr(KEY_BYTES) not in repr(parse_key(HEX_KEY))
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "short",
-    HEX_KEY[:-1],              # 63 hex characters
-    HEX_KEY + "0",             # 65 hex characters
-    "g" * 64,                  # 64 characters, not hex, not 32
-    RAW_KEY + "x",             # 33 raw characters
-    RAW_KEY[:-1],              # 31 raw characters
-    "!" * 44,                  # 44 characters, not base64
-    b64(bytes(33))[:44],       # 44 base64 characters that do not decode to 32 bytes
-    HEX_KEY + "\n",            # a trailing newline is not silently accepted
-    " " + RAW_KEY,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "short",
+        HEX_KEY[:-1],  # 63 hex characters
+        HEX_KEY + "0",  # 65 hex characters
+        "g" * 64,  # 64 characters, not hex, not 32
+        RAW_KEY + "x",  # 33 raw characters
+        RAW_KEY[:-1],  # 31 raw characters
+        "!" * 44,  # 44 characters, not base64
+        b64(bytes(33))[:44],  # 44 base64 characters that do not decode to 32 bytes
+        HEX_KEY + "\n",  # a trailing newline is not silently accepted
+        " " + RAW_KEY,
+    ],
+)
 def test_bad_keys_are_refused(text: str) -> None:
     with pytest.raises(KeyFormatError) as info:
         parse_key(text)
@@ -227,14 +230,17 @@ def test_each_failure_has_its_own_message(key: EncryptionKey) -> None:
 # -- mask_token and token_kind -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("token", "masked"), [
-    ("", "****"),
-    ("a", "****"),
-    ("ghp_12345678", "****"),            # 12 characters: fully masked
-    ("ghp_123456789", "ghp_****6789"),   # 13 characters: first 4 and last 4
-    ("ghp_abcdefghij", "ghp_****ghij"),  # the SPEC's example
-    (TOKEN, "ghp_****Q7r8"),
-])
+@pytest.mark.parametrize(
+    ("token", "masked"),
+    [
+        ("", "****"),
+        ("a", "****"),
+        ("ghp_12345678", "****"),  # 12 characters: fully masked
+        ("ghp_123456789", "ghp_****6789"),  # 13 characters: first 4 and last 4
+        ("ghp_abcdefghij", "ghp_****ghij"),  # the SPEC's example
+        (TOKEN, "ghp_****Q7r8"),
+    ],
+)
 def test_mask_token(token: str, masked: str) -> None:
     assert mask_token(token) == masked
 
@@ -251,16 +257,19 @@ def test_short_tokens_are_fully_masked(token: str) -> None:
     assert mask_token(token) == "****"
 
 
-@pytest.mark.parametrize(("token", "expected"), [
-    ("ghp_" + "x" * 36, "GitHub classic"),
-    ("github_pat_11ABCDEFG0_" + "x" * 59, "GitHub fine-grained"),
-    ("glpat-" + "x" * 20, "GitLab"),
-    ("gho_" + "x" * 36, "OAuth"),
-    ("ghs_" + "x" * 36, "App installation"),
-    ("x" * 40, "unknown"),
-    ("GHP_" + "x" * 36, "unknown"),  # prefixes are case-sensitive
-    ("", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("ghp_" + "x" * 36, "GitHub classic"),
+        ("github_pat_11ABCDEFG0_" + "x" * 59, "GitHub fine-grained"),
+        ("glpat-" + "x" * 20, "GitLab"),
+        ("gho_" + "x" * 36, "OAuth"),
+        ("ghs_" + "x" * 36, "App installation"),
+        ("x" * 40, "unknown"),
+        ("GHP_" + "x" * 36, "unknown"),  # prefixes are case-sensitive
+        ("", "unknown"),
+    ],
+)
 def test_token_kind(token: str, expected: str) -> None:
     kind = token_kind(token)
     assert expected in kind
