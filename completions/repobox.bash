@@ -27,7 +27,7 @@ _repobox() {
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--version --help" -- "$cur")
             else
-                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending enqueue logs cancel retry health" -- "$cur")
             fi
             ;;
         run)
@@ -62,6 +62,46 @@ _repobox() {
             esac
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--claim --min-idle --runner --json --redis-url --help" -- "$cur")
+            fi
+            ;;
+        enqueue)
+            case "$prev" in
+                --user|--provider|--repo|--prompt|--branch|--environment|--redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--user --provider --repo --prompt --branch --environment --redis-url --help" -- "$cur")
+            fi
+            ;;
+        logs)
+            case "$prev" in
+                --redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--follow -f --redis-url --help" -- "$cur")
+            fi
+            ;;
+        cancel)
+            case "$prev" in
+                --redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --help" -- "$cur")
+            fi
+            ;;
+        retry)
+            case "$prev" in
+                --redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --help" -- "$cur")
+            fi
+            ;;
+        health)
+            case "$prev" in
+                --runner-id|--redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--runner-id --redis-url --help" -- "$cur")
             fi
             ;;
     esac

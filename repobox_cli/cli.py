@@ -22,13 +22,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, envscrub, keys, sandbox, validation
+from repobox_cli import __version__, admin, envscrub, keys, sandbox, validation
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import RepoboxError, SettingsError
 from repobox_cli.executor import ExecOptions
+from repobox_cli.jobs import Status
 from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
@@ -55,6 +56,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+HEALTH_TIMEOUT_S = 0.5
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -370,6 +372,98 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
     out_console.print(dead)
     if handed is not None:
         out_console.print(f"handed back {len(handed)} entr{'y' if len(handed) == 1 else 'ies'} for delivery")
+
+
+def _render_web_line(line: admin.OutputLine) -> None:
+    """A line as the web app's terminal view shows it: stderr red with ✗, agent lines marked."""
+    if line.stream == "stderr":
+        out_console.print(Text(f"✗ {line.line}", style="red"), soft_wrap=True)
+    else:
+        _render_output(line.line, line.stream, line.source)
+
+
+@app.command()
+@one_line_errors
+@setting_options(PENDING)
+def enqueue(
+    user: Annotated[str, typer.Option("--user", help="The web app's user id, e.g. github:12345678")],
+    provider: Annotated[str, typer.Option("--provider", help="The user's git provider id (its token is used)")],
+    repo: Annotated[str, typer.Option("--repo", help="The repository's https:// URL")],
+    prompt: Annotated[str, typer.Option("--prompt", help="What the agent should do")],
+    branch: Annotated[str, typer.Option("--branch", help="Base branch")] = "main",
+    environment: Annotated[str, typer.Option("--environment", help="The job's environment")] = "default",
+    **overrides: Any,
+) -> None:
+    """Create a job exactly as the web app does (hash, user index, stream entry); print its id."""
+    client = _connected(load_settings(command=PENDING, **overrides))
+    job_id = admin.enqueue(client, admin.NewJob(user, provider, repo, prompt, branch, environment))
+    out_console.print(job_id)
+
+
+@app.command()
+@one_line_errors
+@setting_options(PENDING)
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Tail until the job is final; exit 0 on success, else 1")
+    ] = False,
+    **overrides: Any,
+) -> None:
+    """The job's output as the web app shows it."""
+    client = _connected(load_settings(command=PENDING, **overrides))
+    for line in admin.output_lines(client, job_id, follow=follow):
+        _render_web_line(line)
+    if follow:
+        status = admin.job_status(client, job_id)
+        out_console.print(Text(f"job {job_id}: {status}", style="bold"))
+        raise typer.Exit(0 if status == Status.SUCCESS else 1)
+
+
+@app.command()
+@one_line_errors
+@setting_options(PENDING)
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job")],
+    **overrides: Any,
+) -> None:
+    """What the web app's cancel does: a queued job never starts, a running one is stopped."""
+    status = admin.cancel(_connected(load_settings(command=PENDING, **overrides)), job_id)
+    out_console.print(f"job {job_id}: {status}")
+
+
+@app.command()
+@one_line_errors
+@setting_options(PENDING)
+def retry(
+    job_id: Annotated[str, typer.Argument(help="A failed, cancelled or dead-lettered job")],
+    **overrides: Any,
+) -> None:
+    """Put a failed, cancelled or dead-lettered job back to pending and enqueue it again."""
+    admin.retry(_connected(load_settings(command=PENDING, **overrides)), job_id)
+    out_console.print(f"job {job_id}: pending (enqueued again)")
+
+
+@app.command()
+@setting_options(PENDING)
+def health(
+    runner_id: Annotated[
+        str | None, typer.Option("--runner-id", help="Also require this runner's heartbeat to be fresh")
+    ] = None,
+    **overrides: Any,
+) -> None:
+    """A liveness/readiness probe, by exit code: 0 healthy, 1 Redis unreachable, 2 bad settings,
+    3 no consumer group, 4 runner gone, 5 runner's heartbeat stale."""
+    try:
+        settings = load_settings(command=PENDING, **overrides)
+        client = open_client(settings.redis, socket_timeout_s=HEALTH_TIMEOUT_S)
+    except SettingsError as exc:
+        fail(str(exc), 2)
+    except RepoboxError as exc:
+        fail(str(exc), admin.Health.REDIS_UNREACHABLE)
+    code, message = admin.health(client, runner_id)
+    (out_console if code is admin.Health.OK else err_console).print(Text(message), soft_wrap=True)
+    raise typer.Exit(int(code))
 
 
 @app.callback(invoke_without_command=True)

@@ -109,7 +109,7 @@ def test_bash_script_is_valid_syntax() -> None:
     [
         (["repobox", "ru"], ["run"]),
         (["repobox", "run", "--con"], ["--concurrency"]),
-        (["repobox", ""], ["run", "exec", "decrypt", "pending"]),
+        (["repobox", ""], ["run", "exec", "decrypt", "pending", "enqueue", "logs", "cancel", "retry", "health"]),
         (["repobox", "p"], ["pending"]),
         (["repobox", "--"], ["--version", "--help"]),
         (["repobox", "run", "--no-c"], ["--no-cleanup"]),
