@@ -20,6 +20,7 @@ class RunOutcome(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     PENDING = "returned to pending"  # exec --no-push
+    INTERRUPTED = "interrupted: back to pending"  # Ctrl-C during exec
     LOST = "lost"  # another runner took it over: nothing written
     HANDED_BACK = "handed back"  # this runner stopped: another runner takes it
     MISSING = "missing"  # the job hash was deleted while it ran

@@ -57,6 +57,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 HEALTH_TIMEOUT_S = 0.5
+SIGINT_EXIT_CODE = 130
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -234,6 +235,9 @@ def exec_job(
     if keep_workdir and single.work_dir:
         out_console.print(Text(f"work directory kept: {single.work_dir}"), soft_wrap=True)
     # --no-push returns a job whose steps all succeeded to pending: that run succeeded.
+    if outcome is RunOutcome.INTERRUPTED:
+        out_console.print(Text(f"job {job_id}: {outcome}", style="bold yellow"))
+        raise typer.Exit(SIGINT_EXIT_CODE)
     ok = outcome in (RunOutcome.SUCCESS, RunOutcome.PENDING)
     out_console.print(Text(f"job {job_id}: {outcome}", style="bold green" if ok else "bold red"))
     raise typer.Exit(0 if ok else 1)
@@ -479,10 +483,8 @@ def main() -> None:
     """Entry point: usage errors too end as one line (exit 2), never Typer's multi-line box."""
     try:
         result = app(standalone_mode=False)
-    except NoArgsIsHelpError as exc:
-        if exc.ctx is not None:
-            out_console.print(exc.ctx.get_help())
-        sys.exit(0)
+    except NoArgsIsHelpError:
+        sys.exit(0)  # Typer has printed the help already
     except UsageError as exc:
         err_console.print(Text(f"repobox: {exc.format_message()}"), soft_wrap=True)
         sys.exit(2)

@@ -282,9 +282,24 @@ class Executor:
             return RunOutcome.PENDING  # --no-push: every step succeeded, the job is given back
         return RunOutcome(status.value)
 
+    def _interrupted(self, active: ActiveJob, jlog: JobLog) -> RunOutcome:
+        """Ctrl-C during `exec`: the operator's run ends, the user's job does not — it goes back to
+        `pending`, nothing pushed, for a real run."""
+        active.finishing.set()
+        active.output.runner("Stopping here: interrupted by the operator; the job goes back to pending")
+        self._redis(active.output.drain, "writing the job output")
+        result = self._redis(lambda: self.leases.return_to_pending(active.attempt), "returning the job")
+        active.finished.set()
+        jlog.warning("job interrupted by the operator: %s", result)
+        if result is FinishOutcome.PENDING:
+            return RunOutcome.INTERRUPTED
+        return RunOutcome.CANCELLED if result is FinishOutcome.CANCELLED else RunOutcome.LOST
+
     def _stopped(self, active: ActiveJob, jlog: JobLog) -> RunOutcome:
         reason = active.control.reason
-        if reason in (StopReason.TIMEOUT, StopReason.INTERRUPTED):
+        if reason is StopReason.INTERRUPTED:
+            return self._interrupted(active, jlog)
+        if reason is StopReason.TIMEOUT:
             msg = active.control.describe()
             return self._finish(active, Status.FAILED, {"error_message": msg}, msg, jlog)
         if reason is StopReason.CANCELLED:

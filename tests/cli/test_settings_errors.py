@@ -165,10 +165,11 @@ def test_help_lists_the_four_commands(tmp_path: Path) -> None:
         assert re.search(rf"^\W*{command}\b", result.stdout, re.MULTILINE), (command, result.stdout)
 
 
-def test_no_arguments_shows_help(tmp_path: Path) -> None:
+def test_no_arguments_shows_help_once(tmp_path: Path) -> None:
     result, _ = repobox(tmp_path=tmp_path)
     assert "Traceback" not in result.stderr
     assert "decrypt" in result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("Usage:") == 1
 
 
 def test_encryption_key_is_never_an_option(tmp_path: Path) -> None:

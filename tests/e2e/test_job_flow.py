@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -334,3 +336,27 @@ def test_works_with_empty_home_and_ignores_host_credential_helpers(world: World,
                     "environment": "e",
                 },
             )
+
+
+def test_ctrl_c_during_exec_hands_the_job_back_and_exits_130(world: World) -> None:
+    job_id = world.add_job(enqueue=False)
+    before = world.git.branches(world.repo_name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "repobox_cli", "exec", job_id],
+        env=world.env(AGENT_COMMAND="sleep 60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=world.tmp,
+    )
+    try:
+        wait_for(lambda: "Starting agent" in world.output_text(job_id), 30, "the agent to start")
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 130
+    job = world.job(job_id)
+    assert job["status"] == "pending" and "finished_at" not in job and "error_message" not in job
+    assert world.git.branches(world.repo_name) == before
+    assert "goes back to pending" in world.output_text(job_id)
