@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, admin, envscrub, keys, sandbox, validation
+from repobox_cli import __version__, admin, completions, envscrub, keys, sandbox, validation
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -376,6 +376,14 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
     out_console.print(dead)
     if handed is not None:
         out_console.print(f"handed back {len(handed)} entr{'y' if len(handed) == 1 else 'ies'} for delivery")
+
+
+@app.command()
+def completion(
+    shell: Annotated[completions.Shell, typer.Argument(help="bash, zsh or fish", case_sensitive=False)],
+) -> None:
+    """Print the shell completion script (the same as completions/ in the source); see README."""
+    sys.stdout.write(completions.render(shell.value))
 
 
 def _render_web_line(line: admin.OutputLine) -> None:

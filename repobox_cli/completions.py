@@ -29,6 +29,12 @@ FILE_NAMES: dict[str, str] = {"bash": "repobox.bash", "zsh": "_repobox", "fish":
 SHELLS = tuple(FILE_NAMES)
 
 
+class Shell(enum.StrEnum):
+    BASH = "bash"
+    ZSH = "zsh"
+    FISH = "fish"
+
+
 class ValueKind(enum.Enum):
     """What follows an option (or fills a positional argument) on the command line."""
 

@@ -38,7 +38,7 @@ from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
-from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth
+from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.sweeper import ClaimSweeper
@@ -109,12 +109,7 @@ class Runner:
         supervisor.start()
         # Started now so a signal handler never has to start a thread (it only sets an event).
         threading.Thread(target=self._stop_now_when_asked, name="stop-now", daemon=True).start()
-        self.log.info(
-            "runner %s started: %d workers, %d jobs per user",
-            self.consumer,
-            self.settings.max_concurrent_jobs,
-            self.settings.max_jobs_per_user,
-        )
+        self._log_start()
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
@@ -128,6 +123,28 @@ class Runner:
                 self._on_response_error(exc)
                 self.stopping.wait(backoff.next_delay())
         return self._shutdown(supervisor)
+
+    def _log_start(self) -> None:
+        """One line saying what this runner will do; a warning when it would push a test file."""
+        s = self.settings
+        agent = f"agent {s.agent_command!r}" if s.agent_command else "the placeholder agent"
+        self.log.info(
+            "runner %s started: Redis %s, %d workers, %d jobs per user, job timeout %g s, TEMP_DIR %s, %s, "
+            "sandbox %s (network %s)",
+            self.consumer,
+            describe(s.redis),
+            s.max_concurrent_jobs,
+            s.max_jobs_per_user,
+            s.job_timeout_s,
+            s.temp_dir,
+            agent,
+            s.agent_sandbox,
+            s.agent_network,
+        )
+        if not s.agent_command:
+            self.log.warning(
+                "no AGENT_COMMAND: every job pushes a placeholder file (.repobox-test.md) to its repository"
+            )
 
     def _startup(self) -> None:
         ensure_group(self.client, self.kind.stream, self.kind.group)

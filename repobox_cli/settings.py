@@ -24,7 +24,7 @@ from repobox_cli.output import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINE
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
-DEFAULT_BLOCK_MS = 5000
+DEFAULT_BLOCK_MS = 400  # short enough to stop (signal, burst) within half a second; not polling: BLOCK waits
 DEFAULT_TICK_MS = 250
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_AUTHOR_NAME = "Repobox"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ import typer
 
 from repobox_cli import completions
 from repobox_cli.cli import app
+from repobox_cli.completions import FILE_NAMES, SHELLS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPLETIONS_DIR = ROOT / "completions"
@@ -109,7 +111,10 @@ def test_bash_script_is_valid_syntax() -> None:
     [
         (["repobox", "ru"], ["run"]),
         (["repobox", "run", "--con"], ["--concurrency"]),
-        (["repobox", ""], ["run", "exec", "decrypt", "pending", "enqueue", "logs", "cancel", "retry", "health"]),
+        (
+            ["repobox", ""],
+            ["run", "exec", "decrypt", "pending", "completion", "enqueue", "logs", "cancel", "retry", "health"],
+        ),
         (["repobox", "p"], ["pending"]),
         (["repobox", "--"], ["--version", "--help"]),
         (["repobox", "run", "--no-c"], ["--no-cleanup"]),
@@ -248,3 +253,27 @@ def test_fish_descriptions_are_escaped() -> None:
     assert "-s c -r -f -a 'red green'" in text
     assert "-l out -r -F -d 'Where to write'" in text
     assert "-a wash -d 'Wash it off.'" in text
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_completion_command_prints_the_committed_script(shell: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "repobox_cli", "completion", shell],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "completions" / FILE_NAMES[shell]).read_text()
+
+
+def test_completion_command_refuses_an_unknown_shell_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "repobox_cli", "completion", "tcsh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1

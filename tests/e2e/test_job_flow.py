@@ -360,3 +360,17 @@ def test_ctrl_c_during_exec_hands_the_job_back_and_exits_130(world: World) -> No
     assert job["status"] == "pending" and "finished_at" not in job and "error_message" not in job
     assert world.git.branches(world.repo_name) == before
     assert "goes back to pending" in world.output_text(job_id)
+
+
+def test_an_idle_runner_exits_promptly_on_sigterm_and_burst_exits_promptly_when_dry(world: World) -> None:
+    runner = world.start_runner(REPOBOX_BLOCK_MS="")  # the default BLOCK, not the suite's short one
+    wait_for(lambda: world.client.exists(f"runner:heartbeat:{runner.log_path.stem}"), 20, "the runner to start")
+    start = time.monotonic()
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    signal_exit_s = time.monotonic() - start
+    start = time.monotonic()
+    assert world.run_burst(REPOBOX_BLOCK_MS="").returncode == 0
+    burst_s = time.monotonic() - start
+    # Generous bounds (process start included for burst); the figures belong in a benchmark.
+    assert signal_exit_s < 2.0 and burst_s < 5.0, (signal_exit_s, burst_s)
