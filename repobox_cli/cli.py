@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -18,7 +19,8 @@ try:  # Typer 0.29 and later carry their own click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - older Typer uses click itself
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -48,6 +50,7 @@ from repobox_cli.settings import (
     options_for,
 )
 from repobox_cli.single import SingleJob
+from repobox_cli.status import StatusReport, status_report
 
 app = typer.Typer(
     name="repobox",
@@ -58,6 +61,7 @@ app = typer.Typer(
 )
 HEALTH_TIMEOUT_S = 0.5
 SIGINT_EXIT_CODE = 130
+STATUS_REFRESH_S = 2.0
 out_console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -376,6 +380,51 @@ def _print_report(report: Any, handed: list[str] | None) -> None:
     out_console.print(dead)
     if handed is not None:
         out_console.print(f"handed back {len(handed)} entr{'y' if len(handed) == 1 else 'ies'} for delivery")
+
+
+def _status_renderable(report: StatusReport) -> Group:
+    """The report as tables that fold (never truncate) ids in 80 columns."""
+    runners = Table(title=f"runners ({len(report.runners)} live)", expand=False)
+    runners.add_column("runner", no_wrap=True)  # ids are copied from here: never folded or cut
+    for col in ("host", "pid", "started (UTC)", "jobs", "heartbeat"):
+        runners.add_column(col, overflow="fold")
+    for r in report.runners:
+        started = time.strftime("%m-%d %H:%M:%S", time.gmtime(r.started_at / 1000)) if r.started_at else "-"
+        jobs = f"{r.running} running, {r.waiting} waiting of {r.concurrency or '-'}"
+        runners.add_row(r.runner_id, r.host, str(r.pid or "-"), started, jobs, f"{r.heartbeat_age_ms / 1000:.1f}s ago")
+    slots = Table(title="user slots in use")
+    slots.add_column("user", no_wrap=True)
+    slots.add_column("slots")
+    for user, count in sorted(report.slots.items()):
+        slots.add_row(user, str(count))
+    finished = ", ".join(f"{n} {s}" for s, n in sorted(report.finished_last_hour.items())) or "none"
+    summary = Text(
+        f"{keys.JOBS_STREAM}: {report.stream_length} entries, lag {report.lag if report.lag is not None else '-'}, "
+        f"{report.pending} pending; dead letters: {report.dead_letters}; finished in the last hour: {finished}"
+    )
+    return Group(runners, slots, summary)
+
+
+@app.command()
+@one_line_errors
+@setting_options(PENDING)
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place every 2 s until Ctrl-C")] = False,
+    **overrides: Any,
+) -> None:
+    """Live runners, user slots in use, the stream, dead letters, jobs finished in the last hour."""
+    client = _connected(load_settings(command=PENDING, **overrides))
+    if as_json:
+        out_console.print_json(json.dumps(status_report(client).as_json()))
+        return
+    if not watch:
+        out_console.print(_status_renderable(status_report(client)))
+        return
+    with Live(_status_renderable(status_report(client)), console=out_console, auto_refresh=False) as live:
+        while True:
+            time.sleep(STATUS_REFRESH_S)
+            live.update(_status_renderable(status_report(client)), refresh=True)
 
 
 @app.command()

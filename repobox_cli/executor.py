@@ -241,7 +241,9 @@ class Executor:
         del token
 
     def _ensure_current(self, active: ActiveJob) -> None:
-        current = self._redis(lambda: self.leases.is_current(active.attempt), "checking the job's lease")
+        """Stop unless this attempt is still the job's current one, confirmed by the replicas."""
+        lease_ms = int(self.settings.claim_min_idle_s * 1000)
+        current = self._redis(lambda: self.leases.confirm_current(active.attempt, lease_ms), "checking the job's lease")
         if not current:
             active.control.cancel(StopReason.LEASE_LOST)
         active.control.check()

@@ -5,6 +5,8 @@ RUNNERS_GROUP = "jobs:stream:runners"
 DEAD_LETTERS_STREAM = "runner:dead_letters"
 HEARTBEAT_PREFIX = "runner:heartbeat:"
 WAITING_PREFIX = "runner:waiting:"
+SLOTS_PREFIX = "runner:slots:"
+RECENTLY_FINISHED = "runner:finished"  # `<status>|<job id>` scored by finish time (ms), the last hour
 # Passed in KEYS where a script takes no key: a real name under runner:, since an ACL user's key
 # patterns are checked against every key an EVALSHA names (an empty name matches none).
 NO_KEY = "runner:none"
@@ -29,7 +31,7 @@ def git_provider(user_id: str, provider_id: str) -> str:
 
 def user_slots(user_id: str) -> str:
     """Sorted set of the user's running attempts, scored by lease expiry (ms, Redis clock)."""
-    return f"runner:slots:{user_id}"
+    return f"{SLOTS_PREFIX}{user_id}"
 
 
 def job_attempt(job_id: str) -> str:

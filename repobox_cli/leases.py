@@ -114,7 +114,6 @@ class Leases:
         self._begin = load(_script("begin.lua"))
         self._renew = load(_script("renew.lua"))
         self._renew_waiting = load(_script("renew_waiting.lua"))
-        self._check = load(_script("check.lua"))
         self._finish = load(_script("finish.lua"))
         self._abandon = load(_script("abandon.lua"))
         self._reject = load(_script("reject.lua"))
@@ -161,13 +160,19 @@ class Leases:
             )
         )
 
-    def is_current(self, attempt: Attempt) -> bool:
-        return bool(
-            self._check(
-                keys=[keys.job_attempt(attempt.job_id), self.stream],
-                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token],
-            )
+    def confirm_current(self, attempt: Attempt, lease_ms: int) -> bool:
+        """Before an irreversible step (the push): renew the attempt (a write) and require the
+        replicas to acknowledge it. A primary that was paused and failed over still answers for a
+        moment, but cannot confirm: the attempt stops rather than push beside its successor."""
+        renewed, confirmed = self.durability.confirmed(
+            self.client,
+            lambda conn: self._renew(
+                keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
+                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
+                client=conn,
+            ),
         )
+        return bool(renewed) and confirmed
 
     def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> FinishOutcome:
         """Write the final fields, free the slot and ack, all or nothing. Retrying is safe."""
@@ -190,6 +195,7 @@ class Leases:
                     keys.job_attempt(attempt.job_id),
                     keys.user_slots(attempt.user_id),
                     self.stream,
+                    keys.RECENTLY_FINISHED,
                 ],
                 args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
                 client=conn,

@@ -295,6 +295,17 @@ class Durability:
         log.warning("%s: no replica confirmed it after %d tries; going on", what, DURABLE_ROUNDS)
         return result
 
+    def confirmed(self, client: redis.Redis, write: Callable[[redis.Redis], T]) -> tuple[T, bool]:
+        """Apply `write` once; True with it when the replicas acknowledged it (or none are
+        expected, or the primary is alone): a stale primary — paused, failed over, not yet told —
+        cannot confirm, because its replicas now follow another primary."""
+        with client.client() as conn:
+            result = write(conn)
+            if self.replicas <= 0:
+                return result, True
+            acked = int(conn.wait(self.replicas, self.timeout_ms)) >= self.replicas
+            return result, acked or _alone(client, conn)
+
 
 def _alone(client: redis.Redis, conn: redis.Redis) -> bool:
     """The primary `conn` talks to has no replica, and no Sentinel names another primary."""

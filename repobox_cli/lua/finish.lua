@@ -2,10 +2,13 @@
 -- then only finished_at), free the slot, mark the attempt finished and ack the entry.
 -- With mode 'pending' the job instead goes back to `pending` untouched (exec --no-push).
 -- Idempotent. Returns 'ok' | 'cancelled' | 'missing' | 'lost' | 'pending'.
-local job_key, attempt_key, slots_key, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- A final job is also recorded in the recently-finished set (`<status>|<job>` scored by time,
+-- pruned past an hour) that `repobox status` counts.
+local job_key, attempt_key, slots_key, stream, finished_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, entry, token, mode, finished_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local FIRST_FIELD_ARG = 7
 local FINISHED_TTL_S = 3600
+local RECENT_MS = 3600 * 1000
 
 local done = token .. FINISHED_SUFFIX
 if redis.call('GET', attempt_key) == done then return mode == 'pending' and 'pending' or 'ok' end
@@ -25,6 +28,11 @@ elseif mode == 'pending' then
   result = 'pending'
 else
   redis.call('HSET', job_key, 'finished_at', finished_at, unpack(ARGV, FIRST_FIELD_ARG))
+end
+if result ~= 'pending' and result ~= 'missing' then
+  local now = now_ms()
+  redis.call('ZADD', finished_key, now, (redis.call('HGET', job_key, 'status') or '') .. '|' .. string.sub(job_key, 5))
+  redis.call('ZREMRANGEBYSCORE', finished_key, '-inf', now - RECENT_MS)
 end
 redis.call('ZREM', slots_key, token)
 redis.call('SET', attempt_key, done, 'EX', FINISHED_TTL_S)

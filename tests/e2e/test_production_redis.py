@@ -21,7 +21,7 @@ from tests.support.git_server import GitHttpsServer
 from tests.support.prod_redis import (
     RUNNER_ACL_RULES,
     AclRedisServer,
-    ConfiguredServer,
+    ClusterNode,
     OldRedisStandIn,
     SentinelBackedServer,
     SentinelGroup,
@@ -293,13 +293,7 @@ def test_primary_paused_like_a_partition_fails_over_and_every_job_ends_once(
 
 
 def test_cluster_mode_server_is_refused_with_one_line(world: World, tmp_path: Path) -> None:
-    with ConfiguredServer(
-        tmp_path / "cluster",
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        str(tmp_path / "cluster" / "nodes.conf"),
-    ) as server:
+    with ClusterNode(tmp_path / "cluster") as server:
         result = world.run_burst(REDIS_URL=server.url)
     line = _one_line_failure(result)
     assert "Redis Cluster" in line and "not supported" in line

@@ -22,6 +22,7 @@ from tests.support.redis_server import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
     RedisServer,
+    _port_is_free,
     find_free_port,
 )
 from tests.support.tls import TestCA
@@ -171,6 +172,21 @@ class ConfiguredServer(RedisServer):
 
     def _command(self) -> list[str]:
         return super()._command() + self.extra_args
+
+
+MAX_CLUSTER_PORT = 55535  # a cluster node's bus port is its port + 10000
+
+
+class ClusterNode(ConfiguredServer):
+    """A cluster-mode redis-server: its port must leave room for the cluster bus (port + 10000)."""
+
+    def __init__(self, workdir: Path, *extra_args: str) -> None:
+        super().__init__(
+            workdir, "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"), *extra_args
+        )
+        while self.port > MAX_CLUSTER_PORT or not _port_is_free(self.port + 10000):
+            self.port = find_free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
 
 
 class SentinelGroup:

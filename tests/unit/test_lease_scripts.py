@@ -143,11 +143,11 @@ def test_renew_extends_the_slot_and_fails_once_superseded(client: redis.Redis, l
     begin(leases, attempt)
     client.zadd(keys.user_slots(USER), {attempt.token: 5})
 
-    assert leases.renew(attempt, LEASE_MS) and leases.is_current(attempt)
+    assert leases.renew(attempt, LEASE_MS) and leases.confirm_current(attempt, LEASE_MS)
     assert client.zscore(keys.user_slots(USER), attempt.token) > 5
 
     client.set(keys.job_attempt(attempt.job_id), "other|r9")
-    assert not leases.renew(attempt, LEASE_MS) and not leases.is_current(attempt)
+    assert not leases.renew(attempt, LEASE_MS) and not leases.confirm_current(attempt, LEASE_MS)
 
 
 # -- finish, return_to_pending, abandon --------------------------------------------------------
