@@ -27,7 +27,7 @@ _repobox() {
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--version --help" -- "$cur")
             else
-                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending completion enqueue logs cancel retry health" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending status completion enqueue logs cancel retry health" -- "$cur")
             fi
             ;;
         run)
@@ -62,6 +62,14 @@ _repobox() {
             esac
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--claim --min-idle --runner --json --redis-url --help" -- "$cur")
+            fi
+            ;;
+        status)
+            case "$prev" in
+                --redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--json --watch --redis-url --help" -- "$cur")
             fi
             ;;
         completion)

@@ -3,18 +3,19 @@
 # Install: copy to ~/.config/fish/completions/repobox.fish
 
 complete -c repobox -f
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -l version -d 'Show the version and exit'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -l help -d 'Show this message and exit.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a run -d 'The long-lived worker: consume jobs:stream and run jobs.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a exec -d 'Run one job now, in the foreground, writing to Redis as a worker would.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a decrypt -d 'Decrypt a token and show it masked, with the key format and the token\'s kind.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a pending -d 'The group\'s pending entries, lag, consumers and dead letters.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a completion -d 'Print the shell completion script (the same as completions/ in the source); see README.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a enqueue -d 'Create a job exactly as the web app does (hash, user index, stream entry); print its id.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a logs -d 'The job\'s output as the web app shows it.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a cancel -d 'What the web app\'s cancel does: a queued job never starts, a running one is stopped.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a retry -d 'Put a failed, cancelled or dead-lettered job back to pending and enqueue it again.'
-complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending completion enqueue logs cancel retry health' -a health -d 'A liveness/readiness probe, by exit code: 0 healthy, 1 Redis unreachable, 2 bad settings, 3 no consumer group, 4 runner gone, 5 runner\'s heartbeat stale.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -l version -d 'Show the version and exit'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -l help -d 'Show this message and exit.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a run -d 'The long-lived worker: consume jobs:stream and run jobs.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a exec -d 'Run one job now, in the foreground, writing to Redis as a worker would.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a decrypt -d 'Decrypt a token and show it masked, with the key format and the token\'s kind.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a pending -d 'The group\'s pending entries, lag, consumers and dead letters.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a status -d 'Live runners, user slots in use, the stream, dead letters, jobs finished in the last hour.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a completion -d 'Print the shell completion script (the same as completions/ in the source); see README.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a enqueue -d 'Create a job exactly as the web app does (hash, user index, stream entry); print its id.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a logs -d 'The job\'s output as the web app shows it.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a cancel -d 'What the web app\'s cancel does: a queued job never starts, a running one is stopped.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a retry -d 'Put a failed, cancelled or dead-lettered job back to pending and enqueue it again.'
+complete -c repobox -n 'not __fish_seen_subcommand_from run exec decrypt pending status completion enqueue logs cancel retry health' -a health -d 'A liveness/readiness probe, by exit code: 0 healthy, 1 Redis unreachable, 2 bad settings, 3 no consumer group, 4 runner gone, 5 runner\'s heartbeat stale.'
 
 complete -c repobox -n '__fish_seen_subcommand_from run' -l burst -d 'Exit 0 once nothing is left to deliver and nothing runs'
 complete -c repobox -n '__fish_seen_subcommand_from run' -l check -d 'Check the settings, Redis and the agent sandbox on this host, run no job; exit 0 if all is well, else 2'
@@ -61,6 +62,11 @@ complete -c repobox -n '__fish_seen_subcommand_from pending' -l runner -r -d 'Wi
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l json -d 'Machine-readable output'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
 complete -c repobox -n '__fish_seen_subcommand_from pending' -l help -d 'Show this message and exit.'
+
+complete -c repobox -n '__fish_seen_subcommand_from status' -l json -d 'Machine-readable output'
+complete -c repobox -n '__fish_seen_subcommand_from status' -l watch -d 'Refresh in place every 2 s until Ctrl-C'
+complete -c repobox -n '__fish_seen_subcommand_from status' -l redis-url -r -d 'the Redis shared with the web app. rediss:// for TLS (hostname verified; ?ssl_check_hostname=false and the other query options redis-py understands work), redis://user:password@host:port/db for an ACL user (env: REDIS_URL; default: redis://localhost:6379)'
+complete -c repobox -n '__fish_seen_subcommand_from status' -l help -d 'Show this message and exit.'
 
 complete -c repobox -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 

@@ -113,7 +113,8 @@ def test_bash_script_is_valid_syntax() -> None:
         (["repobox", "run", "--con"], ["--concurrency"]),
         (
             ["repobox", ""],
-            ["run", "exec", "decrypt", "pending", "completion", "enqueue", "logs", "cancel", "retry", "health"],
+            ["run", "exec", "decrypt", "pending", "status", "completion"]
+            + ["enqueue", "logs", "cancel", "retry", "health"],
         ),
         (["repobox", "p"], ["pending"]),
         (["repobox", "--"], ["--version", "--help"]),
