@@ -14,9 +14,11 @@ import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from repobox_cli.claude_events import CLAUDE_COMMAND
 from repobox_cli.crypto import EncryptionKey, parse_key
 from repobox_cli.errors import SettingsError
 
@@ -45,6 +47,13 @@ GIT_PASSTHROUGH_ENV = (
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
+
+
+class AgentKind(StrEnum):
+    """Which agent runs a prompt (AGENT)."""
+
+    COMMAND = "command"  # AGENT_COMMAND, or the placeholder step when it is empty
+    CLAUDE = "claude"  # Claude Code in print mode, its stream-json events shown as chat lines
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class Settings:
     cleanup_after_job: bool = True
     claim_min_idle_s: float = 300.0
     agent_command: str = ""
+    agent_kind: AgentKind = AgentKind.COMMAND
     agent_env_names: tuple[str, ...] = ()
     agent_user: AgentUser | None = None
     log_format: str = "json"
@@ -149,6 +159,20 @@ def _bool(name: str, raw: Any) -> bool:
 
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace(" ", ",").split(",") if part.strip())
+
+
+def _agent(raw: str, command: str) -> tuple[AgentKind, str]:
+    """AGENT and AGENT_COMMAND: the agent's kind and the shell command that starts it."""
+    try:
+        kind = AgentKind(raw.strip().lower())
+    except ValueError as exc:
+        choices = ", ".join(k.value for k in AgentKind)
+        raise SettingsError(f"AGENT must be one of {choices}, got {raw!r}") from exc
+    if kind is AgentKind.CLAUDE:
+        if command:
+            raise SettingsError("set AGENT=claude or AGENT_COMMAND, not both")
+        return kind, CLAUDE_COMMAND
+    return kind, command
 
 
 # Read from the environment once, then wiped from this process's environment block.
@@ -226,6 +250,8 @@ def load_settings(
     forbidden = sorted(AGENT_ENV_FORBIDDEN.intersection(agent_env_names))
     if forbidden:
         raise SettingsError(f"AGENT_ENV must not pass {', '.join(forbidden)} to the agent")
+    agent_kind, agent_command = _agent(str(src.get("AGENT", "agent", AgentKind.COMMAND)),
+                                       str(src.get("AGENT_COMMAND", "agent_command", "")))
     return Settings(
         redis_url=str(src.get("REDIS_URL", "redis_url", DEFAULT_REDIS_URL)),
         encryption_key=parse_key(key_text) if key_text else None,
@@ -242,7 +268,8 @@ def load_settings(
         claim_min_idle_s=_seconds(
             "CLAIM_MIN_IDLE", src.get("CLAIM_MIN_IDLE", "claim_min_idle", 300), MIN_CLAIM_IDLE_S
         ),
-        agent_command=str(src.get("AGENT_COMMAND", "agent_command", "")),
+        agent_command=agent_command,
+        agent_kind=agent_kind,
         agent_env_names=agent_env_names,
         agent_user=_agent_user(str(src.get("AGENT_USER", "agent_user", "")).strip()),
         log_format=log_format,
