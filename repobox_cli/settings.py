@@ -102,6 +102,7 @@ class Settings:
     shutdown_timeout_s: float = 3600.0
     allowed_git_hosts: tuple[str, ...] = ()
     allow_http: bool = False
+    create_mr: bool = False
     block_ms: int = DEFAULT_BLOCK_MS
     tick_s: float = DEFAULT_TICK_MS / 1000
     git_env: Mapping[str, str] = field(default_factory=dict)
@@ -283,6 +284,7 @@ def load_settings(
             h.lower() for h in _names(str(src.get("ALLOWED_GIT_HOSTS", "allowed_git_hosts", "")))
         ),
         allow_http=_bool("ALLOW_HTTP_REMOTES", src.get("ALLOW_HTTP_REMOTES", "allow_http", False)),
+        create_mr=_bool("CREATE_MR", src.get("CREATE_MR", None, False)),
         block_ms=_int("REPOBOX_BLOCK_MS", src.get("REPOBOX_BLOCK_MS", None, DEFAULT_BLOCK_MS), 1),
         tick_s=_int("REPOBOX_TICK_MS", src.get("REPOBOX_TICK_MS", None, DEFAULT_TICK_MS), 10)
         / 1000,
