@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -67,7 +68,7 @@ def test_main_writes_all_three_files(tmp_path: Path) -> None:
 
 
 def test_module_runs_as_a_script(tmp_path: Path) -> None:
-    result = subprocess.run(["python", "-m", "repobox_cli.completions", "bash"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "repobox_cli.completions", "bash"], cwd=ROOT,
                             capture_output=True, text=True, timeout=SHELL_DEADLINE_S)
     assert result.returncode == 0, result.stderr
     assert result.stdout == completions.render("bash")
