@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -98,10 +98,15 @@ class Leases:
     """The scripts, bound to one client and one stream's consumer group."""
 
     def __init__(self, client: redis.Redis, *, stream: str = keys.JOBS_STREAM,
-                 group: str = keys.RUNNERS_GROUP) -> None:
+                 group: str = keys.RUNNERS_GROUP, record_key: Callable[[str], str] = keys.job,
+                 slots_key: Callable[[str], str] = keys.user_slots) -> None:
+        """`record_key` names the hash an attempt runs (the web app's `job:{id}`, or a runner-owned
+        record for session steps); `slots_key` the user's slots that `limit` applies to."""
         self.client = client
         self.stream = stream
         self.group = group
+        self.record_key = record_key
+        self.slots_key = slots_key
         load = client.register_script
         self._begin = load(_script("begin.lua"))
         self._renew = load(_script("renew.lua"))
@@ -119,8 +124,8 @@ class Leases:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
         running and make this attempt the current one. Retrying after a lost reply is safe."""
         raw = self._begin(
-            keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), self.stream, keys.waiting_entry(attempt.entry_id)],
+            keys=[self.record_key(attempt.job_id), keys.job_attempt(attempt.job_id),
+                  self.slots_key(attempt.user_id), self.stream, keys.waiting_entry(attempt.entry_id)],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, limit, lease_ms,
                   started_at, ATTEMPT_KEY_TTL_S],
         )
@@ -129,7 +134,7 @@ class Leases:
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""
         return bool(self._renew(
-            keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
+            keys=[keys.job_attempt(attempt.job_id), self.slots_key(attempt.user_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
         ))
 
@@ -153,8 +158,8 @@ class Leases:
 
     def _end(self, attempt: Attempt, mode: str, finished_at: int, flat: list[str | int]) -> FinishOutcome:
         raw = self._finish(
-            keys=[keys.job(attempt.job_id), keys.job_attempt(attempt.job_id),
-                  keys.user_slots(attempt.user_id), self.stream],
+            keys=[self.record_key(attempt.job_id), keys.job_attempt(attempt.job_id),
+                  self.slots_key(attempt.user_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
         )
         return FinishOutcome(str(raw))
@@ -163,7 +168,7 @@ class Leases:
         """The attempt will not finish here: free its slot and, with `hand_back`, make its entry
         claimable at once if still ours. Writes nothing the next attempt owns; True if handed back."""
         return bool(self._abandon(
-            keys=[keys.user_slots(attempt.user_id), self.stream],
+            keys=[self.slots_key(attempt.user_id), self.stream],
             args=[self.group, attempt.consumer, attempt.entry_id, attempt.token,
                   "1" if hand_back else "0", HAND_BACK_IDLE_MS],
         ))

@@ -28,9 +28,12 @@ Echo = Callable[[str, str, str], None]  # (line, stream, source), already redact
 class JobOutput:
     """Appends output lines; if Redis is away they wait in memory and go out, in order, later."""
 
-    def __init__(self, client: redis.Redis, job_id: str, health: RedisHealth, echo: Echo | None = None) -> None:
+    def __init__(self, client: redis.Redis, job_id: str, health: RedisHealth, echo: Echo | None = None, *,
+                 key: str | None = None, ttl_s: int = OUTPUT_TTL_S) -> None:
+        """Lines go to `job:{job_id}:output`, or to `key` (a work session's output) with `ttl_s`."""
         self.client = client
-        self.key = keys.job_output(job_id)
+        self.key = key or keys.job_output(job_id)
+        self.ttl_s = ttl_s
         self.health = health
         self.echo = echo
         self._lock = threading.Lock()
@@ -93,7 +96,7 @@ class JobOutput:
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.rpush(self.key, *self._buffer)
-            pipe.expire(self.key, OUTPUT_TTL_S)
+            pipe.expire(self.key, self.ttl_s)
             pipe.execute()
         except redis.ResponseError as exc:  # e.g. WRONGTYPE: the key is not a list
             log.warning("cannot write to %s: %s; %d output line(s) dropped", self.key, exc, len(self._buffer))
