@@ -110,10 +110,10 @@ class Executor:
 
     def _steps(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Result:
         job, out, control = active.job, active.output, active.control
-        repo = self._checked_repo(job)
+        repo = self.checked_repo(job)
         work_branch = validation.branch_name(job.work_branch)
         git = Git(self.settings, paths, control, out.git)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             out.runner(f"Looking up branches of {repo.url}")
             refs = git.remote_refs(repo, token, [job.branch, work_branch])
             base_branch = self._base_branch(job, refs.heads, refs.default_branch, out)
@@ -144,7 +144,7 @@ class Executor:
         if expected:
             out.runner(f"Replacing branch {work_branch} left by an earlier attempt (at {expected[:12]})")
         self._ensure_current(active)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             out.runner(f"Pushing {work_branch} to {repo.url}...")
             git.push(repo, token, commit, work_branch, expected)
         out.runner(f"Push completed: {work_branch}")
@@ -160,7 +160,7 @@ class Executor:
         out.runner("Creating merge request...")
         body = f"{job.prompt}\n\n---\nLines added: {added}, removed: {removed}. Job `{job.id}` by repobox."
         request = mr.MergeRequest(validation.commit_subject(job.prompt), body, work_branch, base_branch)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             record: dict[str, str] = self._redis(  # type: ignore[assignment]
                 lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider")
             result = mr.open_merge_request(record.get("type", ""), record.get("url", ""), repo.url, token,
@@ -183,7 +183,7 @@ class Executor:
         out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------
-    def _checked_repo(self, job: Job) -> RepoUrl:
+    def checked_repo(self, job: Job) -> RepoUrl:
         repo = validation.repo_url(job.repo_url, allow_http=self.settings.allow_http)
         allowed = self.settings.allowed_git_hosts
         if allowed and repo.host not in allowed and repo.host_port not in allowed:
@@ -201,7 +201,7 @@ class Executor:
         raise JobDataError(f"branch {job.branch} not found on the remote, and it has no default branch")
 
     @contextmanager
-    def _token(self, job: Job, repo: RepoUrl) -> Iterator[str]:
+    def provider_token(self, job: Job, repo: RepoUrl) -> Iterator[str]:
         """The provider's token, decrypted for the length of the block and masked everywhere."""
         key = self.settings.require_key()
         record: dict[str, str] = self._redis(  # type: ignore[assignment]

@@ -38,10 +38,12 @@ from repobox_cli.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat
 from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs
 from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
-from repobox_cli.lanes import Lane, ensure_group
+from repobox_cli.lanes import Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, RedisHealth
+from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
+from repobox_cli.session_work import SessionWork
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.watch import JobWatch
@@ -101,9 +103,22 @@ class Runner:
 
     def _kinds(self) -> list[WorkKind]:
         """The kinds of work this runner serves; the first is read on the caller's thread."""
-        leases = Leases(self.client)
-        executor = Executor(self.settings, self.client, leases, self.health, self.hard_stop)
-        return [JobKind(self.client, executor, leases, self.settings.max_jobs_per_user)]
+        client, limit = self.client, self.settings.max_jobs_per_user
+        leases = Leases(client)
+        executor = Executor(self.settings, client, leases, self.health, self.hard_stop)
+        work = SessionWork(self.settings, client, executor, self.health, self.hard_stop)
+
+        def step_leases(stream: str, group: str) -> Leases:
+            return Leases(client, stream=stream, group=group, record_key=keys.session_step,
+                          slots_key=keys.session_step_slots)
+
+        return [
+            JobKind(client, executor, leases, limit),
+            InitKind(client, work, step_leases(keys.SESSION_INIT_STREAM, keys.SESSION_INIT_GROUP)),
+            PromptKind(client, work, Leases(client, stream=keys.SESSION_JOBS_STREAM, group=keys.SESSION_JOBS_GROUP),
+                       limit),
+            PushKind(client, work, step_leases(keys.SESSION_PUSH_STREAM, keys.SESSION_PUSH_GROUP)),
+        ]
 
     def _execute(self, active: ActiveJob) -> RunOutcome:
         return self.kinds[active.lane].execute(active)
@@ -127,9 +142,6 @@ class Runner:
     def _startup(self) -> None:
         for lane in self.lanes:
             lane.ensure_group()
-        # The web app's session streams get their groups at start (SESSIONS.md), whichever lanes run.
-        for stream, group in keys.SESSION_GROUPS:
-            ensure_group(self.client, stream, group)
         self.heartbeat.beat(0, 0)
         workdir.ensure_private_dir(self.settings.temp_dir)
         if self.settings.cleanup_after_job:
