@@ -103,6 +103,7 @@ class Settings:
     allowed_git_hosts: tuple[str, ...] = ()
     allow_http: bool = False
     create_mr: bool = False
+    session_idle_ttl_s: float = 24 * 3600.0
     block_ms: int = DEFAULT_BLOCK_MS
     tick_s: float = DEFAULT_TICK_MS / 1000
     git_env: Mapping[str, str] = field(default_factory=dict)
@@ -285,6 +286,7 @@ def load_settings(
         ),
         allow_http=_bool("ALLOW_HTTP_REMOTES", src.get("ALLOW_HTTP_REMOTES", "allow_http", False)),
         create_mr=_bool("CREATE_MR", src.get("CREATE_MR", None, False)),
+        session_idle_ttl_s=_seconds("SESSION_IDLE_TTL", src.get("SESSION_IDLE_TTL", None, 24 * 3600)),
         block_ms=_int("REPOBOX_BLOCK_MS", src.get("REPOBOX_BLOCK_MS", None, DEFAULT_BLOCK_MS), 1),
         tick_s=_int("REPOBOX_TICK_MS", src.get("REPOBOX_TICK_MS", None, DEFAULT_TICK_MS), 10)
         / 1000,
