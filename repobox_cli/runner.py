@@ -127,7 +127,8 @@ class Runner:
     def _log_start(self) -> None:
         """One line saying what this runner will do; a warning when it would push a test file."""
         s = self.settings
-        agent = f"agent {s.agent_command!r}" if s.agent_command else "the placeholder agent"
+        # Not the command's text: operators put API keys inline in it (`KEY=… claude …`).
+        agent = "the AGENT_COMMAND agent" if s.agent_command else "the placeholder agent"
         self.log.info(
             "runner %s started: Redis %s, %d workers, %d jobs per user, job timeout %g s, TEMP_DIR %s, %s, "
             "sandbox %s (network %s)",
