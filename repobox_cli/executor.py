@@ -7,14 +7,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import redis
 
-from repobox_cli import agent, keys, sandbox, validation, workdir
+from repobox_cli import agent, claude_events, keys, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
-from repobox_cli.control import StopReason
+from repobox_cli.control import JobControl, StopReason
 from repobox_cli.crypto import decrypt
 from repobox_cli.errors import DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
 from repobox_cli.git_ops import Git
@@ -24,7 +24,7 @@ from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line, registered
 from repobox_cli.redis_conn import RedisHealth, retry_until
-from repobox_cli.settings import SandboxMode, Settings
+from repobox_cli.settings import AgentKind, SandboxMode, Settings
 from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,32 @@ UNSANDBOXED_WARNING = (
     "Warning: AGENT_SANDBOX=none: the agent runs without a sandbox and can see "
     "this runner's processes and files (unsafe)"
 )
+
+
+def run_agent_step(
+    settings: Settings, job: Job, paths: workdir.WorkPaths, control: JobControl, out: JobOutput, attempt_id: str
+) -> None:
+    """The configured agent in `paths.repo`, its lines into `out` (Claude's events as chat lines);
+    the values of AGENT_ENV's secret-looking variables are masked in everything it prints."""
+    emit: agent.Emit = out.agent
+    if settings.agent_kind is AgentKind.CLAUDE:
+        emit = claude_events.emitter(lambda line: out.write(line.text, line.stream, line.source))
+    with ExitStack() as stack:
+        for value in agent_secrets(settings):
+            stack.enter_context(registered(value))
+        agent.run_agent(settings, job, paths, control, emit, sandbox.agent_ids(settings, attempt_id))
+
+
+def agent_secrets(settings: Settings) -> list[str]:
+    """AGENT_ENV values whose names say they are secret (…KEY, …TOKEN, …SECRET, …PASSWORD)."""
+    return [
+        value
+        for name, value in settings.agent_env.items()
+        if any(word in name.upper() for word in SECRET_NAME_WORDS) and value
+    ]
+
+
+SECRET_NAME_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -175,14 +201,7 @@ class Executor:
         if self.settings.agent_sandbox is SandboxMode.NONE:
             out.runner(UNSANDBOXED_WARNING)
         out.runner("Starting agent")
-        agent.run_agent(
-            self.settings,
-            active.job,
-            paths,
-            active.control,
-            out.agent,
-            sandbox.agent_ids(self.settings, active.attempt.attempt_id),
-        )
+        run_agent_step(self.settings, active.job, paths, active.control, out, active.attempt.attempt_id)
         out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------

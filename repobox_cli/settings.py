@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from repobox_cli.claude_events import CLAUDE_COMMAND
 from repobox_cli.crypto import EncryptionKey, parse_key
 from repobox_cli.errors import SettingsError
 from repobox_cli.output import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINES, OutputLimits
@@ -122,6 +123,13 @@ def _outside_temp_dir(paths: tuple[Path, ...], temp_dir: Path) -> None:
             raise SettingsError(f"AGENT_SANDBOX_PATHS must not name a path inside TEMP_DIR ({path})")
 
 
+class AgentKind(StrEnum):
+    """Which agent runs a prompt (AGENT)."""
+
+    COMMAND = "command"  # AGENT_COMMAND, or the placeholder step when it is empty
+    CLAUDE = "claude"  # Claude Code in print mode, its stream-json events shown as chat lines
+
+
 @dataclass(frozen=True)
 class AgentUser:
     """The OS user the agent runs as (AGENT_USER): it cannot read the runner's memory, its git
@@ -187,6 +195,7 @@ class Settings:
     cleanup_after_job: bool = True
     claim_min_idle_s: float = 300.0
     agent_command: str = ""
+    agent_kind: AgentKind = AgentKind.COMMAND
     agent_env_names: tuple[str, ...] = ()
     agent_user: AgentUser | None = None
     agent_sandbox: SandboxMode = SandboxMode.BWRAP
@@ -694,6 +703,15 @@ SETTINGS: tuple[Setting, ...] = (
         default_doc="empty: the placeholder step",
     ),
     Setting(
+        "agent_kind",
+        "AGENT",
+        _choice(AgentKind),
+        "command",
+        "`command`: `AGENT_COMMAND` (or the placeholder); `claude`: Claude Code in print mode with "
+        'stream-json output, its events shown as chat lines (see "The Claude Code agent"); not together '
+        "with `AGENT_COMMAND`",
+    ),
+    Setting(
         "agent_env_names",
         "AGENT_ENV",
         _agent_env_names,
@@ -879,8 +897,7 @@ def load_settings(
         values["log_format"] = "pretty" if tty else "json"
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
-    if "agent_sandbox_paths" in values:
-        _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
+    _check_together(values)
     names = values.get("agent_env_names", ())
     return Settings(
         **values,
@@ -888,6 +905,16 @@ def load_settings(
         agent_env={k: env[k] for k in names if k in env},
         path_env=env.get("PATH") or DEFAULT_PATH,
     )
+
+
+def _check_together(values: dict[str, Any]) -> None:
+    """The checks that need two settings; AGENT=claude sets the agent's command."""
+    if values.get("agent_kind") is AgentKind.CLAUDE:
+        if values.get("agent_command"):
+            raise SettingsError("set AGENT=claude or AGENT_COMMAND, not both")
+        values["agent_command"] = CLAUDE_COMMAND
+    if "agent_sandbox_paths" in values:
+        _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
 
 
 def settings_markdown() -> str:
