@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from repobox_cli import agent, claude_events, keys, sandbox, validation, workdir
+from repobox_cli import agent, claude_events, keys, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.crypto import decrypt
@@ -186,10 +186,35 @@ class Executor:
             out.runner(f"Pushing {work_branch} to {repo.url}...")
             git.push(repo, token, commit, work_branch, expected)
         out.runner(f"Push completed: {work_branch}")
-        return _Result(
-            {"status": Status.SUCCESS, "branch": work_branch, "lines_added": added, "lines_removed": removed},
-            f"Job completed successfully: pushed {work_branch}",
-        )
+        fields: dict[str, str | int] = {
+            "status": Status.SUCCESS,
+            "branch": work_branch,
+            "lines_added": added,
+            "lines_removed": removed,
+        }
+        if self.settings.create_mr:
+            fields.update(self._merge_request(job, repo, base_branch, work_branch, added, removed, out))
+        return _Result(fields, f"Job completed successfully: pushed {work_branch}")
+
+    def _merge_request(
+        self, job: Job, repo: RepoUrl, base_branch: str, work_branch: str, added: int, removed: int, out: JobOutput
+    ) -> dict[str, str | int]:
+        """CREATE_MR: open the job's merge request; `mr_url` or `mr_warning` (never fails the job)."""
+        out.runner("Creating merge request...")
+        body = f"{job.prompt}\n\n---\nLines added: {added}, removed: {removed}. Job `{job.id}` by repobox."
+        request = mr.MergeRequest(validation.commit_subject(job.prompt), body, work_branch, base_branch)
+        with self._token(job, repo) as token:
+            record: dict[str, str] = self._redis(  # type: ignore[assignment]
+                lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider"
+            )
+            result = mr.open_merge_request(
+                record.get("type", ""), record.get("url", ""), repo.url, token, request, self.settings.git_env
+            )
+        if result.url:
+            out.runner(f"Merge request created: {result.url}")
+            return {"mr_url": result.url, "mr_warning": ""}
+        out.write(f"Warning: {result.warning}", "stderr", "runner")
+        return {"mr_url": "", "mr_warning": result.warning}
 
     def _agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
         out = active.output

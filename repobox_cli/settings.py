@@ -210,6 +210,7 @@ class Settings:
     allow_http: bool = False
     max_output_lines: int = DEFAULT_MAX_OUTPUT_LINES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    create_mr: bool = False
     block_ms: int = DEFAULT_BLOCK_MS
     tick_s: float = DEFAULT_TICK_MS / 1000
     git_env: Mapping[str, str] = field(default_factory=dict)
@@ -819,6 +820,14 @@ SETTINGS: tuple[Setting, ...] = (
         "--allow-http/--no-allow-http",
         bool,
         option_commands=frozenset({RUN}),
+    ),
+    Setting(
+        "create_mr",
+        "CREATE_MR",
+        _bool,
+        "false",
+        "single-shot jobs open a pull/merge request after the push (`mr_url` or `mr_warning` on the job; "
+        "see Merge requests)",
     ),
     Setting(
         "max_output_lines",

@@ -33,6 +33,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def world(tmp_path: Path, redis_server: RedisServer, git_server: GitHttpsServer, tls: TestCA) -> Iterator[World]:
     git_server.redirect_to = None
+    git_server.api = None
     w = World(tmp_path, redis_server, git_server, tls)
     yield w
     w.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol
 
+from tests.support.api_standin import ApiStandIn, send
 from tests.support.tls import TestCA
 
 GIT_HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -193,6 +194,10 @@ class _GitHandler(BaseHTTPRequestHandler):
         )
         # Each response closes the connection: keeps body handling simple.
         self.close_connection = True
+        api = owner.api
+        if api is not None and self.path.startswith("/api/"):
+            self._serve_api(api)
+            return
         redirect = owner.redirect_to
         if redirect is not None:
             self._drain_body()
@@ -207,6 +212,12 @@ class _GitHandler(BaseHTTPRequestHandler):
             )
             return
         self._run_backend()
+
+    def _serve_api(self, api: ApiStandIn) -> None:
+        """The provider's REST API on the git host, as GitHub Enterprise and GitLab serve it."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        send(self, api.handle(self.command, self.path, dict(self.headers.items()), raw))
 
     def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
@@ -341,6 +352,7 @@ class GitHttpsServer:
         self.tls = tls
         self.username = username
         self.redirect_to: str | None = None
+        self.api: ApiStandIn | None = None  # serves /api/… when set (GitHub Enterprise, GitLab)
         self._lock = threading.Lock()
         # Plain containers (mutate freely from tests); the server guards its
         # own reads/appends with _lock.
