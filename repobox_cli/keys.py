@@ -47,3 +47,31 @@ def waiting_entry(entry_id: str) -> str:
 
 def heartbeat(consumer: str) -> str:
     return f"{HEARTBEAT_PREFIX}{consumer}"
+
+
+# -- work sessions (SESSIONS.md): three streams, each read by its `…:runners` group ----------
+SESSION_INIT_STREAM = "work_sessions:init:stream"
+SESSION_INIT_GROUP = "work_sessions:init:runners"
+SESSION_JOBS_STREAM = "work_sessions:jobs:stream"
+SESSION_JOBS_GROUP = "work_sessions:jobs:runners"
+SESSION_PUSH_STREAM = "work_sessions:push:stream"
+SESSION_PUSH_GROUP = "work_sessions:push:runners"
+SESSION_GROUPS = (
+    (SESSION_INIT_STREAM, SESSION_INIT_GROUP),
+    (SESSION_JOBS_STREAM, SESSION_JOBS_GROUP),
+    (SESSION_PUSH_STREAM, SESSION_PUSH_GROUP),
+)
+
+
+def work_session(session_id: str) -> str:
+    return f"work_session:{session_id}"
+
+
+def work_session_output(session_id: str) -> str:
+    """Every output line of the session (init, each prompt, push): `job:{id}:output` is not used."""
+    return f"work_session:{session_id}:output"
+
+
+def work_session_jobs(session_id: str) -> str:
+    """The session's job ids in order (written by the web app)."""
+    return f"work_session:{session_id}:jobs"

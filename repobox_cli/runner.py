@@ -149,6 +149,10 @@ class Runner:
 
     def _startup(self) -> None:
         ensure_group(self.client, self.kind.stream, self.kind.group)
+        # The web app's session streams get their groups at start (SESSIONS.md), so its messages
+        # are kept for the session consumers; no entry of them is read here yet.
+        for stream, group in keys.SESSION_GROUPS:
+            ensure_group(self.client, stream, group)
         self.heartbeat.beat(0, 0)
         workdir.ensure_private_dir(self.settings.temp_dir)
         if self.settings.cleanup_after_job:
