@@ -74,7 +74,7 @@ def test_main_writes_all_three_files(tmp_path: Path) -> None:
 
 def test_module_runs_as_a_script(tmp_path: Path) -> None:
     result = subprocess.run(
-        ["python", "-m", "repobox_cli.completions", "bash"],
+        [sys.executable, "-m", "repobox_cli.completions", "bash"],
         cwd=ROOT,
         capture_output=True,
         text=True,
