@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from repobox_cli.control import JobControl
 from repobox_cli.jobs import Job
-from repobox_cli.leases import Attempt
+from repobox_cli.leases import Attempt, Leases
 from repobox_cli.output import JobOutput
 
 
@@ -45,3 +45,5 @@ class ActiveJob:
     # Set once the final state is written (slot freed, entry acked): no more renewals.
     finished: threading.Event = field(default_factory=threading.Event)
     work_dir: str = ""
+    lane: str = "job"  # the kind of work (WorkKind.name): which stream its entry belongs to
+    leases: Leases | None = None  # the leases of its stream (None: the jobs stream's)

@@ -23,7 +23,6 @@ from repobox_cli.jobs import is_final, now_ms
 from repobox_cli.kinds import WorkKind
 from repobox_cli.leases import Attempt, BeginOutcome, Leases
 from repobox_cli.logs import JobLog
-from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
 from repobox_cli.settings import Settings
@@ -84,7 +83,7 @@ class Admission:
 
     def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
         """Decide what to do with one delivered entry; never raises for bad data."""
-        if entry_id in self.pool or entry_id in self.waiting:
+        if self.pool.has(self.kind.name, entry_id) or entry_id in self.waiting:
             return
         try:
             entry = self.kind.decode(entry_id, fields)
@@ -138,7 +137,7 @@ class Admission:
             return StartOutcome.NO_WORKER
         try:
             result = self.leases.begin(
-                attempt, limit=self.settings.max_jobs_per_user, lease_ms=self.lease_ms, started_at=now_ms()
+                attempt, limit=self.kind.user_limit(), lease_ms=self.lease_ms, started_at=now_ms()
             )
         except CONNECTION_ERRORS as exc:
             self.pool.release()
@@ -149,8 +148,12 @@ class Admission:
             raise
         if result.outcome is BeginOutcome.OK:
             control = JobControl(self.settings.job_timeout_s)
-            output = JobOutput(self.client, job.id, self.health, limits=self.settings.output_limits)
-            self.pool.start(ActiveJob(job, attempt, control, output, result.previous_consumer))
+            output = self.kind.open_output(job, self.health)
+            self.pool.start(
+                ActiveJob(
+                    job, attempt, control, output, result.previous_consumer, lane=self.kind.name, leases=self.leases
+                )
+            )
             return StartOutcome.STARTED
         self.pool.release()
         if result.outcome in (BeginOutcome.BUSY, BeginOutcome.ACTIVE):
@@ -190,8 +193,7 @@ class Admission:
             job_id = ""
         reason = one_line(reason)
         self.log.warning("entry %s: %s", entry_id, reason, extra={"job_id": job_id or None})
-        if job_id:
-            JobOutput(self.client, job_id, self.health).error(reason)
+        self.kind.rejected(fields, reason, self.health)
         self.leases.reject(
             self.consumer,
             entry_id,

@@ -6,10 +6,14 @@ from collections.abc import Mapping
 
 import redis
 
-from repobox_cli import keys
+from repobox_cli import keys, validation
 from repobox_cli.active import ActiveJob, RunOutcome
+from repobox_cli.errors import JobDataError
 from repobox_cli.executor import Executor
 from repobox_cli.jobs import Job, StreamEntry
+from repobox_cli.leases import Leases
+from repobox_cli.output import JobOutput, OutputLimits
+from repobox_cli.redis_conn import RedisHealth
 
 
 class JobKind:
@@ -17,9 +21,14 @@ class JobKind:
     stream = keys.JOBS_STREAM
     group = keys.RUNNERS_GROUP
 
-    def __init__(self, client: redis.Redis, executor: Executor) -> None:
+    def __init__(
+        self, client: redis.Redis, executor: Executor, leases: Leases, max_jobs_per_user: int, limits: OutputLimits
+    ) -> None:
         self.client = client
+        self.limits = limits
         self.executor = executor
+        self._leases = leases
+        self.max_jobs_per_user = max_jobs_per_user
 
     def decode(self, entry_id: str, fields: Mapping[str, str] | None) -> StreamEntry:
         return StreamEntry.decode(entry_id, fields)
@@ -30,3 +39,20 @@ class JobKind:
 
     def execute(self, active: ActiveJob) -> RunOutcome:
         return self.executor.execute(active)
+
+    def leases(self) -> Leases:
+        return self._leases
+
+    def user_limit(self) -> int:
+        return self.max_jobs_per_user
+
+    def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
+        return JobOutput(self.client, job.id, health, limits=self.limits)
+
+    def rejected(self, fields: Mapping[str, str], reason: str, health: RedisHealth) -> None:
+        job_id = fields.get("job_id", "")
+        try:
+            validation.safe_name(job_id, "job_id")
+        except JobDataError:
+            return
+        JobOutput(self.client, job_id, health).error(reason)

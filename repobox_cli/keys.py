@@ -75,3 +75,13 @@ def work_session_output(session_id: str) -> str:
 def work_session_jobs(session_id: str) -> str:
     """The session's job ids in order (written by the web app)."""
     return f"work_session:{session_id}:jobs"
+
+
+def session_step(step_id: str) -> str:
+    """The runner's own record of one session init or push (status, fencing like a job's hash)."""
+    return f"runner:session_step:{step_id}"
+
+
+def session_step_slots(user_id: str) -> str:
+    """Leases of a user's running session inits and pushes: not counted in MAX_JOBS_PER_USER."""
+    return f"runner:session_step_slots:{user_id}"

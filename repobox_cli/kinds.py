@@ -3,7 +3,8 @@
 The engine (reading a group, admission, per-user slots and waiting, leases and fencing,
 takeovers, dead letters, heartbeats, shutdown) knows streams and entries, not jobs. A kind of
 work says which stream and group it reads, how to decode an entry and load what it names, and
-how to run it. Single-shot jobs (`job_kind.JobKind`) are the first kind.
+how to run it. Single-shot jobs (`job_kind.JobKind`) are the first kind; a work session's init,
+prompts and push (`session_kinds.py`) are three more, each on its own stream and group.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Protocol
 
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.jobs import Job, StreamEntry
+from repobox_cli.leases import Leases
+from repobox_cli.output import JobOutput
+from repobox_cli.redis_conn import RedisHealth
 
 
 class WorkKind(Protocol):
@@ -31,4 +35,21 @@ class WorkKind(Protocol):
 
     def execute(self, active: ActiveJob) -> RunOutcome:
         """Run one attempt to its end, writing its final state through the leases; never raises."""
+        ...
+
+    def leases(self) -> Leases:
+        """The lease scripts bound to this kind's stream, group, records and slots."""
+        ...
+
+    def user_limit(self) -> int:
+        """How many attempts of this kind one user may run at once (their slots' limit)."""
+        ...
+
+    def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
+        """Where the attempt's output lines go."""
+        ...
+
+    def rejected(self, fields: Mapping[str, str], reason: str, health: RedisHealth) -> None:
+        """An entry of this kind was refused or dead-lettered (before its record is failed and the
+        entry acked): tell whoever watches it. Never raises for bad data."""
         ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -105,11 +105,17 @@ class Leases:
         stream: str = keys.JOBS_STREAM,
         group: str = keys.RUNNERS_GROUP,
         durability: Durability | None = None,
+        record_key: Callable[[str], str] = keys.job,
+        slots_key: Callable[[str], str] = keys.user_slots,
     ) -> None:
+        """`record_key` names the hash an attempt runs (the web app's `job:{id}`, or a runner-owned
+        record for session steps); `slots_key` the user's slots that `limit` applies to."""
         self.client = client
         self.stream = stream
         self.group = group
         self.durability = durability or Durability()  # begin and finish wait for replicas (failover safety)
+        self.record_key = record_key
+        self.slots_key = slots_key
         load = client.register_script
         self._begin = load(_script("begin.lua"))
         self._renew = load(_script("renew.lua"))
@@ -129,9 +135,9 @@ class Leases:
             self.client,
             lambda conn: self._begin(
                 keys=[
-                    keys.job(attempt.job_id),
+                    self.record_key(attempt.job_id),
                     keys.job_attempt(attempt.job_id),
-                    keys.user_slots(attempt.user_id),
+                    self.slots_key(attempt.user_id),
                     self.stream,
                     keys.waiting_entry(attempt.entry_id),
                 ],
@@ -155,7 +161,7 @@ class Leases:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""
         return bool(
             self._renew(
-                keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
+                keys=[keys.job_attempt(attempt.job_id), self.slots_key(attempt.user_id), self.stream],
                 args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
             )
         )
@@ -167,7 +173,7 @@ class Leases:
         renewed, confirmed = self.durability.confirmed(
             self.client,
             lambda conn: self._renew(
-                keys=[keys.job_attempt(attempt.job_id), keys.user_slots(attempt.user_id), self.stream],
+                keys=[keys.job_attempt(attempt.job_id), self.slots_key(attempt.user_id), self.stream],
                 args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, lease_ms],
                 client=conn,
             ),
@@ -191,9 +197,9 @@ class Leases:
             self.client,
             lambda conn: self._finish(
                 keys=[
-                    keys.job(attempt.job_id),
+                    self.record_key(attempt.job_id),
                     keys.job_attempt(attempt.job_id),
-                    keys.user_slots(attempt.user_id),
+                    self.slots_key(attempt.user_id),
                     self.stream,
                     keys.RECENTLY_FINISHED,
                 ],
@@ -209,7 +215,7 @@ class Leases:
         claimable at once if still ours. Writes nothing the next attempt owns; True if handed back."""
         return bool(
             self._abandon(
-                keys=[keys.user_slots(attempt.user_id), self.stream],
+                keys=[self.slots_key(attempt.user_id), self.stream],
                 args=[
                     self.group,
                     attempt.consumer,

@@ -101,9 +101,14 @@ class JobOutput:
         health: RedisHealth,
         echo: Echo | None = None,
         limits: OutputLimits | None = None,
+        *,
+        key: str | None = None,
+        ttl_s: int = OUTPUT_TTL_S,
     ) -> None:
+        """Lines go to `job:{job_id}:output`, or to `key` (a work session's output) with `ttl_s`."""
         self.client = client
-        self.key = keys.job_output(job_id)
+        self.key = key or keys.job_output(job_id)
+        self.ttl_s = ttl_s
         self.health = health
         self.echo = echo
         self.limits = limits or OutputLimits()
@@ -262,7 +267,7 @@ class JobOutput:
             pipe.lset(self.key, notice.list_index, notice.item)
         if self._buffer:
             pipe.rpush(self.key, *self._buffer)
-            pipe.expire(self.key, OUTPUT_TTL_S)
+            pipe.expire(self.key, self.ttl_s)
         replies = pipe.execute(raise_on_error=False)
         if updating:
             assert notice is not None

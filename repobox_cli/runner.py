@@ -1,20 +1,23 @@
-"""`repobox run`: the engine's wiring and its consumer loop.
+"""`repobox run`: the engine's wiring and its consumer loops.
 
 Threads, and what each owns:
-- the **consumer thread** (the caller of `Runner.run`) reads the group with XREADGROUP, asking
-  only for as many entries as there are free workers, and admits each entry (`Admission`);
-- the **supervisor thread** (`supervisor.supervise`) watches running jobs (`JobWatch`: deadlines,
-  cancels, renewals) and does the runner's duties: start waiting entries, heartbeat and renew
-  waiting claims, take over idle entries (`ClaimSweeper`), housekeeping;
-- **worker threads** (`WorkerPool`) each run one job (`WorkKind.execute`) to its final state;
+- one **consumer thread** per lane (`lanes.Lane`: one kind of work on its stream and group): the
+  caller of `Runner.run` reads the jobs lane, a `consumer-<kind>` thread each other lane. Each reads
+  its group with XREADGROUP, asking only for as many entries as there are free workers, and admits
+  each entry (`Admission`);
+- the **supervisor thread** (`supervisor.supervise`) watches running work (`JobWatch`: deadlines,
+  cancels, renewals) and does the runner's duties for every lane: start waiting entries, heartbeat
+  and renew waiting claims, take over idle entries (`ClaimSweeper`), housekeeping;
+- **worker threads** (`WorkerPool`, shared by all lanes) each run one attempt (`WorkKind.execute`)
+  to its final state;
 - the **stop-now thread** waits for a second signal (handlers only set flags).
 
-Shared state lives in thread-safe objects with their own locks: `WorkerPool` (running jobs and
-reservations) and `WaitingQueues`. No Redis call is ever made under either lock; the sweeper's
-cursor has its own lock, taken only by sweeps. Flags between threads are `threading.Event`s.
+Shared state lives in thread-safe objects with their own locks: `WorkerPool` (running work and
+reservations) and each lane's `WaitingQueues`. No Redis call is ever made under either lock; each
+sweeper's cursor has its own lock, taken only by sweeps. Flags between threads are `threading.Event`s.
 
-One job's path: `cli.run` → `Runner.run` → `Admission.admit` (decode, load, begin) →
-`WorkerPool.start` → `JobKind.execute` → `Executor.execute` (its steps; `Leases.finish`).
+One job's path: `cli.run` → `Runner.run` → `Lane.read_once` → `Admission.admit` (decode, load,
+begin) → `WorkerPool.start` → `JobKind.execute` → `Executor.execute` (its steps; `Leases.finish`).
 """
 
 from __future__ import annotations
@@ -28,39 +31,27 @@ from pathlib import Path
 import redis
 
 from repobox_cli import keys, procs, workdir
-from repobox_cli.active import ActiveJob
-from repobox_cli.admission import Admission
+from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.executor import Executor
 from repobox_cli.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat
-from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs, tidy_group
+from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs
 from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
+from repobox_cli.lanes import Lane, ensure_group
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
-from repobox_cli.sweeper import ClaimSweeper
-from repobox_cli.waiting import WaitingQueues
 from repobox_cli.watch import JobWatch
 from repobox_cli.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
-MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this, stop reading
 CLAIM_SWEEP_MAX_S = 5.0
 OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
 SUPERVISOR_JOIN_S = 5.0
-
-
-def ensure_group(client: redis.Redis, stream: str = keys.JOBS_STREAM, group: str = keys.RUNNERS_GROUP) -> None:
-    """Create the consumer group (and the stream) when missing; BUSYGROUP means it exists."""
-    try:
-        client.xgroup_create(stream, group, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 class Runner:
@@ -75,15 +66,12 @@ class Runner:
         self.hard_stop = threading.Event()
         self.supervisor_stop = threading.Event()
         self._stop_now_requested = threading.Event()
-        self.leases = Leases(client, durability=Durability.of(settings.redis))
-        self.kind: WorkKind = JobKind(client, Executor(settings, client, self.leases, self.health, self.hard_stop))
-        self.pool = WorkerPool(settings.max_concurrent_jobs, self.kind.execute)
-        self.waiting = WaitingQueues(MAX_WAITING_ENTRIES)
-        self.admission = Admission(
-            settings, client, self.kind, self.leases, self.pool, self.waiting, self.health, self.stopping, self.log
-        )
-        self.watch = JobWatch(settings, client, self.leases, self.health)
-        self.sweeper = ClaimSweeper(client, self.leases, self.consumer, int(settings.claim_min_idle_s * 1000))
+        self.pool = WorkerPool(settings.max_concurrent_jobs, self._execute)
+        self.lanes = [
+            Lane(settings, client, kind, self.pool, self.health, self.stopping, self.log) for kind in self._kinds()
+        ]
+        self.kinds = {lane.name: lane.kind for lane in self.lanes}
+        self.watch = JobWatch(settings, client, self.lanes[0].leases, self.health)
         self.heartbeat = Heartbeat(client, self.consumer, settings.max_concurrent_jobs)
         self._beat = Every(min(HEARTBEAT_INTERVAL_S, settings.lease_renew_s))
         self._sweep = Every(min(CLAIM_SWEEP_MAX_S, settings.claim_min_idle_s / 2))
@@ -110,19 +98,41 @@ class Runner:
         # Started now so a signal handler never has to start a thread (it only sets an event).
         threading.Thread(target=self._stop_now_when_asked, name="stop-now", daemon=True).start()
         self._log_start()
+        consumers = [
+            threading.Thread(target=self._consume, args=(lane,), name=f"consumer-{lane.name}", daemon=True)
+            for lane in self.lanes[1:]
+        ]
+        for thread in consumers:
+            thread.start()
+        self._consume(self.lanes[0])
+        for thread in consumers:
+            thread.join(timeout=self.settings.block_ms / 1000 + SUPERVISOR_JOIN_S)
+        return self._shutdown(supervisor)
+
+    def _kinds(self) -> list[WorkKind]:
+        """The kinds of work this runner serves; the first is read on the caller's thread."""
+        leases = Leases(self.client, durability=Durability.of(self.settings.redis))
+        executor = Executor(self.settings, self.client, leases, self.health, self.hard_stop)
+        return [JobKind(self.client, executor, leases, self.settings.max_jobs_per_user, self.settings.output_limits)]
+
+    def _execute(self, active: ActiveJob) -> RunOutcome:
+        return self.kinds[active.lane].execute(active)
+
+    def _consume(self, lane: Lane) -> None:
+        """A lane's consumer loop, until stopping (or, in burst mode, until nothing is left)."""
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
-                if self._read_once() is False and self.burst and self._burst_done():
+                if lane.read_once() is False and self.burst and lane is self.lanes[0] and self._burst_done():
+                    self.stopping.set()  # every lane's consumer ends
                     break
                 backoff.reset()
             except CONNECTION_ERRORS as exc:
                 self.health.lost(exc)
                 self.stopping.wait(backoff.next_delay())
             except redis.ResponseError as exc:
-                self._on_response_error(exc)
+                lane.on_response_error(exc)
                 self.stopping.wait(backoff.next_delay())
-        return self._shutdown(supervisor)
 
     def _log_start(self) -> None:
         """One line saying what this runner will do; a warning when it would push a test file."""
@@ -148,9 +158,9 @@ class Runner:
             )
 
     def _startup(self) -> None:
-        ensure_group(self.client, self.kind.stream, self.kind.group)
-        # The web app's session streams get their groups at start (SESSIONS.md), so its messages
-        # are kept for the session consumers; no entry of them is read here yet.
+        for lane in self.lanes:
+            lane.ensure_group()
+        # The web app's session streams get their groups at start (SESSIONS.md), whichever lanes run.
         for stream, group in keys.SESSION_GROUPS:
             ensure_group(self.client, stream, group)
         self.heartbeat.beat(0, 0)
@@ -171,7 +181,7 @@ class Runner:
         self.stop_now()
 
     def stop_now(self) -> None:
-        """Kill running jobs and exit at once; their entries are handed back for takeover."""
+        """Kill running work and exit at once; its entries are handed back for takeover."""
         self.hard_stop.set()
         actives = self.pool.actives()
         for active in actives:
@@ -179,8 +189,9 @@ class Runner:
             active.control.cancel(StopReason.SHUTDOWN)
         try:
             for active in actives:
-                self.leases.abandon(active.attempt, hand_back=True)
-            self.leases.release_unstarted(self.consumer, self.waiting.clear())
+                (active.leases or self.lanes[0].leases).abandon(active.attempt, hand_back=True)
+            for lane in self.lanes:
+                lane.leases.release_unstarted(self.consumer, lane.waiting.clear())
         except (redis.RedisError, OSError):
             pass  # they become claimable after CLAIM_MIN_IDLE anyway
         self.log.warning("second signal: stopped now; %d running job(s) left for another runner", len(actives))
@@ -189,7 +200,8 @@ class Runner:
         os._exit(1)
 
     def _shutdown(self, supervisor: threading.Thread) -> int:
-        self._release_unstarted(self.waiting.clear())
+        for lane in self.lanes:
+            lane.release_unstarted(lane.waiting.clear())
         running = self.pool.running_count()
         if running:
             self.log.info("stopping: waiting for %d running job(s) to finish", running)
@@ -203,65 +215,29 @@ class Runner:
         self.pool.shutdown()
         self.supervisor_stop.set()
         supervisor.join(timeout=SUPERVISOR_JOIN_S)
-        try:
-            tidy_group(self.client, self.leases, self.consumer)
-        except (redis.RedisError, OSError) as exc:
-            self.log.warning("stream housekeeping at stop failed: %s", exc)
-        self._leave_group()
+        for lane in self.lanes:
+            try:
+                lane.tidy()
+            except (redis.RedisError, OSError) as exc:
+                self.log.warning("stream housekeeping at stop failed: %s", exc)
+        self._leave_groups()
         self.log.info("runner %s stopped: %s", self.consumer, self.pool.summary())
         return 0
 
-    def _leave_group(self) -> None:
+    def _leave_groups(self) -> None:
         try:
             self.heartbeat.stop()
-            pending = self.client.xpending_range(
-                self.kind.stream, self.kind.group, min="-", max="+", count=1, consumername=self.consumer
-            )
-            if not pending:
-                self.client.xgroup_delconsumer(self.kind.stream, self.kind.group, self.consumer)
+            for lane in self.lanes:
+                lane.leave_group()
         except (redis.RedisError, OSError) as exc:
-            self.log.warning("could not leave the consumer group cleanly: %s", exc)
-
-    # -- the consumer thread -------------------------------------------------------------
-    def _read_once(self) -> bool | None:
-        """Read and admit a batch; False when the stream had nothing, None when no room to read."""
-        free = self.pool.free()
-        if free <= 0 or self.waiting.full():
-            self.pool.wait_for_room(self.settings.tick_s)
-            return None
-        reply = self.client.xreadgroup(
-            self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=self.settings.block_ms
-        )
-        self.health.ok()
-        entries = reply[0][1] if reply else []
-        for entry_id, fields in entries:
-            if self.stopping.is_set():
-                self._release_unstarted([entry_id])
-                continue
-            self.admission.admit_safely(entry_id, fields, deliveries=1)
-        return bool(entries)
+            self.log.warning("could not leave the consumer groups cleanly: %s", exc)
 
     def _burst_done(self) -> bool:
-        if self.pool.running_count() or len(self.waiting):
+        if self.pool.running_count() or any(len(lane.waiting) for lane in self.lanes):
             return False
-        return not self._take_over()
-
-    def _on_response_error(self, exc: redis.ResponseError) -> None:
-        if "NOGROUP" in str(exc):
-            self.log.warning("consumer group missing (Redis restarted empty?): creating it again")
-            ensure_group(self.client, self.kind.stream, self.kind.group)
-        else:
-            self.log.error("Redis refused a command: %s", exc)
-
-    def _release_unstarted(self, ids: list[str]) -> None:
-        """Entries held but never started: claimable at once, their takeover not counted."""
-        if not ids:
-            return
-        try:
-            self.leases.release_unstarted(self.consumer, ids)
-            self.log.info("handed back %d entries not started here, for other runners", len(ids))
-        except CONNECTION_ERRORS:
-            self.log.warning("could not hand back %d entries: they become claimable after CLAIM_MIN_IDLE", len(ids))
+        if not all(lane.idle.is_set() for lane in self.lanes):
+            return False
+        return not any([lane.take_over() for lane in self.lanes])
 
     # -- the supervisor's steps ----------------------------------------------------------
     def _watch_jobs(self, recovered: bool) -> None:
@@ -271,29 +247,22 @@ class Runner:
         return self.pool.actives()
 
     def _duties(self, recovered: bool) -> None:
-        self.admission.start_waiting()
+        for lane in self.lanes:
+            lane.admission.start_waiting()
         if recovered:
             self._beat.now()  # renew waiting entries' claims at once
         if self._beat.due():
-            self.heartbeat.beat(self.pool.running_count(), len(self.waiting))
-            lost = self.leases.renew_waiting(self.consumer, self.waiting.ids())
-            if lost:
-                self.waiting.drop(set(lost))
+            self.heartbeat.beat(self.pool.running_count(), sum(len(lane.waiting) for lane in self.lanes))
+            for lane in self.lanes:
+                lane.renew_waiting()
         if not self.stopping.is_set() and self._sweep_allowed() and self._sweep.due():
-            self._take_over()
+            for lane in self.lanes:
+                lane.take_over()
         if self._tidy.due():
-            tidy_group(self.client, self.leases, self.consumer)
+            for lane in self.lanes:
+                lane.tidy()
 
     def _sweep_allowed(self) -> bool:
         """Not right after an outage: every live runner first renews the claims the outage aged."""
         grace_s = OUTAGE_GRACE_S + 4 * self.settings.tick_s
         return time.monotonic() - self.health.back_at >= grace_s
-
-    def _take_over(self) -> bool:
-        """Claim entries idle ≥ CLAIM_MIN_IDLE (their runner is gone) and admit them; True if any."""
-        room = self.pool.free() + max(0, MAX_WAITING_ENTRIES - len(self.waiting))
-        claimed = self.sweeper.sweep(room)
-        for item in claimed:
-            self.log.info("took over entry %s (idle past CLAIM_MIN_IDLE, delivery %d)", item.entry_id, item.deliveries)
-            self.admission.admit_safely(item.entry_id, item.fields, deliveries=item.deliveries)
-        return bool(claimed)

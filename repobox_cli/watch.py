@@ -66,7 +66,7 @@ class JobWatch:
         for active in actives:
             if active.control.reason is StopReason.LEASE_LOST:
                 continue
-            if not self.leases.renew(active.attempt, self.lease_ms):
+            if not (active.leases or self.leases).renew(active.attempt, self.lease_ms):
                 if active.finished.is_set() or active.finishing.is_set():
                     continue  # it finished meanwhile: nothing was lost
                 if active.control.cancel(StopReason.LEASE_LOST):

@@ -27,7 +27,7 @@ class WorkerPool:
         self._work = work
         self._pool = ThreadPoolExecutor(size, thread_name_prefix="worker")
         self._cond = threading.Condition()
-        self._running: dict[str, ActiveJob] = {}
+        self._running: dict[tuple[str, str], ActiveJob] = {}  # by (lane, entry id): ids repeat across streams
         self._reserved = 0
         self._stats: Counter[str] = Counter()
 
@@ -53,7 +53,7 @@ class WorkerPool:
         """Run `active` on the reserved worker."""
         with self._cond:
             self._reserved -= 1
-            self._running[active.attempt.entry_id] = active
+            self._running[(active.lane, active.attempt.entry_id)] = active
         self._pool.submit(self._run, active)
 
     def _run(self, active: ActiveJob) -> None:
@@ -63,7 +63,7 @@ class WorkerPool:
             log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
             outcome = RunOutcome.ERROR
         with self._cond:
-            self._running.pop(active.attempt.entry_id, None)
+            self._running.pop((active.lane, active.attempt.entry_id), None)
             self._stats[outcome] += 1
             self._cond.notify_all()
 
@@ -76,9 +76,9 @@ class WorkerPool:
         with self._cond:
             return ", ".join(f"{n} {k}" for k, n in sorted(self._stats.items())) or "no jobs"
 
-    def __contains__(self, entry_id: object) -> bool:
+    def has(self, lane: str, entry_id: str) -> bool:
         with self._cond:
-            return entry_id in self._running
+            return (lane, entry_id) in self._running
 
     def actives(self) -> list[ActiveJob]:
         with self._cond:
