@@ -144,25 +144,20 @@ class Executor:
 
     def _steps(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Result:
         job, out, control = active.job, active.output, active.control
-        repo = self._checked_repo(job)
+        repo = self.checked_repo(job)
         work_branch = validation.branch_name(job.work_branch)
         git = Git(self.settings, paths, control, out.git)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             out.runner(f"Looking up branches of {repo.url}")
             refs = git.remote_refs(repo, token, [job.branch, work_branch])
             base_branch = self._base_branch(job, refs.heads, refs.default_branch, out)
             out.runner(f"Cloning {repo.url} at {base_branch}...")
             base_sha = git.clone(repo, token, base_branch)
         out.runner(f"Clone completed: {base_branch} at {base_sha[:12]}")
-        ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
-        # The sandboxed agent (or another user) cannot see git/: its clone never borrows from it.
-        own_objects = ids is not None or self.settings.agent_sandbox is SandboxMode.BWRAP
-        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=own_objects)
-        if ids is not None:
-            workdir.give_to([paths.repo, paths.home, paths.tmp], ids.uid, ids.gid)
-            os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
+        git.checkout_for_agent(repo, base_branch, work_branch, own_objects=self.agent_owns_objects(active))
         out.runner(f"Creating branch {work_branch}")
-        self._agent_step(active, paths)
+        out.runner(f"Running prompt: {validation.prompt_headline(active.job.prompt)}")
+        self.agent_step(active, paths)
         self._ensure_current(active)
         if not workdir.is_real_dir(paths.repo):
             raise JobDataError("the agent replaced the repository directory: refusing to commit")
@@ -182,7 +177,7 @@ class Executor:
         if expected:
             out.runner(f"Replacing branch {work_branch} left by an earlier attempt (at {expected[:12]})")
         self._ensure_current(active)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             out.runner(f"Pushing {work_branch} to {repo.url}...")
             git.push(repo, token, commit, work_branch, expected)
         out.runner(f"Push completed: {work_branch}")
@@ -203,7 +198,7 @@ class Executor:
         out.runner("Creating merge request...")
         body = f"{job.prompt}\n\n---\nLines added: {added}, removed: {removed}. Job `{job.id}` by repobox."
         request = mr.MergeRequest(validation.commit_subject(job.prompt), body, work_branch, base_branch)
-        with self._token(job, repo) as token:
+        with self.provider_token(job, repo) as token:
             record: dict[str, str] = self._redis(  # type: ignore[assignment]
                 lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider"
             )
@@ -216,9 +211,19 @@ class Executor:
         out.write(f"Warning: {result.warning}", "stderr", "runner")
         return {"mr_url": "", "mr_warning": result.warning}
 
-    def _agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
+    def agent_owns_objects(self, active: ActiveJob) -> bool:
+        """The sandboxed agent (or another user) cannot see git/: its clone must not borrow from it."""
+        ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
+        return ids is not None or self.settings.agent_sandbox is SandboxMode.BWRAP
+
+    def agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
+        """The agent in `paths.repo` (a job's clone or a session's working copy), which is first
+        handed to the agent's uid when that is not the runner's."""
         out = active.output
-        out.runner(f"Running prompt: {validation.prompt_headline(active.job.prompt)}")
+        ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
+        if ids is not None:
+            workdir.give_to([paths.repo, paths.home, paths.tmp], ids.uid, ids.gid)
+            os.chmod(paths.repo, workdir.PRIVATE_DIR_MODE)
         if not self.settings.agent_command:
             out.runner("Starting the placeholder agent (no AGENT_COMMAND set)")
             agent.write_placeholder(active.job, paths, out.agent)
@@ -230,7 +235,7 @@ class Executor:
         out.runner("Agent completed")
 
     # ------------------------------------------------------------------------------------
-    def _checked_repo(self, job: Job) -> RepoUrl:
+    def checked_repo(self, job: Job) -> RepoUrl:
         repo = validation.repo_url(job.repo_url, allow_http=self.settings.allow_http)
         allowed = self.settings.allowed_git_hosts
         if allowed and repo.host not in allowed and repo.host_port not in allowed:
@@ -248,7 +253,7 @@ class Executor:
         raise JobDataError(f"branch {job.branch} not found on the remote, and it has no default branch")
 
     @contextmanager
-    def _token(self, job: Job, repo: RepoUrl) -> Iterator[str]:
+    def provider_token(self, job: Job, repo: RepoUrl) -> Iterator[str]:
         """The provider's token, decrypted for the length of the block and masked everywhere."""
         key = self.settings.require_key()
         record: dict[str, str] = self._redis(  # type: ignore[assignment]

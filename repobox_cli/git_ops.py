@@ -431,3 +431,22 @@ class Git:
             env=env,
             stream=True,
         )
+
+    # work sessions ----------------------------------------------------------------------
+    def resolve(self, ref: str) -> str | None:
+        """The commit `ref` names in the runner's repository, or None when it does not exist."""
+        try:
+            return self._in_runner_repo(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], step="rev-parse")
+        except GitError:
+            return None
+
+    def set_ref(self, ref: str, commit: str) -> None:
+        """Point `ref` (a full ref name) of the runner's repository at `commit`."""
+        self._in_runner_repo(["update-ref", ref, commit], step="update-ref")
+
+    def restore_worktree(self, commit: str) -> None:
+        """Make the agent's files exactly `commit`'s tree again (after a failed prompt): changed
+        files restored, new ones removed; the agent's own `.git` is left alone."""
+        self._in_runner_repo(["read-tree", commit], step="restore", work_tree=True)
+        self._in_runner_repo(["checkout-index", "--all", "--force"], step="restore", work_tree=True)
+        self._in_runner_repo(["clean", "-d", "--force", "-x", "--exclude=/.git"], step="restore", work_tree=True)

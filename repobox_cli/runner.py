@@ -38,10 +38,12 @@ from repobox_cli.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat
 from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs
 from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
-from repobox_cli.lanes import Lane, ensure_group
+from repobox_cli.lanes import Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
+from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
+from repobox_cli.session_work import SessionWork
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.watch import JobWatch
@@ -111,9 +113,31 @@ class Runner:
 
     def _kinds(self) -> list[WorkKind]:
         """The kinds of work this runner serves; the first is read on the caller's thread."""
-        leases = Leases(self.client, durability=Durability.of(self.settings.redis))
-        executor = Executor(self.settings, self.client, leases, self.health, self.hard_stop)
-        return [JobKind(self.client, executor, leases, self.settings.max_jobs_per_user, self.settings.output_limits)]
+        client, limit = self.client, self.settings.max_jobs_per_user
+        durability = Durability.of(self.settings.redis)
+        leases = Leases(client, durability=durability)
+        executor = Executor(self.settings, client, leases, self.health, self.hard_stop)
+        work = SessionWork(self.settings, client, executor, self.health, self.hard_stop)
+
+        def step_leases(stream: str, group: str) -> Leases:
+            return Leases(
+                client,
+                stream=stream,
+                group=group,
+                durability=durability,
+                record_key=keys.session_step,
+                slots_key=keys.session_step_slots,
+            )
+
+        prompt_leases = Leases(
+            client, stream=keys.SESSION_JOBS_STREAM, group=keys.SESSION_JOBS_GROUP, durability=durability
+        )
+        return [
+            JobKind(client, executor, leases, limit, self.settings.output_limits),
+            InitKind(client, work, step_leases(keys.SESSION_INIT_STREAM, keys.SESSION_INIT_GROUP)),
+            PromptKind(client, work, prompt_leases, limit),
+            PushKind(client, work, step_leases(keys.SESSION_PUSH_STREAM, keys.SESSION_PUSH_GROUP)),
+        ]
 
     def _execute(self, active: ActiveJob) -> RunOutcome:
         return self.kinds[active.lane].execute(active)
@@ -160,9 +184,6 @@ class Runner:
     def _startup(self) -> None:
         for lane in self.lanes:
             lane.ensure_group()
-        # The web app's session streams get their groups at start (SESSIONS.md), whichever lanes run.
-        for stream, group in keys.SESSION_GROUPS:
-            ensure_group(self.client, stream, group)
         self.heartbeat.beat(0, 0)
         workdir.ensure_private_dir(self.settings.temp_dir)
         if self.settings.cleanup_after_job:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from repobox_cli import validation
 from repobox_cli.errors import JobDataError
-from repobox_cli.jobs import DEFAULT_BRANCH
+from repobox_cli.jobs import DEFAULT_BRANCH, Job
 
 SESSION_OUTPUT_TTL_S = 7 * 24 * 3600  # refreshed on every write
 WORK_BRANCH_PREFIX = "repobox/"
@@ -26,6 +26,27 @@ class SessionStatus(StrEnum):
     PUSHED = "pushed"
     FAILED = "failed"
     ARCHIVED = "archived"
+
+
+class Step(StrEnum):
+    INIT = "init"
+    PROMPT = "prompt"
+    PUSH = "push"
+
+
+@dataclass(frozen=True)
+class SessionJob(Job):
+    """One session step's subject: a Job (what the engine and the agent need) and its session.
+    `branch` is the session's base branch."""
+
+    session_id: str = ""
+    step: Step = Step.PROMPT
+    title: str = ""  # push only
+    description: str = ""  # push only
+
+    @property
+    def work_branch(self) -> str:
+        return work_branch(self.session_id)
 
 
 # The web app's live stream ends on these; a runner never acts on such a session again.
