@@ -111,6 +111,15 @@ class Admission:
         if is_final(job.status):
             self._skip_final(entry_id, job.id, job.user_id, job.status)
             return
+        owner = self.kind.forward(entry_id, job, self.consumer)
+        if owner:
+            self.log.info(
+                "entry %s forwarded to runner %s, which holds its session",
+                entry_id,
+                owner,
+                extra={"job_id": job.id, "user_id": job.user_id},
+            )
+            return
         waiting = Waiting(entry, job)
         if self.try_start(waiting).keeps_waiting:
             self.waiting.add(waiting)

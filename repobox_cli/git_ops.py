@@ -450,3 +450,31 @@ class Git:
         self._in_runner_repo(["read-tree", commit], step="restore", work_tree=True)
         self._in_runner_repo(["checkout-index", "--all", "--force"], step="restore", work_tree=True)
         self._in_runner_repo(["clean", "-d", "--force", "-x", "--exclude=/.git"], step="restore", work_tree=True)
+
+    def merge_base(self, first: str, second: str) -> str:
+        return self._in_runner_repo(["merge-base", first, second], step="merge-base")
+
+    def remote_ref(self, repo: RepoUrl, token: str, ref: str) -> str | None:
+        """The commit a full `ref` names on the remote, or None when it does not exist."""
+        out = self.run(
+            ["ls-remote", "--", repo.url, ref], step="ls-remote", env=self._env(self.auth_config(repo, token))
+        )
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == ref:
+                return sha
+        return None
+
+    def fetch_ref(self, repo: RepoUrl, token: str, ref: str, local_ref: str) -> None:
+        """Fetch the remote's `ref` into the runner's repository as `local_ref`."""
+        env = self._env(self.auth_config(repo, token))
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
+        self.run(["fetch", "--quiet", "--no-tags", "--", repo.url, f"+{ref}:{local_ref}"], step="fetch", env=env)
+
+    def push_ref(self, repo: RepoUrl, token: str, commit: str | None, ref: str) -> None:
+        """Set the remote's full `ref` to `commit` (forced), or delete it when `commit` is None."""
+        self.reset_runner_config()
+        env = self._env(self.auth_config(repo, token))
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
+        refspec = f"+{commit}:{ref}" if commit else f":{ref}"
+        self.run(["push", "--porcelain", "--", repo.url, refspec], step="push", env=env)

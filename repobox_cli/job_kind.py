@@ -20,6 +20,7 @@ class JobKind:
     name = "job"
     stream = keys.JOBS_STREAM
     group = keys.RUNNERS_GROUP
+    receives_forwarded = False
 
     def __init__(
         self, client: redis.Redis, executor: Executor, leases: Leases, max_jobs_per_user: int, limits: OutputLimits
@@ -48,6 +49,9 @@ class JobKind:
 
     def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
         return JobOutput(self.client, job.id, health, limits=self.limits)
+
+    def forward(self, entry_id: str, job: Job, consumer: str) -> str:
+        return ""  # any runner may run a job
 
     def rejected(self, fields: Mapping[str, str], reason: str, health: RedisHealth) -> None:
         job_id = fields.get("job_id", "")

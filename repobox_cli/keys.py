@@ -85,3 +85,8 @@ def session_step(step_id: str) -> str:
 def session_step_slots(user_id: str) -> str:
     """Leases of a user's running session inits and pushes: not counted in MAX_JOBS_PER_USER."""
     return f"runner:session_step_slots:{user_id}"
+
+
+def session_owner(session_id: str) -> str:
+    """The runner holding the session's working copy: its prompts and push go there while it lives."""
+    return f"runner:session_owner:{session_id}"

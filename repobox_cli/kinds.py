@@ -23,6 +23,7 @@ class WorkKind(Protocol):
     name: str
     stream: str
     group: str
+    receives_forwarded: bool  # other runners may move entries to this runner's pending list
 
     def decode(self, entry_id: str, fields: Mapping[str, str] | None) -> StreamEntry:
         """The entry's checked fields; raises JobDataError naming what is wrong."""
@@ -47,6 +48,11 @@ class WorkKind(Protocol):
 
     def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
         """Where the attempt's output lines go."""
+        ...
+
+    def forward(self, entry_id: str, job: Job, consumer: str) -> str:
+        """Hand the entry to the runner that must run it (a live session owner that is not
+        `consumer`); the runner it went to, or '' to run it here."""
         ...
 
     def rejected(self, fields: Mapping[str, str], reason: str, health: RedisHealth) -> None:

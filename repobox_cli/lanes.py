@@ -77,6 +77,8 @@ class Lane:
         if free <= 0 or self.waiting.full():
             self.pool.wait_for_room(self.settings.tick_s)
             return None
+        if self.kind.receives_forwarded:
+            self._admit_forwarded(free)
         reply = self.client.xreadgroup(
             self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=self.settings.block_ms
         )
@@ -92,6 +94,25 @@ class Lane:
         else:
             self.idle.set()
         return bool(entries)
+
+    def _admit_forwarded(self, room: int) -> None:
+        """Entries other runners moved to this runner's pending list (its sessions' prompts and
+        pushes): admitted like new ones. XPENDING and XRANGE leave delivery counts alone."""
+        rows = self.client.xpending_range(
+            self.kind.stream,
+            self.kind.group,
+            min="-",
+            max="+",
+            count=room + len(self.waiting) + self.pool.size,
+            consumername=self.consumer,
+        )
+        for row in rows:
+            entry_id = str(row["message_id"])
+            if self.pool.has(self.name, entry_id) or entry_id in self.waiting or self.stopping.is_set():
+                continue
+            found = self.client.xrange(self.kind.stream, entry_id, entry_id, count=1)
+            if found:
+                self.admission.admit_safely(entry_id, found[0][1], deliveries=int(row["times_delivered"]))
 
     def on_response_error(self, exc: redis.ResponseError) -> None:
         if "NOGROUP" in str(exc):

@@ -126,6 +126,7 @@ class Leases:
         self._release_unstarted = load(_script("release_unstarted.lua"))
         self._trim = load(_script("trim.lua"))
         self._remove_consumer = load(_script("remove_consumer.lua"))
+        self._forward = load(_script("forward.lua"))
 
     # -- an attempt's life ------------------------------------------------------------------
     def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
@@ -283,6 +284,12 @@ class Leases:
     def take_waiting_mark(self, entry_id: str) -> bool:
         """True if the entry's last holder only waited with it (the mark is removed)."""
         return self.client.getdel(keys.waiting_entry(entry_id)) is not None
+
+    def forward(self, consumer: str, entry_id: str, owner: str) -> bool:
+        """Move an entry `consumer` holds to `owner`'s pending list if `owner` is alive; True if moved."""
+        return bool(
+            self._forward(keys=[self.stream, keys.heartbeat(owner)], args=[self.group, consumer, entry_id, owner])
+        )
 
     # -- the group -------------------------------------------------------------------------
     def hand_back(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:

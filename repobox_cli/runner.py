@@ -42,8 +42,10 @@ from repobox_cli.lanes import Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
+from repobox_cli.session_housekeeping import remove_stale_sessions
 from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
 from repobox_cli.session_work import SessionWork
+from repobox_cli.sessions import SessionJob
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.watch import JobWatch
@@ -188,6 +190,7 @@ class Runner:
         workdir.ensure_private_dir(self.settings.temp_dir)
         if self.settings.cleanup_after_job:
             remove_stale_workdirs(self.client, Path(self.settings.temp_dir))
+        self._tidy_sessions()
 
     def request_stop(self) -> None:
         """From a signal handler. First signal: stop reading, finish running jobs. Second: stop now.
@@ -282,6 +285,12 @@ class Runner:
         if self._tidy.due():
             for lane in self.lanes:
                 lane.tidy()
+            self._tidy_sessions()
+
+    def _tidy_sessions(self) -> None:
+        """Working copies of sessions pushed, archived, gone, idle or held elsewhere: removed."""
+        busy = {active.job.session_id for active in self.pool.actives() if isinstance(active.job, SessionJob)}
+        remove_stale_sessions(self.client, Path(self.settings.temp_dir), self.settings.session_idle_ttl_s, busy)
 
     def _sweep_allowed(self) -> bool:
         """Not right after an outage: every live runner first renews the claims the outage aged."""

@@ -23,6 +23,7 @@ from repobox_cli.jobs import Job, Status, StreamEntry, is_final, now_ms
 from repobox_cli.leases import Leases
 from repobox_cli.output import JobOutput
 from repobox_cli.redis_conn import RedisHealth
+from repobox_cli.session_owner import read_owner
 from repobox_cli.session_work import SessionWork
 from repobox_cli.sessions import ENDED_STATUSES, SessionJob, SessionStatus, Step
 
@@ -66,6 +67,15 @@ class _SessionKind:
 
     def execute(self, active: ActiveJob) -> RunOutcome:
         return self.work.execute(active)
+
+    def forward(self, entry_id: str, job: Job, consumer: str) -> str:
+        """Prompts and pushes go to the live runner holding the session's working copy."""
+        if self.step is Step.INIT or not isinstance(job, SessionJob):
+            return ""
+        owner = read_owner(self.client, job.session_id)
+        if owner is None or owner.runner == consumer:
+            return ""
+        return owner.runner if self._leases.forward(consumer, entry_id, owner.runner) else ""
 
     def rejected(self, fields: Mapping[str, str], reason: str, health: RedisHealth) -> None:
         """Say why in the session's output and leave the session where the web app moves on."""
@@ -141,6 +151,7 @@ class InitKind(_StepKind):
     stream = keys.SESSION_INIT_STREAM
     group = keys.SESSION_INIT_GROUP
     step = Step.INIT
+    receives_forwarded = False
 
 
 class PushKind(_StepKind):
@@ -148,6 +159,7 @@ class PushKind(_StepKind):
     stream = keys.SESSION_PUSH_STREAM
     group = keys.SESSION_PUSH_GROUP
     step = Step.PUSH
+    receives_forwarded = True
 
 
 class PromptKind(_SessionKind):
@@ -157,6 +169,7 @@ class PromptKind(_SessionKind):
     stream = keys.SESSION_JOBS_STREAM
     group = keys.SESSION_JOBS_GROUP
     step = Step.PROMPT
+    receives_forwarded = True
 
     def __init__(self, client: redis.Redis, work: SessionWork, leases: Leases, max_jobs_per_user: int) -> None:
         super().__init__(client, work, leases)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,15 +32,18 @@ from repobox_cli.leases import FinishOutcome, Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import RedisHealth, retry_until
+from repobox_cli.session_owner import Owner, claim, read_owner, release
 from repobox_cli.sessions import (
     PushMessage,
     SessionJob,
     SessionStatus,
     Step,
+    checkpoint_ref,
     mr_description,
     mr_title,
 )
 from repobox_cli.settings import Settings
+from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +163,7 @@ class SessionWork:
         git.set_ref(BASE_REF, base_sha)
         git.set_ref(f"refs/heads/{work_branch}", base_sha)
         self._give_to_agent(paths)
+        self._claim(active, paths, base_sha)
         return _Done(
             {"status": Status.SUCCESS},
             {"status": SessionStatus.READY, "base_branch": base, "work_branch": work_branch, "error_message": ""},
@@ -185,9 +190,8 @@ class SessionWork:
         job, out = active.job, active.output
         work_branch = validation.branch_name(_session_job(active).work_branch)
         out.runner(f"Running prompt: {validation.prompt_headline(job.prompt)}")
-        if not workdir.is_real_dir(paths.repo) or not workdir.is_real_dir(paths.git_dir):
-            raise JobDataError("the session's working copy is not on this runner")
-        git = Git(self.settings, paths, active.control, out.git)
+        repo = self.executor.checked_repo(job)
+        git = self._open_working_copy(active, paths, repo)
         parent = git.resolve(f"refs/heads/{work_branch}")
         base_sha = git.resolve(BASE_REF)
         if parent is None or base_sha is None:
@@ -204,6 +208,11 @@ class SessionWork:
             raise
         added, removed = git.line_counts(parent, commit) if commit else (0, 0)
         head = commit or parent
+        if commit:
+            self._ensure_current(active)
+            with self.executor.provider_token(job, repo) as token:
+                git.push_ref(repo, token, commit, checkpoint_ref(_session_job(active).session_id))
+            self._claim(active, paths, commit)
         total_added, total_removed = git.line_counts(base_sha, head)
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}" if commit else "No changes from this prompt")
         return _Done(
@@ -227,14 +236,74 @@ class SessionWork:
         except RepoboxError as exc:
             log.warning("could not restore the session's files after a failed prompt: %s", exc)
 
+    # -- the working copy: here, adopted, or rebuilt -------------------------------------------
+    def _open_working_copy(self, active: ActiveJob, paths: workdir.WorkPaths, repo: RepoUrl) -> Git:
+        """The session's working copy, ready for a step: the one in `paths` when the owner record
+        says it is the current one (this runner's, or one kept on this host by a runner that is
+        gone), else rebuilt from the checkpoint on the user's remote."""
+        job = _session_job(active)
+        git = Git(self.settings, paths, active.control, active.output.git)
+        owner: Owner | None = self._redis(  # type: ignore[assignment]
+            lambda: read_owner(self.client, job.session_id), "reading the session's owner"
+        )
+        if workdir.is_real_dir(paths.repo) and workdir.is_real_dir(paths.git_dir) and owner is not None:
+            head = git.resolve(f"refs/heads/{job.work_branch}")
+            if head == owner.head and owner.dir == str(paths.root) and owner.host == socket.gethostname():
+                if owner.runner != self.settings.runner_id:
+                    active.output.runner(
+                        f"Using the session's working copy kept on this host (runner {owner.runner} is gone)"
+                    )
+                    self._claim(active, paths, head)
+                return git
+        self._rebuild(active, paths, git, repo)
+        return git
+
+    def _rebuild(self, active: ActiveJob, paths: workdir.WorkPaths, git: Git, repo: RepoUrl) -> None:
+        job, out = _session_job(active), active.output
+        out.runner(
+            "Rebuilding the session's working copy from its checkpoint on the remote "
+            "(the runner that held it is gone)..."
+        )
+        self._fresh_working_copy(paths)
+        ref = checkpoint_ref(job.session_id)
+        with self.executor.provider_token(job, repo) as token:
+            base_tip = git.clone(repo, token, job.branch)
+            checkpoint = git.remote_ref(repo, token, ref)
+            if checkpoint:
+                git.fetch_ref(repo, token, ref, f"refs/heads/{job.work_branch}")
+        head = checkpoint or base_tip
+        base_sha = git.merge_base(base_tip, head) if checkpoint else base_tip
+        if not checkpoint:
+            git.set_ref(f"refs/heads/{job.work_branch}", head)
+        git.set_ref(BASE_REF, base_sha)
+        git.checkout_for_agent(repo, job.work_branch, job.work_branch, own_objects=True)
+        self._give_to_agent(paths)
+        self._claim(active, paths, head)
+        out.runner(
+            f"Working copy rebuilt at {head[:12]} ({'checkpoint' if checkpoint else 'no checkpoint yet: the base'})."
+        )
+
+    def _claim(self, active: ActiveJob, paths: workdir.WorkPaths, head: str) -> None:
+        session_id = _session_job(active).session_id
+        self._redis(
+            lambda: claim(self.client, session_id, self.settings.runner_id, str(paths.root), head),
+            "recording the session's owner",
+        )
+
+    @staticmethod
+    def _drop_checkpoint(git: Git, repo: RepoUrl, token: str, session_id: str) -> None:
+        """The branch is pushed: the checkpoint ref is no longer needed on the remote."""
+        try:
+            git.push_ref(repo, token, None, checkpoint_ref(session_id))
+        except RepoboxError as exc:
+            log.warning("could not delete the checkpoint ref of session %s: %s", session_id, exc)
+
     # -- push --------------------------------------------------------------------------------
     def _push(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Done:
         job, out = active.job, active.output
         work_branch = validation.branch_name(_session_job(active).work_branch)
-        if not workdir.is_real_dir(paths.git_dir):
-            raise JobDataError("the session's working copy is not on this runner")
         repo = self.executor.checked_repo(job)
-        git = Git(self.settings, paths, active.control, out.git)
+        git = self._open_working_copy(active, paths, repo)
         head = git.resolve(f"refs/heads/{work_branch}")
         if head is None:
             raise JobDataError("the session's working copy has no work branch")
@@ -246,6 +315,7 @@ class SessionWork:
             out.runner("Push completed.")
             out.runner("Creating merge request...")
             result = self._merge_request(active, repo.url, token, work_branch)
+            self._drop_checkpoint(git, repo, token, _session_job(active).session_id)
         if result.url:
             out.runner(f"Merge request created: {result.url}")
         else:
@@ -326,6 +396,7 @@ class SessionWork:
         self._redis(out.drain, "writing the session output")
         if done.remove_working_copy:
             workdir.remove_tree(paths.root)
+            self._redis(lambda: release(self.client, session_id), "releasing the session")
         elapsed = time.monotonic() - active.started_monotonic
         jlog.info("session step %s %s in %.1f s", job.step, status, elapsed)
         if result is FinishOutcome.CANCELLED:

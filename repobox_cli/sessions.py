@@ -58,6 +58,15 @@ def work_branch(session_id: str) -> str:
     return WORK_BRANCH_PREFIX + session_id[:SESSION_ID_PREFIX_CHARS]
 
 
+CHECKPOINT_REF_PREFIX = "refs/repobox/sessions/"
+
+
+def checkpoint_ref(session_id: str) -> str:
+    """Where a session's last commit is kept on the user's remote between prompts: outside
+    branches and tags, so nothing on the remote (CI, push webhooks) reacts to it."""
+    return CHECKPOINT_REF_PREFIX + session_id
+
+
 def git_url(web_url: str) -> str:
     """The repository's git URL from its web URL (as the provider's API gives it): trailing `/`
     removed and `.git` appended when absent. Host rules are checked by `validation.repo_url`."""

@@ -211,6 +211,7 @@ class Settings:
     max_output_lines: int = DEFAULT_MAX_OUTPUT_LINES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     create_mr: bool = False
+    session_idle_ttl_s: float = 24 * 3600.0
     block_ms: int = DEFAULT_BLOCK_MS
     tick_s: float = DEFAULT_TICK_MS / 1000
     git_env: Mapping[str, str] = field(default_factory=dict)
@@ -828,6 +829,15 @@ SETTINGS: tuple[Setting, ...] = (
         "false",
         "single-shot jobs open a pull/merge request after the push (`mr_url` or `mr_warning` on the job; "
         "see Merge requests)",
+    ),
+    Setting(
+        "session_idle_ttl_s",
+        "SESSION_IDLE_TTL",
+        _secs(60.0),
+        "86400",
+        "seconds without activity after which a work session's working copy is removed from this runner "
+        "(it is rebuilt from its checkpoint if the session goes on; see Work sessions)",
+        commands=frozenset({RUN}),
     ),
     Setting(
         "max_output_lines",

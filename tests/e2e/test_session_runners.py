@@ -1,0 +1,178 @@
+"""No lost session work with several runners (issue 10): prompts reach the runner holding the
+working copy; when it is killed, another runner rebuilds from the checkpoint ref on the user's
+remote (never a branch or tag, gone after the push); a restart keeps working copies, and idle or
+archived ones are removed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.support.api_standin import ApiStandIn, Reply
+from tests.support.webapp_sessions import (
+    create_session,
+    lines,
+    push,
+    send_prompt,
+    session,
+    wait_job,
+    wait_session,
+)
+from tests.support.world import REPO_FILES, RunnerProcess, World, wait_for
+
+# Each prompt appends its own line to NOTES.md, so every earlier prompt's change must be present.
+NOTE_AGENT = 'echo "$REPOBOX_PROMPT" >> NOTES.md; echo "ran on $RUNNER_NAME"'
+
+
+@pytest.fixture
+def repo(world: World) -> tuple[str, str]:
+    name = f"acme/{world.repo_name}"
+    world.git.create_repo(name, REPO_FILES)
+    world.git.api = ApiStandIn()
+    world.git.api.answer("POST", f"/api/v3/repos/{name}/pulls", Reply(201, {"html_url": "https://ghe/pr/1"}))
+    return name, f"{world.git.base_url}/{name}"
+
+
+def _runner(world: World, name: str, **env: str) -> RunnerProcess:
+    return world.start_runner(
+        name=name,
+        TEMP_DIR=str(world.tmp / f"work-{name}"),
+        AGENT_COMMAND=NOTE_AGENT,
+        AGENT_ENV="RUNNER_NAME",
+        RUNNER_NAME=name,
+        **env,
+    )
+
+
+def _remote_refs(world: World, name: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "--git-dir", str(world.git.repo_path(name)), "for-each-ref", "--format=%(refname)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def _owner(world: World, sid: str) -> str:
+    return str(world.client.hget(f"runner:session_owner:{sid}", "runner") or "")
+
+
+def _prompt(world: World, sid: str, text: str) -> dict[str, str]:
+    job = wait_job(world, send_prompt(world, sid, text), 40)
+    wait_session(world, sid, "ready", 40)
+    return job
+
+
+def test_two_runners_every_prompt_lands_on_the_working_copy(world: World, repo: tuple[str, str]) -> None:
+    name, web_url = repo
+    _runner(world, "r1")
+    _runner(world, "r2")
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    owner = _owner(world, sid)
+
+    for n in range(4):
+        job = _prompt(world, sid, f"note {n}")
+        assert job["status"] == "success", (job, lines(world, sid))
+
+    text = lines(world, sid)
+    assert not [line for line in text if "Rebuilding" in line or "not on this runner" in line]
+    assert [line for line in text if line.startswith("ran on ")] == [f"ran on {owner}"] * 4
+    push(world, sid)
+    wait_session(world, sid, "pushed", 30)
+    assert world.git.show_file(name, f"repobox/{sid[:8]}", "NOTES.md") == "".join(f"note {n}\n" for n in range(4))
+
+
+def test_kill_9_of_the_owner_between_prompts_the_next_runs_elsewhere_from_the_checkpoint(
+    world: World, repo: tuple[str, str]
+) -> None:
+    name, web_url = repo
+    first = _runner(world, "r1")
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    assert _prompt(world, sid, "note one")["status"] == "success"
+    checkpoint = f"refs/repobox/sessions/{sid}"
+    refs = _remote_refs(world, name)
+    assert checkpoint in refs
+    assert not [r for r in refs if r.startswith(("refs/heads/repobox/", "refs/tags/"))], refs
+
+    _runner(world, "r2")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    wait_for(lambda: not world.client.exists("runner:heartbeat:r1"), 15, "r1's heartbeat to expire")
+
+    job = _prompt(world, sid, "note two")
+
+    assert job["status"] == "success", lines(world, sid)
+    text = lines(world, sid)
+    assert any(line.startswith("Rebuilding the session's working copy from its checkpoint") for line in text)
+    assert text[-1] == "Prompt completed. Session ready for more prompts or push."
+    assert "ran on r2" in text
+    assert _owner(world, sid) == "r2"
+    assert session(world, sid)["total_lines_added"] == "2" and session(world, sid)["job_count"] == "2"
+    push(world, sid)
+    wait_session(world, sid, "pushed", 30)
+    branch = f"repobox/{sid[:8]}"
+    assert world.git.show_file(name, branch, "NOTES.md") == "note one\nnote two\n"
+    assert [s for _, s in world.git.log(name, branch)] == ["repobox: note two", "repobox: note one", "Initial commit"]
+    assert checkpoint not in _remote_refs(world, name)
+
+
+def test_a_restart_keeps_working_copies_and_removes_idle_and_archived_ones(world: World, repo: tuple[str, str]) -> None:
+    name, web_url = repo
+    runner = _runner(world, "r1")
+    kept, idle, archived = (create_session(world, web_url, name) for _ in range(3))
+    for sid in (kept, idle, archived):
+        wait_session(world, sid, "ready", 15)
+    assert _prompt(world, kept, "note kept")["status"] == "success"
+    sessions_dir = world.tmp / "work-r1" / "sessions"
+    assert {p.name for p in sessions_dir.iterdir()} == {kept, idle, archived}
+
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    day_ago = str(int(time.time() * 1000) - 25 * 3600 * 1000)
+    world.client.hset(f"work_session:{idle}", "last_activity_at", day_ago)
+    world.client.hset(f"work_session:{archived}", "status", "archived")
+    _runner(world, "r1")
+
+    wait_for(lambda: {p.name for p in sessions_dir.iterdir()} == {kept}, 15, "idle and archived working copies removed")
+    assert _prompt(world, kept, "note again")["status"] == "success"
+    assert not [line for line in lines(world, kept) if "Rebuilding" in line]
+    assert (sessions_dir / kept / "repo" / "NOTES.md").read_text() == "note kept\nnote again\n"
+
+
+def test_kill_9_of_the_owner_mid_prompt_the_prompt_reruns_elsewhere_and_the_session_moves_on(
+    world: World, repo: tuple[str, str]
+) -> None:
+    name, web_url = repo
+    # On r1, "slow" says it started and hangs; its re-run on r2 finishes at once.
+    agent = (
+        'if [ "$REPOBOX_PROMPT" = slow ] && [ "$RUNNER_NAME" = r1 ]; then echo started-slow; sleep 60; fi; '
+        + NOTE_AGENT
+    )
+    env = {"CLAIM_MIN_IDLE": "10", "AGENT_COMMAND": agent}
+    first = world.start_runner(
+        name="r1", TEMP_DIR=str(world.tmp / "work-r1"), AGENT_ENV="RUNNER_NAME", RUNNER_NAME="r1", **env
+    )
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    assert _prompt(world, sid, "note one")["status"] == "success"
+    world.start_runner(name="r2", TEMP_DIR=str(world.tmp / "work-r2"), AGENT_ENV="RUNNER_NAME", RUNNER_NAME="r2", **env)
+
+    job_id = send_prompt(world, sid, "slow")
+    wait_for(lambda: "started-slow" in lines(world, sid), 20, "the first attempt to start")
+    first.signal(signal.SIGKILL)
+    first.wait()
+
+    job = wait_job(world, job_id, 60)
+    after = wait_session(world, sid, "ready", 30)
+    assert job["status"] == "success", lines(world, sid)
+    assert (after["job_count"], after["last_job_status"]) == ("2", "success")
+    assert _owner(world, sid) == "r2"
+    text = lines(world, sid)
+    assert text.count("Running prompt: slow") == 2 and "ran on r2" in text
+    assert (world.tmp / "work-r2" / "sessions" / sid / "repo" / "NOTES.md").read_text() == "note one\nslow\n"
