@@ -451,6 +451,10 @@ class Git:
         self._in_runner_repo(["checkout-index", "--all", "--force"], step="restore", work_tree=True)
         self._in_runner_repo(["clean", "-d", "--force", "-x", "--exclude=/.git"], step="restore", work_tree=True)
 
+    def commit_message(self, commit: str) -> str:
+        """The whole message of `commit` in the runner's repository."""
+        return self._in_runner_repo(["log", "-1", "--format=%B", commit], step="log")
+
     def merge_base(self, first: str, second: str) -> str:
         return self._in_runner_repo(["merge-base", first, second], step="merge-base")
 

@@ -30,6 +30,7 @@ from repobox_cli.git_ops import Git
 from repobox_cli.jobs import Status, now_ms
 from repobox_cli.leases import FinishOutcome, Leases
 from repobox_cli.logs import JobLog
+from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import RedisHealth, retry_until
 from repobox_cli.session_owner import Owner, claim, read_owner, release
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 
 SESSIONS_DIR = "sessions"
 BASE_REF = "refs/repobox/base"
+
+
+def job_trailer(job_id: str) -> str:
+    """The line every prompt's commit carries: a prompt re-run after its commit was checkpointed
+    finds it there and does not apply the change twice."""
+    return f"Repobox-Job: {job_id}"
 
 
 def session_paths(temp_dir: Path, session_id: str) -> workdir.WorkPaths:
@@ -196,24 +203,33 @@ class SessionWork:
         base_sha = git.resolve(BASE_REF)
         if parent is None or base_sha is None:
             raise JobDataError("the session's working copy has no work branch")
+        if parent != base_sha and job_trailer(job.id) in git.commit_message(parent).splitlines():
+            # An earlier attempt committed and checkpointed this prompt, then stopped before its end.
+            out.runner(f"This prompt's change is already committed ({parent[:12]}): not running the agent again")
+            return self._prompt_done(git, out, base_sha, git.resolve(f"{parent}^") or base_sha, parent)
         try:
             self.executor.agent_step(active, paths)
             self._ensure_current(active)
             if not workdir.is_real_dir(paths.repo):
                 raise JobDataError("the agent replaced the repository directory: refusing to commit")
             git.reset_runner_config()
-            commit = git.commit_worktree(parent, work_branch, validation.commit_subject(job.prompt))
+            message = f"{validation.commit_subject(job.prompt)}\n\n{job_trailer(job.id)}"
+            commit = git.commit_worktree(parent, work_branch, message)
         except BaseException:
             self._restore(git, parent)
             raise
-        added, removed = git.line_counts(parent, commit) if commit else (0, 0)
-        head = commit or parent
         if commit:
             self._ensure_current(active)
             with self.executor.provider_token(job, repo) as token:
                 git.push_ref(repo, token, commit, checkpoint_ref(_session_job(active).session_id))
             self._claim(active, paths, commit)
-        total_added, total_removed = git.line_counts(base_sha, head)
+        return self._prompt_done(git, out, base_sha, parent, commit)
+
+    @staticmethod
+    def _prompt_done(git: Git, out: JobOutput, base_sha: str, parent: str, commit: str | None) -> _Done:
+        """A prompt's result: its own line counts (`parent` → `commit`) and the session's totals."""
+        added, removed = git.line_counts(parent, commit) if commit else (0, 0)
+        total_added, total_removed = git.line_counts(base_sha, commit or parent)
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}" if commit else "No changes from this prompt")
         return _Done(
             {"status": Status.SUCCESS, "lines_added": added, "lines_removed": removed},

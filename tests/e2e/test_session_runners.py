@@ -176,3 +176,47 @@ def test_kill_9_of_the_owner_mid_prompt_the_prompt_reruns_elsewhere_and_the_sess
     text = lines(world, sid)
     assert text.count("Running prompt: slow") == 2 and "ran on r2" in text
     assert (world.tmp / "work-r2" / "sessions" / sid / "repo" / "NOTES.md").read_text() == "note one\nslow\n"
+
+
+def test_a_prompt_rerun_after_its_checkpoint_was_pushed_does_not_apply_its_change_twice(
+    world: World, repo: tuple[str, str]
+) -> None:
+    name, web_url = repo
+    held, release = world.tmp / "checkpoint-push-held", world.tmp / "release-checkpoint-push"
+    # The remote holds the first checkpoint push of "twice" after updating the ref, so r1 is
+    # killed with the prompt committed and checkpointed but not finished.
+    hook = world.git.repo_path(name) / "hooks" / "post-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f"if grep -q refs/repobox/sessions/ && [ ! -e {held} ] && [ -e {world.tmp}/arm ]; then\n"
+        f"  touch {held}; i=0; while [ ! -e {release} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
+        "fi\n"
+    )
+    hook.chmod(0o755)
+    env = {"CLAIM_MIN_IDLE": "5"}
+    first = _runner(world, "r1", **env)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    assert _prompt(world, sid, "before")["status"] == "success"
+    _runner(world, "r2", **env)
+    (world.tmp / "arm").touch()
+
+    job_id = send_prompt(world, sid, "twice")
+    wait_for(held.exists, 30, "the checkpoint push of the prompt")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    release.touch()
+
+    job = wait_job(world, job_id, 60)
+    wait_session(world, sid, "ready", 30)
+    assert job["status"] == "success", lines(world, sid)
+    assert (job["lines_added"], job["lines_removed"]) == ("1", "0")
+    text = lines(world, sid)
+    assert any(line.startswith("This prompt's change is already committed") for line in text), text
+    assert text.count("ran on r1") == 2 and "ran on r2" not in text
+    assert session(world, sid)["job_count"] == "2"
+    push(world, sid)
+    wait_session(world, sid, "pushed", 30)
+    branch = f"repobox/{sid[:8]}"
+    assert world.git.show_file(name, branch, "NOTES.md") == "before\ntwice\n"
+    assert [s for _, s in world.git.log(name, branch)] == ["repobox: twice", "repobox: before", "Initial commit"]
