@@ -119,7 +119,7 @@ class Runner:
         durability = Durability.of(self.settings.redis)
         leases = Leases(client, durability=durability)
         executor = Executor(self.settings, client, leases, self.health, self.hard_stop)
-        work = SessionWork(self.settings, client, executor, self.health, self.hard_stop)
+        work = self.session_work = SessionWork(self.settings, client, executor, self.health, self.hard_stop)
 
         def step_leases(stream: str, group: str) -> Leases:
             return Leases(
@@ -290,7 +290,13 @@ class Runner:
     def _tidy_sessions(self) -> None:
         """Working copies of sessions pushed, archived, gone, idle or held elsewhere: removed."""
         busy = {active.job.session_id for active in self.pool.actives() if isinstance(active.job, SessionJob)}
-        remove_stale_sessions(self.client, Path(self.settings.temp_dir), self.settings.session_idle_ttl_s, busy)
+        remove_stale_sessions(
+            self.client,
+            Path(self.settings.temp_dir),
+            self.settings.session_idle_ttl_s,
+            busy,
+            on_archived=self.session_work.drop_checkpoint,
+        )
 
     def _sweep_allowed(self) -> bool:
         """Not right after an outage: every live runner first renews the claims the outage aged."""

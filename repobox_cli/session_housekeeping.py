@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Set
+from collections.abc import Callable, Set
 from pathlib import Path
 
 import redis
@@ -17,14 +17,23 @@ from repobox_cli.errors import JobDataError
 from repobox_cli.jobs import now_ms
 from repobox_cli.session_owner import read_owner
 from repobox_cli.session_work import SESSIONS_DIR
-from repobox_cli.sessions import ENDED_STATUSES
+from repobox_cli.sessions import ENDED_STATUSES, SessionStatus
 
 log = logging.getLogger(__name__)
 
+ARCHIVED_REASON = "the session is archived"
 
-def remove_stale_sessions(client: redis.Redis, temp_dir: Path, idle_ttl_s: float, busy: Set[str]) -> list[str]:
+
+def remove_stale_sessions(
+    client: redis.Redis,
+    temp_dir: Path,
+    idle_ttl_s: float,
+    busy: Set[str],
+    on_archived: Callable[[str], None] | None = None,
+) -> list[str]:
     """Remove the stale working copies under `TEMP_DIR/sessions`, except `busy` sessions (a step
-    of theirs runs in this process); the session ids removed."""
+    of theirs runs in this process); `on_archived` is told of an archived session first (its
+    checkpoint ref goes too). The session ids removed."""
     root = temp_dir / SESSIONS_DIR
     if not workdir.is_real_dir(root):
         return []
@@ -38,6 +47,8 @@ def remove_stale_sessions(client: redis.Redis, temp_dir: Path, idle_ttl_s: float
             continue
         why = _stale_because(client, session_id, child, idle_ttl_s)
         if why:
+            if why == ARCHIVED_REASON and on_archived is not None:
+                on_archived(session_id)
             workdir.remove_tree(child)
             removed.append(session_id)
             log.info("removed the working copy of session %s: %s", session_id, why)
@@ -48,6 +59,8 @@ def _stale_because(client: redis.Redis, session_id: str, path: Path, idle_ttl_s:
     status, last_activity = client.hmget(keys.work_session(session_id), ["status", "last_activity_at"])
     if status is None:
         return "the session is gone"
+    if status == SessionStatus.ARCHIVED:
+        return ARCHIVED_REASON
     if status in ENDED_STATUSES:
         return f"the session is {status}"
     if last_activity and now_ms() - int(last_activity) > idle_ttl_s * 1000:

@@ -23,7 +23,7 @@ import redis
 
 from repobox_cli import keys, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
-from repobox_cli.control import StopReason
+from repobox_cli.control import JobControl, StopReason
 from repobox_cli.errors import JobDataError, JobStopped, RepoboxError
 from repobox_cli.executor import Executor
 from repobox_cli.git_ops import Git
@@ -36,6 +36,7 @@ from repobox_cli.redis_conn import RedisHealth, retry_until
 from repobox_cli.session_owner import Owner, claim, read_owner, release
 from repobox_cli.sessions import (
     PushMessage,
+    Session,
     SessionJob,
     SessionStatus,
     Step,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SESSIONS_DIR = "sessions"
 BASE_REF = "refs/repobox/base"
+CHECKPOINT_DROP_TIMEOUT_S = 60.0
 
 
 def job_trailer(job_id: str) -> str:
@@ -191,6 +193,34 @@ class SessionWork:
         if sandbox.agent_ids(self.settings, "0") is not None:
             for directory in (paths.root.parent.parent, paths.root.parent, paths.root):
                 os.chmod(directory, workdir.TRAVERSE_ONLY_MODE)
+
+    def drop_checkpoint(self, session_id: str) -> None:
+        """An archived session's checkpoint ref is deleted from the user's remote (by the runner
+        holding its working copy, before removing it); a failure is logged, never raised."""
+        try:
+            data = self.client.hgetall(keys.work_session(session_id))
+            if not data:
+                return
+            session = Session.decode(session_id, data)
+            job = SessionJob(
+                id=f"archive-{session_id}",
+                user_id=session.user_id,
+                provider_id=session.provider_id,
+                repo_url=session.repo_url,
+                branch=session.base_branch,
+                prompt="",
+                environment="",
+                status=Status.RUNNING,
+                session_id=session_id,
+            )
+            repo = self.executor.checked_repo(job)
+            paths = session_paths(self.settings.temp_dir, session_id)
+            git = Git(self.settings, paths, JobControl(CHECKPOINT_DROP_TIMEOUT_S), lambda _line, _stream: None)
+            with self.executor.provider_token(job, repo) as token:
+                git.push_ref(repo, token, None, checkpoint_ref(session_id))
+            log.info("deleted the checkpoint of archived session %s from its remote", session_id)
+        except (RepoboxError, redis.RedisError, OSError) as exc:
+            log.warning("could not delete the checkpoint of archived session %s: %s", session_id, one_line(str(exc)))
 
     # -- a prompt ----------------------------------------------------------------------------
     def _prompt(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Done:

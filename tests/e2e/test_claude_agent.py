@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from tests.support.claude_standin import claude_env, is_record, records, write_spec
-from tests.support.world import World
+from tests.support.webapp_sessions import create_session, lines, output, send_prompt, wait_job, wait_session
+from tests.support.world import REPO_FILES, World
 
 API_KEY = "sk-ant-api03-" + "K3yS3cr3t" * 4
 SESSION = "0b5c6f0e-1111-4a2b-9c3d-5e6f7a8b9c0d"
@@ -215,3 +216,28 @@ def test_agent_claude_and_agent_command_together_are_refused(world: World) -> No
     result = world.repobox("run", "--burst", AGENT="claude", AGENT_COMMAND="echo hi")
     assert result.returncode == 2
     assert "AGENT=claude or AGENT_COMMAND" in result.stderr
+
+
+def test_a_session_prompt_runs_claude_in_the_working_copy_and_the_chat_view_gets_its_lines(world: World) -> None:
+    name = f"acme/{world.repo_name}"
+    world.git.create_repo(name, REPO_FILES)
+    env = _claude_world(world)
+    write_spec(world.tmp / "claude-spec.json", RECORDED_EVENTS, changes={"src/app.py": "print('hello, world')\n"})
+    world.start_runner(**env)
+    sid = create_session(world, f"{world.git.base_url}/{name}", name)
+    wait_session(world, sid, "ready", timeout_s=15)
+
+    job = wait_job(world, send_prompt(world, sid, PROMPT))
+
+    after = wait_session(world, sid, "ready")
+    assert job["status"] == "success", lines(world, sid)
+    assert (job["lines_added"], job["lines_removed"]) == ("1", "1")
+    assert after["total_lines_added"] == "1" and after["last_job_status"] == "success"
+    entries = [o for o in output(world, sid) if not is_record(o)]
+    shown = [(str(o["line"]), str(o["stream"]), str(o["source"])) for o in entries]
+    start = shown.index(("Running prompt: Fix the greeting in src/app.py", "stdout", "runner"))
+    assert [line for line in shown[start:] if line in EXPECTED] == EXPECTED
+    [run] = records(output(world, sid))
+    assert run["prompt"] == PROMPT and run["prompt_in_argv"] == []
+    everything = "\n".join(lines(world, sid))
+    assert API_KEY not in everything and world.token not in everything

@@ -122,15 +122,20 @@ def test_kill_9_of_the_owner_between_prompts_the_next_runs_elsewhere_from_the_ch
     assert checkpoint not in _remote_refs(world, name)
 
 
-def test_a_restart_keeps_working_copies_and_removes_idle_and_archived_ones(world: World, repo: tuple[str, str]) -> None:
+def test_a_restart_keeps_working_copies_and_removes_idle_and_archived_ones_with_the_archived_checkpoint(
+    world: World, repo: tuple[str, str]
+) -> None:
     name, web_url = repo
     runner = _runner(world, "r1")
     kept, idle, archived = (create_session(world, web_url, name) for _ in range(3))
     for sid in (kept, idle, archived):
         wait_session(world, sid, "ready", 15)
     assert _prompt(world, kept, "note kept")["status"] == "success"
+    assert _prompt(world, archived, "note archived")["status"] == "success"
     sessions_dir = world.tmp / "work-r1" / "sessions"
     assert {p.name for p in sessions_dir.iterdir()} == {kept, idle, archived}
+    checkpoints = {f"refs/repobox/sessions/{kept}", f"refs/repobox/sessions/{archived}"}
+    assert checkpoints <= set(_remote_refs(world, name))
 
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
@@ -143,6 +148,8 @@ def test_a_restart_keeps_working_copies_and_removes_idle_and_archived_ones(world
     assert _prompt(world, kept, "note again")["status"] == "success"
     assert not [line for line in lines(world, kept) if "Rebuilding" in line]
     assert (sessions_dir / kept / "repo" / "NOTES.md").read_text() == "note kept\nnote again\n"
+    refs = set(_remote_refs(world, name))
+    assert f"refs/repobox/sessions/{kept}" in refs and f"refs/repobox/sessions/{archived}" not in refs
 
 
 def test_kill_9_of_the_owner_mid_prompt_the_prompt_reruns_elsewhere_and_the_session_moves_on(
