@@ -33,7 +33,7 @@ def read_owner(client: redis.Redis, session_id: str) -> Owner | None:
 def claim(client: redis.Redis, session_id: str, runner: str, work_dir: str, head: str) -> None:
     """This runner now holds the session's working copy, at `head`."""
     key = keys.session_owner(session_id)
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=False)  # no MULTI: the minimal ACL user has none
     pipe.hset(key, mapping={"runner": runner, "host": socket.gethostname(), "dir": work_dir, "head": head})
     pipe.expire(key, OWNER_TTL_S)
     pipe.execute()

@@ -43,7 +43,8 @@ from tests.support.reliability_helpers import (
     wait_agent_running,
 )
 from tests.support.tls import TestCA, make_test_ca
-from tests.support.world import World, wait_for
+from tests.support.webapp_sessions import create_session, push, send_prompt, wait_job, wait_session
+from tests.support.world import REPO_FILES, World, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,6 +147,25 @@ def test_runner_under_the_minimal_acl_user_runs_a_job_and_its_password_stays_sec
     assert world.job(job_id)["status"] == "success", world.job(job_id)
     assert server.denied() == []
     assert server.runner_password not in result.stdout + result.stderr + world.output_text(job_id)
+
+
+def test_a_work_session_under_the_minimal_acl_user_inits_prompts_and_pushes(
+    acl_world: tuple[World, AclRedisServer],
+) -> None:
+    world, server = acl_world
+    name = f"acme/{world.repo_name}"
+    world.git.create_repo(name, REPO_FILES)
+    world.start_runner(**server.runner_env())
+    sid = create_session(world, f"{world.git.base_url}/{name}", name)
+    wait_session(world, sid, "ready", timeout_s=15)
+
+    job = wait_job(world, send_prompt(world, sid, "Add a note"))
+    wait_session(world, sid, "ready")
+    push(world, sid)
+    pushed = wait_session(world, sid, "pushed")
+
+    assert job["status"] == "success" and pushed["mr_warning"]  # no API here: a warning, still pushed
+    assert server.denied() == []
 
 
 def test_takeover_of_a_killed_runner_under_the_minimal_acl_user(acl_world: tuple[World, AclRedisServer]) -> None:
