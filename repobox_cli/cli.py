@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
+from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
 from repobox_cli.runner import Runner
 from repobox_cli.settings import (
@@ -549,4 +551,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if os.environ.get("REPOBOX_DEBUG"):
+            raise
+        reason = one_line(f"internal error ({type(exc).__name__}): {exc}")
+        err_console.print(Text(f"repobox: {reason}; REPOBOX_DEBUG=1 shows the traceback"), soft_wrap=True)
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -179,3 +179,31 @@ def test_encryption_key_is_never_an_option(tmp_path: Path) -> None:
     result, _ = repobox("run", "--encryption-key", HEX_KEY, tmp_path=tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+BUG_SCRIPT = (
+    "import sys\n"
+    "from repobox_cli import cli, completions\n"
+    "def broken(shell):\n"
+    "    raise RuntimeError('a bug\\nover two lines')\n"
+    "completions.render = broken\n"
+    "sys.argv = ['repobox', 'completion', 'bash']\n"
+    "cli.main()\n"
+)
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1_with_the_traceback_only_on_request() -> None:
+    plain = subprocess.run([sys.executable, "-c", BUG_SCRIPT], capture_output=True, text=True, timeout=60)
+    debug = subprocess.run(
+        [sys.executable, "-c", BUG_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REPOBOX_DEBUG": "1"},
+    )
+
+    assert plain.returncode == 1
+    assert plain.stderr.strip().splitlines() == [
+        "repobox: internal error (RuntimeError): a bug over two lines; REPOBOX_DEBUG=1 shows the traceback"
+    ]
+    assert "Traceback" in debug.stderr and debug.returncode == 1
