@@ -1,0 +1,17 @@
+"""`repobox demo`'s entry: run the flow, showing each step as it ends, then the result."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+from repobox_cli.demo import render
+from repobox_cli.demo.flow import Demo
+
+
+def demo(console: Console, redis_url: str | None) -> int:
+    """0 when the job succeeded, 1 otherwise (KeyboardInterrupt after cleaning up, on Ctrl-C)."""
+    console.print(Text("repobox demo: one job through the real worker, against throwaway servers", style="bold"))
+    result = Demo(redis_url, lambda step: console.print(render.step_line(step))).run()
+    render.show(console, result)
+    return 0 if result.job.get("status") == "success" else 1
