@@ -428,24 +428,6 @@ def status(
 
 
 @app.command()
-@one_line_errors
-def demo(
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            "--redis-url",
-            help="Use this Redis instead of starting a throwaway one (a scratch one: the demo's worker "
-            "takes any job queued there)",
-        ),
-    ] = None,
-) -> None:
-    """Try it: a throwaway Redis and HTTPS git remote, one job run by the worker, the result shown."""
-    from repobox_cli.demo.command import demo as run_demo
-
-    raise typer.Exit(run_demo(out_console, redis_url))
-
-
-@app.command()
 def completion(
     shell: Annotated[completions.Shell, typer.Argument(help="bash, zsh or fish", case_sensitive=False)],
 ) -> None:
@@ -543,6 +525,24 @@ def health(
     code, message = admin.health(client, runner_id)
     (out_console if code is admin.Health.OK else err_console).print(Text(message), soft_wrap=True)
     raise typer.Exit(int(code))
+
+
+@app.command()
+@one_line_errors
+def demo(
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Use this Redis instead of starting a throwaway one (a scratch one: the demo's worker "
+            "takes any job queued there)",
+        ),
+    ] = None,
+) -> None:
+    """Try it: a throwaway Redis and HTTPS git remote, one job run by the worker, the result shown."""
+    from repobox_cli.demo.command import demo as run_demo
+
+    raise typer.Exit(run_demo(out_console, redis_url))
 
 
 @app.callback(invoke_without_command=True)
