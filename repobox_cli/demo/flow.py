@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -99,15 +100,15 @@ class Demo:
         key_text = secrets.token_hex(32)
         user = f"github:{secrets.randbelow(9 * 10**7) + 10**7}"  # ids as the web app makes them
         provider = str(uuid.uuid4())
+        if self.redis_url:  # not our Redis: remove what the demo writes there, whatever happens
+            self.stack.callback(_forget, client, self.result, user, provider)
         with self.step("store the token encrypted, as the web app does") as detail:
             self._store_provider(client, user, provider, remote.base_url, key_text)
             detail.append(f"git_provider:{user}:{provider}")
-        with self.step("enqueue a job, as the web app does") as detail:
+        with self.step("enqueue a job, as the web app does") as detail, self.interrupts.shielded():
             job_id = admin.enqueue(client, admin.NewJob(user, provider, repo_url, PROMPT))
             self.result.job_id = job_id
             detail.append(job_id)
-        if self.redis_url:
-            self.stack.callback(_forget, client, job_id, user, provider)
         env = self._worker_env(tmp, key_text, remote.certs.ca_file)
         self._worker(tmp, env, client, job_id)
         self._collect(client, remote, job_id)
@@ -201,8 +202,8 @@ class Demo:
                 self.stack.callback(worker.stop)
             try:
                 self.result.worker_exit = worker.wait(WORKER_DEADLINE_S)
-            except Exception as exc:
-                raise RepoboxError(f"the worker did not finish within {WORKER_DEADLINE_S:.0f} s") from exc
+            except subprocess.TimeoutExpired:
+                raise RepoboxError(f"the worker did not finish within {WORKER_DEADLINE_S:.0f} s") from None
             status = admin.job_status(client, job_id)
             if not is_final(status):
                 raise RepoboxError(
@@ -233,9 +234,13 @@ def _decode(raw: str) -> tuple[admin.OutputLine, int]:
         return admin.OutputLine(raw, "stdout", ""), 0
 
 
-def _forget(client: redis.Redis, job_id: str, user: str, provider: str) -> None:
+def _forget(client: redis.Redis, result: DemoResult, user: str, provider: str) -> None:
     """On a Redis given with --redis-url: remove what the demo wrote (its job's stream entry is
-    acknowledged, or acknowledged by the next runner that finds no job)."""
+    acknowledged by its worker, or by the next runner, which finds no job)."""
+    names = [keys.git_provider(user, provider)]
+    if result.job_id:
+        names += [keys.job(result.job_id), keys.job_output(result.job_id)]
     with contextlib.suppress(redis.RedisError, OSError):
-        client.delete(keys.git_provider(user, provider), keys.job(job_id), keys.job_output(job_id))
-        client.zrem(keys.user_jobs(user), job_id)
+        client.delete(*names)
+        if result.job_id:
+            client.zrem(keys.user_jobs(user), result.job_id)

