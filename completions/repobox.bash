@@ -27,7 +27,7 @@ _repobox() {
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--version --help" -- "$cur")
             else
-                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending status completion enqueue logs cancel retry health" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending status completion enqueue logs cancel retry health demo" -- "$cur")
             fi
             ;;
         run)
@@ -115,6 +115,14 @@ _repobox() {
             esac
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--runner-id --redis-url --help" -- "$cur")
+            fi
+            ;;
+        demo)
+            case "$prev" in
+                --redis-url) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--redis-url --help" -- "$cur")
             fi
             ;;
     esac

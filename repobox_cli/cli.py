@@ -529,6 +529,24 @@ def health(
     raise typer.Exit(int(code))
 
 
+@app.command()
+@one_line_errors
+def demo(
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Use this Redis instead of starting a throwaway one (a scratch one: the demo's worker "
+            "takes any job queued there)",
+        ),
+    ] = None,
+) -> None:
+    """Try it: a throwaway Redis and HTTPS git remote, one job run by the worker, the result shown."""
+    from repobox_cli.demo.command import demo as run_demo
+
+    raise typer.Exit(run_demo(out_console, redis_url))
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit")] = False,

@@ -114,7 +114,7 @@ def test_bash_script_is_valid_syntax() -> None:
         (
             ["repobox", ""],
             ["run", "exec", "decrypt", "pending", "status", "completion"]
-            + ["enqueue", "logs", "cancel", "retry", "health"],
+            + ["enqueue", "logs", "cancel", "retry", "health", "demo"],
         ),
         (["repobox", "p"], ["pending"]),
         (["repobox", "--"], ["--version", "--help"]),

@@ -80,3 +80,30 @@ def node_encrypt_many(plaintexts: list[str], key: str) -> list[str]:
 def node_encrypt(plaintext: str, key: str) -> str:
     """Encrypt one plaintext exactly like the web app."""
     return node_encrypt_many([plaintext], key)[0]
+
+
+_NODE_DECRYPT = r"""
+const crypto = require('crypto');
+const chunks = [];
+process.stdin.on('data', (c) => chunks.push(c));
+process.stdin.on('end', () => {
+  const input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  const [iv, tag, body] = input.ciphertext.split(':').map((p) => Buffer.from(p, 'base64'));
+  const decipher = crypto.createDecipheriv('aes-256-gcm', Buffer.from(input.key, 'hex'), iv);
+  decipher.setAuthTag(tag);
+  process.stdout.write(Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8'));
+});
+"""
+
+
+def node_decrypt(ciphertext: str, hex_key: str) -> str:
+    """Decrypt as the web app does (its decrypt mirrors its encrypt above); key and data on stdin."""
+    result = subprocess.run(
+        ["node", "-e", _NODE_DECRYPT],
+        input=json.dumps({"key": hex_key, "ciphertext": ciphertext}).encode(),
+        capture_output=True,
+        timeout=NODE_DEADLINE_S,
+    )
+    if result.returncode != 0:
+        raise NodeCryptoError(f"node decryption failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout.decode()

@@ -145,6 +145,15 @@ def test_decrypts_what_node_encrypted(key_text: str) -> None:
     assert decrypt(node_encrypt(TOKEN, key_text), parse_key(key_text)) == TOKEN
 
 
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_decrypts_what_encrypt_wrote(key: EncryptionKey) -> None:
+    """`repobox demo` stores tokens with `encrypt`: the web app's own decrypt must read them."""
+    from tests.support.node_crypto import node_decrypt
+
+    for text in (TOKEN, "", "ünïcødé ✓ token"):
+        assert node_decrypt(encrypt(text, key), key.key_bytes.hex()) == text
+
+
 @pytest.mark.parametrize("text", ["", "abc", "a:b", "a:b:c:d", "::::"])
 def test_wrong_number_of_parts(key: EncryptionKey, text: str) -> None:
     with pytest.raises(DecryptError, match=r"not in iv:authTag:ciphertext form .*expected 3"):
