@@ -219,3 +219,30 @@ def test_prompts_count_against_the_users_job_limit(world: World, github_repo: tu
         time.sleep(0.02)  # sampling, not synchronising: the loop ends on the final states
     assert statuses == ("success", "success")
     assert not both_running, "a prompt and a job of one user ran at once with MAX_JOBS_PER_USER=1"
+
+
+def test_a_self_hosted_gitlab_session_push_opens_a_merge_request_with_the_private_token_only(
+    world: World, github_repo: tuple[str, str, ApiStandIn]
+) -> None:
+    name, web_url, api = github_repo
+    world.add_provider(kind="gitlab")  # self-hosted: the API lives under the provider's url
+    project = name.replace("/", "%2F")
+    api.answer(
+        "POST", f"/api/v4/projects/{project}/merge_requests", Reply(201, {"web_url": f"https://gl/{name}/-/mr/7"})
+    )
+    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", timeout_s=15)
+    assert wait_job(world, send_prompt(world, sid, "Improve the readme"))["status"] == "success"
+    wait_session(world, sid, "ready")
+
+    push(world, sid)
+    pushed = wait_session(world, sid, "pushed")
+
+    assert pushed["mr_url"] == f"https://gl/{name}/-/mr/7" and pushed["mr_warning"] == ""
+    [call] = api.requests
+    assert call.body["source_branch"] == f"repobox/{sid[:8]}" and call.body["target_branch"] == "main"
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    assert headers["private-token"] == world.token
+    others = {k: v for k, v in headers.items() if k != "private-token"}
+    assert world.token not in str(others) + str(call.body) + call.path
