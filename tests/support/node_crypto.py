@@ -80,3 +80,40 @@ def node_encrypt_many(plaintexts: list[str], key: str) -> list[str]:
 def node_encrypt(plaintext: str, key: str) -> str:
     """Encrypt one plaintext exactly like the web app."""
     return node_encrypt_many([plaintext], key)[0]
+
+
+# Mirrors the web app's decrypt routine: the stored `iv:authTag:ciphertext` back to UTF-8 text.
+_NODE_DECRYPT_SCRIPT = r"""
+const crypto = require('crypto');
+PARSE_KEY
+function decrypt(stored, key) {
+  const [iv, authTag, ciphertext] = stored.split(':').map((p) => Buffer.from(p, 'base64'));
+  const decipher = crypto.createDecipheriv('aes-256-gcm', key, iv);
+  decipher.setAuthTag(authTag);
+  return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
+}
+const chunks = [];
+process.stdin.on('data', (c) => chunks.push(c));
+process.stdin.on('end', () => {
+  try {
+    const input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    process.stdout.write(JSON.stringify(decrypt(input.stored, parseKey(input.key))));
+  } catch (err) {
+    process.stderr.write(String(err && err.message ? err.message : err));
+    process.exit(2);
+  }
+});
+""".replace("PARSE_KEY", _NODE_SCRIPT.split("function encrypt", 1)[0].split("require('crypto');", 1)[1])
+
+
+def node_decrypt(stored: str, key: str) -> str:
+    """Decrypt a stored token exactly like the web app (key and ciphertext via stdin)."""
+    result = subprocess.run(
+        ["node", "-e", _NODE_DECRYPT_SCRIPT],
+        input=json.dumps({"key": key, "stored": stored}).encode(),
+        capture_output=True,
+        timeout=NODE_DEADLINE_S,
+    )
+    if result.returncode != 0:
+        raise NodeCryptoError(f"node decryption failed: {result.stderr.decode(errors='replace').strip()}")
+    return str(json.loads(result.stdout))
