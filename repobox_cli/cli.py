@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, admin, completions, envscrub, keys, sandbox, tokens, validation
+from repobox_cli import __version__, admin, completions, envscrub, keys, metrics, sandbox, tokens, validation
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -156,9 +156,19 @@ def run(
     client = _connected(settings, full_check=True)
     check_key(client, settings.require_key())
     runner = Runner(settings, client, burst=burst)
+    server = (
+        None
+        if settings.metrics_port is None
+        else metrics.serve(metrics.view_of(runner), settings.metrics_host, settings.metrics_port)
+    )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
-    raise typer.Exit(runner.run())
+    try:
+        code = runner.run()
+    finally:
+        if server is not None:
+            server.close()
+    raise typer.Exit(code)
 
 
 def _check(options: dict[str, Any]) -> int:

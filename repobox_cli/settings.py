@@ -27,6 +27,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_BLOCK_MS = 400  # short enough to stop (signal, burst) within half a second; not polling: BLOCK waits
 DEFAULT_TICK_MS = 250
+DEFAULT_METRICS_HOST = "127.0.0.1"  # the endpoint has no authentication: loopback unless asked
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_AUTHOR_NAME = "Repobox"
 DEFAULT_AUTHOR_EMAIL = "repobox@localhost"
@@ -217,6 +218,8 @@ class Settings:
     git_env: Mapping[str, str] = field(default_factory=dict)
     agent_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     path_env: str = DEFAULT_PATH
+    metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
 
     @property
     def lease_renew_s(self) -> float:
@@ -463,6 +466,16 @@ def _agent_env_names(name: str, raw: Any) -> tuple[str, ...]:
     if forbidden:
         raise SettingsError(f"{name} must not pass {', '.join(forbidden)} to the agent")
     return names
+
+
+MAX_PORT = 65535
+
+
+def _listen_host(name: str, raw: Any) -> str:
+    value = str(raw).strip()
+    if not value or any(c.isspace() or c in "/@" for c in value):
+        raise SettingsError(f"{name} must be a host name or an IP address, got {str(raw)[:40]!r}")
+    return value
 
 
 def _tick_s(name: str, raw: Any) -> float:
@@ -854,6 +867,27 @@ SETTINGS: tuple[Setting, ...] = (
         str(DEFAULT_MAX_OUTPUT_BYTES),
         f"most bytes of one job's output in Redis, as stored (at least {OutputLimits.MIN_BYTES}); lines are "
         "cut at 4 KiB",
+    ),
+    Setting(
+        "metrics_port",
+        "METRICS_PORT",
+        _ints(1, MAX_PORT),
+        None,
+        'serve Prometheus metrics at `http://METRICS_HOST:METRICS_PORT/metrics` (see "Metrics")',
+        "--metrics-port",
+        int,
+        frozenset({RUN}),
+        default_doc="none: no metrics endpoint",
+    ),
+    Setting(
+        "metrics_host",
+        "METRICS_HOST",
+        _listen_host,
+        DEFAULT_METRICS_HOST,
+        "the address the metrics endpoint listens on (`0.0.0.0` for every interface)",
+        "--metrics-host",
+        str,
+        frozenset({RUN}),
     ),
     Setting(
         "block_ms",
