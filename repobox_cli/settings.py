@@ -11,6 +11,7 @@ import re
 import socket
 import stat
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -435,6 +436,32 @@ def _path(_name: str, raw: Any) -> Path:
     return Path(str(raw)).absolute()
 
 
+def _work_dir(name: str, raw: Any) -> Path:
+    """An absolute directory this user can work in: it exists and is writable, or can be created."""
+    path = _path(name, raw)
+    problem = dir_problem(path)
+    if problem:
+        raise SettingsError(f"{name} {path} cannot be used: {problem}")
+    return path
+
+
+def dir_problem(path: Path) -> str | None:
+    """Why this user cannot use `path` as a directory to write in (None: it can, or can create it).
+    Ownership and mode are checked where it is used (`workdir.ensure_private_dir`)."""
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory" if existing.is_file() else f"{existing} is not a directory"
+    # Try it (root passes every permission check, not a read-only or virtual file system).
+    try:
+        tempfile.TemporaryDirectory(prefix=".repobox-probe-", dir=existing).cleanup()
+    except OSError as exc:
+        what = "it is not writable" if existing == path else f"it cannot be created in {existing}"
+        return f"{what} ({exc.strerror or exc})"
+    return None
+
+
 def _log_format(name: str, raw: Any) -> str:
     value = str(raw).lower()
     if value not in ("pretty", "json"):
@@ -681,7 +708,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "temp_dir",
         "TEMP_DIR",
-        _path,
+        _work_dir,
         DEFAULT_TEMP_DIR,
         "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700",
         "--temp-dir",

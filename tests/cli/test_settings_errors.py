@@ -103,6 +103,26 @@ def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, s
     assert not (tmp_path / "work").exists()  # refused before doing anything
 
 
+@pytest.mark.parametrize("command", [["run"], ["exec", "0e8f9a6c-2c1e-4a57-9d3b-6f0f1b7e2a10"]])
+@pytest.mark.parametrize(
+    ("temp_dir", "needles"),
+    [
+        pytest.param("afile", ["TEMP_DIR", "afile is a file"], id="a-file"),
+        pytest.param("afile/below", ["TEMP_DIR", "afile is a file"], id="below-a-file"),
+        pytest.param("/proc/repobox-work", ["TEMP_DIR", "cannot be created in /proc"], id="not-creatable"),
+    ],
+)
+def test_a_temp_dir_that_cannot_be_used_is_a_bad_setting(
+    tmp_path: Path, command: list[str], temp_dir: str, needles: list[str]
+) -> None:
+    (tmp_path / "afile").write_text("not a directory\n")
+
+    result, elapsed_s = repobox(*command, tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, TEMP_DIR=temp_dir)
+
+    assert_stops_with_one_line(result, elapsed_s, *needles)
+    assert result.returncode == 2
+
+
 def test_unreachable_redis_stops_run_quickly(tmp_path: Path) -> None:
     port = closed_port()
     result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=f"redis://127.0.0.1:{port}")
