@@ -21,7 +21,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, admin, completions, envscrub, keys, metrics, sandbox, tokens, validation
+from repobox_cli import (
+    __version__,
+    admin,
+    checks,
+    completions,
+    config_report,
+    envscrub,
+    keys,
+    metrics,
+    sandbox,
+    tokens,
+    validation,
+)
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
@@ -46,6 +58,7 @@ from repobox_cli.settings import (
     Settings,
     load_settings,
     options_for,
+    setting_sources,
 )
 from repobox_cli.single import SingleJob
 from repobox_cli.status import StatusReport, status_report
@@ -171,42 +184,17 @@ def run(
     raise typer.Exit(code)
 
 
-def _check(options: dict[str, Any]) -> int:
-    """`run --check`: one line per check; 0 when every check passed, else 2."""
-    failed = False
-
-    def report(ok: bool, what: str, detail: str) -> None:
-        nonlocal failed
-        failed = failed or not ok
-        out_console.print(Text(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}"), soft_wrap=True)
-
+def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] = checks.run_checks) -> int:
+    """`run --check` (and `config --check`): one line per check; 0 when every check passed, else 2."""
     try:
         settings = load_settings(command=RUN, **options)
     except SettingsError as exc:
-        report(False, "settings", str(exc))
+        out_console.print(Text(checks.Check(checks.Verdict.FAIL, "settings", str(exc)).line), soft_wrap=True)
         return 2
-    report(True, "settings", "valid")
-    report(
-        settings.encryption_key is not None,
-        "ENCRYPTION_KEY",
-        f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs",
-    )
-    try:
-        _connected(settings).close()
-        report(True, "redis", "reachable")
-    except (RepoboxError, *CONNECTION_ERRORS, redis.RedisError) as exc:
-        report(False, "redis", str(exc))
-    if settings.agent_sandbox is SandboxMode.NONE:
-        out_console.print(
-            Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see this runner (unsafe)"),
-            soft_wrap=True,
-        )
-    else:
-        try:
-            report(True, "sandbox", sandbox.probe(settings))
-        except SettingsError as exc:
-            report(False, "sandbox", str(exc))
-    return 2 if failed else 0
+    found = [checks.Check(checks.Verdict.OK, "settings", "valid"), *run_checks(settings)]
+    for check in found:
+        out_console.print(Text(check.line), soft_wrap=True)
+    return 2 if any(c.verdict is checks.Verdict.FAIL for c in found) else 0
 
 
 def _render_output(line: str, stream: str, source: str) -> None:
@@ -432,6 +420,32 @@ def status(
         while True:
             time.sleep(STATUS_REFRESH_S)
             live.update(_status_renderable(status_report(client)), refresh=True)
+
+
+@app.command()
+@one_line_errors
+@setting_options(RUN)
+def config(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Also check Redis (and its version), the key against stored tokens, the sandbox, TEMP_DIR and git; "
+            "exit 2 if any check fails",
+        ),
+    ] = False,
+    **overrides: Any,
+) -> None:
+    """The settings `run` would use, where each comes from (option, env, file, default); secrets hidden."""
+    if check:
+        raise typer.Exit(_check(overrides, checks.host_checks))
+    settings = load_settings(command=RUN, **overrides)
+    table = Table(box=None, pad_edge=False)
+    for column in ("setting", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for row in config_report.effective_settings(settings, setting_sources(**overrides)):
+        table.add_row(row.env, Text(row.value), str(row.source))
+    out_console.print(table)
 
 
 @app.command()

@@ -403,6 +403,7 @@ class Setting:
     # The commands that take the option (default: every command that reads the setting).
     option_commands: frozenset[str] | None = None
     group: str = ""  # "redis": a field of Settings.redis (RedisSettings), not of Settings
+    secret: bool = False  # never shown (`repobox config` masks it)
 
     @property
     def param(self) -> str:
@@ -541,6 +542,7 @@ SETTINGS: tuple[Setting, ...] = (
         "password of the ACL user (or in `REDIS_URL`); read once, then wiped from the runner's environment",
         commands=ALL_COMMANDS,
         group="redis",
+        secret=True,
     ),
     Setting(
         "password",
@@ -616,6 +618,7 @@ SETTINGS: tuple[Setting, ...] = (
         "password at the Sentinels",
         commands=ALL_COMMANDS,
         group="redis",
+        secret=True,
     ),
     Setting(
         "sentinel_tls",
@@ -655,6 +658,7 @@ SETTINGS: tuple[Setting, ...] = (
         "(environment only: argv is visible to every user)",
         commands=frozenset({RUN, EXEC, DECRYPT}),
         default_doc="required to run jobs (or the file below)",
+        secret=True,
     ),
     Setting(
         "encryption_key",
@@ -743,6 +747,7 @@ SETTINGS: tuple[Setting, ...] = (
         'shell command run in the clone (see "The agent step")',
         "--agent-command",
         default_doc="empty: the placeholder step",
+        secret=True,  # operators put API keys inline in it
     ),
     Setting(
         "agent_kind",
@@ -995,6 +1000,34 @@ def _check_together(values: dict[str, Any]) -> None:
         values["agent_command"] = CLAUDE_COMMAND
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
+
+
+class Source(StrEnum):
+    """Where a setting's value came from."""
+
+    OPTION = "option"
+    ENV = "env"
+    FILE = "file"  # ENCRYPTION_KEY or the Redis password, read from its *_FILE
+    DEFAULT = "default"
+
+
+def setting_sources(env: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, tuple[Source, str | None]]:
+    """For every row of `SETTINGS` (by variable name): where its value comes from, as `load_settings`
+    decides, and the raw text given (None: the default, or a value computed at load)."""
+    env = os.environ if env is None else env
+    found: dict[str, tuple[Source, str | None]] = {}
+    for s in SETTINGS:
+        given = overrides.get(s.param) if s.option else None
+        if given is not None:
+            found[s.env] = (Source.OPTION, str(given))
+        elif env.get(s.env):
+            found[s.env] = (Source.ENV, env[s.env])
+        else:
+            found[s.env] = (Source.DEFAULT, s.default)
+    for secret, file in (("ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE"), ("REDIS_PASSWORD", "REDIS_PASSWORD_FILE")):
+        if env.get(file):
+            found[secret] = (Source.FILE, None)
+    return found
 
 
 def settings_markdown() -> str:
