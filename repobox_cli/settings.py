@@ -88,16 +88,31 @@ class NetworkMode(StrEnum):
 SANDBOX_PATHS_FORBIDDEN = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/etc"))
 
 
-def _choice(kind: type[StrEnum]) -> Parse:
-    def parse(name: str, raw: Any) -> Any:
+class LogFormat(StrEnum):
+    """LOG_FORMAT: how log lines look on stderr."""
+
+    PRETTY = "pretty"
+    JSON = "json"
+
+
+class _Choice:
+    """Parses one of a StrEnum's values (any case); its `choices` feed the shell completions."""
+
+    def __init__(self, kind: type[StrEnum]) -> None:
+        self.kind = kind
+        self.choices = tuple(str(m.value) for m in kind)
+
+    def __call__(self, name: str, raw: Any) -> Any:
         word = str(raw).strip().lower()
         try:
-            return kind(word)
+            return self.kind(word)
         except ValueError:
-            allowed = " or ".join(repr(m.value) for m in kind)
+            allowed = " or ".join(repr(c) for c in self.choices)
             raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
 
-    return parse
+
+def _choice(kind: type[StrEnum]) -> Parse:
+    return _Choice(kind)
 
 
 def _sandbox_paths(name: str, raw: Any) -> tuple[Path, ...]:
@@ -203,7 +218,7 @@ class Settings:
     agent_sandbox: SandboxMode = SandboxMode.BWRAP
     agent_network: NetworkMode = NetworkMode.HOST
     agent_sandbox_paths: tuple[Path, ...] = ()
-    log_format: str = "json"
+    log_format: LogFormat = LogFormat.JSON
     git_author_name: str = DEFAULT_AUTHOR_NAME
     git_author_email: str = DEFAULT_AUTHOR_EMAIL
     max_deliveries: int = 5
@@ -411,6 +426,11 @@ class Setting:
         return self.option.split("/")[0].lstrip("-").replace("-", "_")
 
     @property
+    def choices(self) -> tuple[str, ...]:
+        """The values it takes, when they are a fixed few (completed by the shells)."""
+        return self.parse.choices if isinstance(self.parse, _Choice) else ()
+
+    @property
     def shown_default(self) -> str:
         return self.default_doc or (f"`{self.default}`" if self.default else "empty")
 
@@ -461,13 +481,6 @@ def dir_problem(path: Path) -> str | None:
         what = "it is not writable" if existing == path else f"it cannot be created in {existing}"
         return f"{what} ({exc.strerror or exc})"
     return None
-
-
-def _log_format(name: str, raw: Any) -> str:
-    value = str(raw).lower()
-    if value not in ("pretty", "json"):
-        raise SettingsError(f"{name} must be 'pretty' or 'json', got {value!r}")
-    return value
 
 
 def _runner_id(name: str, raw: Any) -> str:
@@ -806,7 +819,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "log_format",
         "LOG_FORMAT",
-        _log_format,
+        _choice(LogFormat),
         None,
         "`pretty` or `json`: log lines on stderr",
         "--log-format",
@@ -979,7 +992,7 @@ def load_settings(
         values["runner_id"] = default_runner_id()
     if command in WORKER and "log_format" not in values:
         tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
-        values["log_format"] = "pretty" if tty else "json"
+        values["log_format"] = LogFormat.PRETTY if tty else LogFormat.JSON
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
     _check_together(values)
