@@ -192,6 +192,29 @@ def test_no_arguments_shows_help_once(tmp_path: Path) -> None:
     assert (result.stdout + result.stderr).count("Usage:") == 1
 
 
+def test_a_command_group_without_a_command_shows_its_help_once(tmp_path: Path) -> None:
+    result, _ = repobox("token", tmp_path=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.stdout.count("Usage:") == 1 and "check" in result.stdout
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    result, elapsed_s = repobox("run", "--concurrency", "many", tmp_path=tmp_path)
+    assert_stops_with_one_line(result, elapsed_s, "--concurrency")
+    assert result.returncode == 2
+
+
+def test_no_module_imports_typers_private_modules() -> None:
+    package = Path(__file__).resolve().parents[2] / "repobox_cli"
+    offending = [
+        f"{path.name}:{number}"
+        for path in sorted(package.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\btyper\._|\b_click\b", line)
+    ]
+    assert not offending, offending
+
+
 def test_encryption_key_is_never_an_option(tmp_path: Path) -> None:
     result, _ = repobox("run", "--help", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
