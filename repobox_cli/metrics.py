@@ -6,7 +6,8 @@ consumer name every attempt, sweeper and admission carries), so several runners 
 never mix; a hook for a runner without metrics (`exec`, a runner without a port) does nothing.
 
 Threads: hooks run on worker, consumer and supervisor threads; prometheus_client's metrics are
-thread-safe and `_registered` has its own lock, held only to look a runner up. Live values
+thread-safe and `_registered` has its own lock, held only to look a runner up. prometheus_client
+is imported only when a runner serves metrics: the hooks cost other commands nothing. Live values
 (running, waiting, stream lag, Redis reconnects) are read when Prometheus scrapes, on the HTTP
 server's thread: the lag with one XINFO GROUPS per stream, never under an engine lock.
 """
@@ -22,15 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
-from prometheus_client.registry import Collector
 
 from repobox_cli import __version__
 from repobox_cli.errors import SettingsError
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+    from prometheus_client.registry import Collector
+
     from repobox_cli.active import ActiveJob, RunOutcome
     from repobox_cli.runner import Runner
 
@@ -62,30 +62,34 @@ class RunnerMetrics:
     """The counters and histograms of one runner, in its own registry."""
 
     def __init__(self, runner_id: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.runner_id = runner_id
         self.registry = CollectorRegistry()
         r = self.registry
         d = DOCUMENTED
-        self.finished = Counter(
+        self.finished: Counter = Counter(
             "repobox_jobs_finished", d["repobox_jobs_finished_total"], ["kind", "status"], registry=r
         )
-        self.job_duration = Histogram(
+        self.job_duration: Histogram = Histogram(
             "repobox_job_duration_seconds",
             d["repobox_job_duration_seconds"],
             ["kind"],
             buckets=JOB_DURATION_BUCKETS_S,
             registry=r,
         )
-        self.step_duration = Histogram(
+        self.step_duration: Histogram = Histogram(
             "repobox_step_duration_seconds",
             d["repobox_step_duration_seconds"],
             ["step"],
             buckets=STEP_DURATION_BUCKETS_S,
             registry=r,
         )
-        self.takeovers = Counter("repobox_takeovers", d["repobox_takeovers_total"], ["stream"], registry=r)
-        self.dead_letters = Counter("repobox_dead_letters", d["repobox_dead_letters_total"], ["stream"], registry=r)
-        self.output_dropped = Counter(
+        self.takeovers: Counter = Counter("repobox_takeovers", d["repobox_takeovers_total"], ["stream"], registry=r)
+        self.dead_letters: Counter = Counter(
+            "repobox_dead_letters", d["repobox_dead_letters_total"], ["stream"], registry=r
+        )
+        self.output_dropped: Counter = Counter(
             "repobox_output_lines_dropped", d["repobox_output_lines_dropped_total"], ["kind"], registry=r
         )
 
@@ -169,38 +173,48 @@ class EngineView:
     groups: tuple[tuple[str, str], ...]  # (stream, group) of each lane
 
 
-class _EngineCollector(Collector):
-    def __init__(self, view: EngineView) -> None:
-        self.view = view
+def _engine_collector(view: EngineView) -> Collector:
+    from prometheus_client.registry import Collector
 
-    def collect(self) -> Iterator[Metric]:
-        v, d = self.view, DOCUMENTED
-        info = GaugeMetricFamily("repobox_runner_info", d["repobox_runner_info"], labels=["runner_id", "version"])
-        info.add_metric([v.runner_id, __version__], 1)
-        yield info
-        yield GaugeMetricFamily("repobox_jobs_running", d["repobox_jobs_running"], value=v.running())
-        yield GaugeMetricFamily("repobox_jobs_waiting", d["repobox_jobs_waiting"], value=v.waiting())
-        yield GaugeMetricFamily("repobox_workers", d["repobox_workers"], value=v.workers)
-        yield CounterMetricFamily("repobox_redis_reconnects", d["repobox_redis_reconnects_total"], value=v.reconnects())
-        lag = GaugeMetricFamily("repobox_stream_lag", d["repobox_stream_lag"], labels=["stream"])
-        pending = GaugeMetricFamily("repobox_stream_pending", d["repobox_stream_pending"], labels=["stream"])
-        for stream, group in v.groups:
-            found = self._group_info(stream, group)
-            if found is None:
-                continue
-            if found.get("lag") is not None:
-                lag.add_metric([stream], float(found["lag"]))
-            pending.add_metric([stream], float(found.get("pending") or 0))
-        yield lag
-        yield pending
+    class EngineCollector(Collector):
+        def collect(self) -> Iterator[Any]:
+            return _engine_samples(view)
 
-    def _group_info(self, stream: str, group: str) -> dict[str, Any] | None:
-        try:
-            groups = self.view.client.xinfo_groups(stream)
-        except (redis.RedisError, OSError) as exc:  # Redis away or no stream yet: no sample this scrape
-            log.debug("metrics: XINFO GROUPS %s failed: %s", stream, exc)
-            return None
-        return next((dict(g) for g in groups if str(g.get("name")) == group), None)
+    return EngineCollector()
+
+
+def _engine_samples(v: EngineView) -> Iterator[Any]:
+    """The live values as metric families."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    d = DOCUMENTED
+    info = GaugeMetricFamily("repobox_runner_info", d["repobox_runner_info"], labels=["runner_id", "version"])
+    info.add_metric([v.runner_id, __version__], 1)
+    yield info
+    yield GaugeMetricFamily("repobox_jobs_running", d["repobox_jobs_running"], value=v.running())
+    yield GaugeMetricFamily("repobox_jobs_waiting", d["repobox_jobs_waiting"], value=v.waiting())
+    yield GaugeMetricFamily("repobox_workers", d["repobox_workers"], value=v.workers)
+    yield CounterMetricFamily("repobox_redis_reconnects", d["repobox_redis_reconnects_total"], value=v.reconnects())
+    lag = GaugeMetricFamily("repobox_stream_lag", d["repobox_stream_lag"], labels=["stream"])
+    pending = GaugeMetricFamily("repobox_stream_pending", d["repobox_stream_pending"], labels=["stream"])
+    for stream, group in v.groups:
+        found = _group_info(v.client, stream, group)
+        if found is None:
+            continue
+        if found.get("lag") is not None:
+            lag.add_metric([stream], float(found["lag"]))
+        pending.add_metric([stream], float(found.get("pending") or 0))
+    yield lag
+    yield pending
+
+
+def _group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    try:
+        groups = client.xinfo_groups(stream)
+    except (redis.RedisError, OSError) as exc:  # Redis away or no stream yet: no sample this scrape
+        log.debug("metrics: XINFO GROUPS %s failed: %s", stream, exc)
+        return None
+    return next((dict(g) for g in groups if str(g.get("name")) == group), None)
 
 
 # -- the endpoint ------------------------------------------------------------------------------------
@@ -210,6 +224,8 @@ class MetricsServer:
     """`/metrics` of one runner over HTTP on a daemon thread; `close` stops it and forgets the runner."""
 
     def __init__(self, metrics: RunnerMetrics, host: str, port: int) -> None:
+        from prometheus_client.exposition import start_http_server
+
         self.metrics = metrics
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
@@ -229,7 +245,7 @@ class MetricsServer:
 def serve(view: EngineView, host: str, port: int) -> MetricsServer:
     """Register a runner's metrics and serve them at http://host:port/metrics."""
     metrics = RunnerMetrics(view.runner_id)
-    metrics.registry.register(_EngineCollector(view))
+    metrics.registry.register(_engine_collector(view))
     with _lock:
         _registered[view.runner_id] = metrics
     try:
