@@ -3,7 +3,7 @@
 # Install: source this file, or copy it to ~/.local/share/bash-completion/completions/repobox
 
 _repobox() {
-    local cur prev cmd word i
+    local cur prev cmd word i sub j
     COMPREPLY=()
     cur="${COMP_WORDS[COMP_CWORD]}"
     prev=""
@@ -27,22 +27,28 @@ _repobox() {
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--version --help" -- "$cur")
             else
-                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending status completion enqueue logs cancel retry health demo" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "run exec decrypt pending status config completion enqueue logs cancel retry health demo token" -- "$cur")
             fi
             ;;
         run)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
-                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--agent-user|--agent-sandbox|--agent-network|--log-format|--max-deliveries|--shutdown-timeout|--allowed-git-hosts) COMPREPLY=(); return 0 ;;
+                --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
+                --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
+                --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--burst --check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--burst --check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
             fi
             ;;
         exec)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
-                --redis-url|--job-timeout|--agent-command|--agent-sandbox|--agent-network|--log-format) COMPREPLY=(); return 0 ;;
+                --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
+                --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
+                --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
+                --redis-url|--job-timeout|--agent-command) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --job-timeout --temp-dir --agent-command --agent-sandbox --agent-network --log-format --help" -- "$cur")
@@ -70,6 +76,18 @@ _repobox() {
             esac
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--json --watch --redis-url --help" -- "$cur")
+            fi
+            ;;
+        config)
+            case "$prev" in
+                --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
+                --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
+                --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "--check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
             fi
             ;;
         completion)
@@ -124,6 +142,38 @@ _repobox() {
             if [[ "$cur" == -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -W "--redis-url --help" -- "$cur")
             fi
+            ;;
+        token)
+            sub=""
+            for (( j = i + 1; j < COMP_CWORD; j++ )); do
+                case "${COMP_WORDS[j]}" in -*) ;; *) sub="${COMP_WORDS[j]}"; break ;; esac
+            done
+            case "$sub" in
+                "")
+                    if [[ "$cur" == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "--help" -- "$cur")
+                    else
+                        mapfile -t COMPREPLY < <(compgen -W "set check" -- "$cur")
+                    fi
+                    ;;
+                set)
+                    case "$prev" in
+                        --type) mapfile -t COMPREPLY < <(compgen -W "github gitlab" -- "$cur"); return 0 ;;
+                        --user|--provider|--url|--redis-url) COMPREPLY=(); return 0 ;;
+                    esac
+                    if [[ "$cur" == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "--user --provider --type --url --redis-url --help" -- "$cur")
+                    fi
+                    ;;
+                check)
+                    case "$prev" in
+                        --user|--provider|--repo|--redis-url) COMPREPLY=(); return 0 ;;
+                    esac
+                    if [[ "$cur" == -* ]]; then
+                        mapfile -t COMPREPLY < <(compgen -W "--user --provider --repo --redis-url --help" -- "$cur")
+                    fi
+                    ;;
+            esac
             ;;
     esac
     return 0

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import redis
 
-from repobox_cli import validation
+from repobox_cli import metrics, validation
 from repobox_cli.active import ActiveJob
 from repobox_cli.control import JobControl
 from repobox_cli.errors import JobDataError
@@ -214,3 +214,5 @@ class Admission:
             deliveries=deliveries,
         )
         self.pool.count("dead-lettered" if dead_letter else "refused")
+        if dead_letter:
+            metrics.dead_lettered(self.consumer, self.kind.stream)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import inspect
 import json
 import logging
@@ -15,22 +16,29 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import redis
 import typer
-
-try:  # Typer 0.29 and later carry their own click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-except ImportError:  # pragma: no cover - older Typer uses click itself
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from repobox_cli import __version__, admin, completions, envscrub, keys, sandbox, validation
+from repobox_cli import (
+    __version__,
+    admin,
+    checks,
+    completions,
+    config_report,
+    envscrub,
+    keys,
+    metrics,
+    sandbox,
+    tokens,
+    validation,
+)
 from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
-from repobox_cli.errors import RepoboxError, SettingsError
+from repobox_cli.errors import BadInput, RepoboxError, SettingsError
 from repobox_cli.executor import ExecOptions
 from repobox_cli.jobs import Status
 from repobox_cli.keycheck import check_key
@@ -50,6 +58,7 @@ from repobox_cli.settings import (
     Settings,
     load_settings,
     options_for,
+    setting_sources,
 )
 from repobox_cli.single import SingleJob
 from repobox_cli.status import StatusReport, status_report
@@ -57,7 +66,6 @@ from repobox_cli.status import StatusReport, status_report
 app = typer.Typer(
     name="repobox",
     help="The Repobox job runner: takes code-agent jobs from Redis, clones, runs the agent, pushes a branch.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -106,7 +114,7 @@ def one_line_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except SettingsError as exc:
+        except (SettingsError, BadInput) as exc:
             fail(str(exc), 2)
         except RepoboxError as exc:
             fail(str(exc))
@@ -161,47 +169,32 @@ def run(
     client = _connected(settings, full_check=True)
     check_key(client, settings.require_key())
     runner = Runner(settings, client, burst=burst)
+    server = (
+        None
+        if settings.metrics_port is None
+        else metrics.serve(metrics.view_of(runner), settings.metrics_host, settings.metrics_port)
+    )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
-    raise typer.Exit(runner.run())
+    try:
+        code = runner.run()
+    finally:
+        if server is not None:
+            server.close()
+    raise typer.Exit(code)
 
 
-def _check(options: dict[str, Any]) -> int:
-    """`run --check`: one line per check; 0 when every check passed, else 2."""
-    failed = False
-
-    def report(ok: bool, what: str, detail: str) -> None:
-        nonlocal failed
-        failed = failed or not ok
-        out_console.print(Text(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}"), soft_wrap=True)
-
+def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] = checks.run_checks) -> int:
+    """`run --check` (and `config --check`): one line per check; 0 when every check passed, else 2."""
     try:
         settings = load_settings(command=RUN, **options)
     except SettingsError as exc:
-        report(False, "settings", str(exc))
+        out_console.print(Text(checks.Check(checks.Verdict.FAIL, "settings", str(exc)).line), soft_wrap=True)
         return 2
-    report(True, "settings", "valid")
-    report(
-        settings.encryption_key is not None,
-        "ENCRYPTION_KEY",
-        f"{settings.encryption_key.key_format} key" if settings.encryption_key else "not set: required to run jobs",
-    )
-    try:
-        _connected(settings).close()
-        report(True, "redis", "reachable")
-    except (RepoboxError, *CONNECTION_ERRORS, redis.RedisError) as exc:
-        report(False, "redis", str(exc))
-    if settings.agent_sandbox is SandboxMode.NONE:
-        out_console.print(
-            Text("warn sandbox: AGENT_SANDBOX=none: agents run unconfined and can see this runner (unsafe)"),
-            soft_wrap=True,
-        )
-    else:
-        try:
-            report(True, "sandbox", sandbox.probe(settings))
-        except SettingsError as exc:
-            report(False, "sandbox", str(exc))
-    return 2 if failed else 0
+    found = [checks.Check(checks.Verdict.OK, "settings", "valid"), *run_checks(settings)]
+    for check in found:
+        out_console.print(Text(check.line), soft_wrap=True)
+    return 2 if any(c.verdict is checks.Verdict.FAIL for c in found) else 0
 
 
 def _render_output(line: str, stream: str, source: str) -> None:
@@ -430,6 +423,32 @@ def status(
 
 
 @app.command()
+@one_line_errors
+@setting_options(RUN)
+def config(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Also check Redis (and its version), the key against stored tokens, the sandbox, TEMP_DIR and git; "
+            "exit 2 if any check fails",
+        ),
+    ] = False,
+    **overrides: Any,
+) -> None:
+    """The settings `run` would use, where each comes from (option, env, file, default); secrets hidden."""
+    if check:
+        raise typer.Exit(_check(overrides, checks.host_checks))
+    settings = load_settings(command=RUN, **overrides)
+    table = Table(box=None, pad_edge=False)
+    for column in ("setting", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for row in config_report.effective_settings(settings, setting_sources(**overrides)):
+        table.add_row(row.env, Text(row.value), str(row.source))
+    out_console.print(table)
+
+
+@app.command()
 def completion(
     shell: Annotated[completions.Shell, typer.Argument(help="bash, zsh or fish", case_sensitive=False)],
 ) -> None:
@@ -547,24 +566,102 @@ def demo(
     raise typer.Exit(run_demo(out_console, redis_url))
 
 
+token_app = typer.Typer(help="Store a provider token as the web app does, or check a stored one against a repository.")
+app.add_typer(token_app, name="token")
+MAX_TOKEN_INPUT_BYTES = 64 * 1024
+
+
+def _read_token() -> str:
+    """The token from a hidden prompt on a terminal, else from stdin: never from the command line."""
+    if sys.stdin.isatty():
+        return getpass.getpass("Token (input hidden): ").strip()
+    data = sys.stdin.buffer.read(MAX_TOKEN_INPUT_BYTES + 1)
+    if len(data) > MAX_TOKEN_INPUT_BYTES:
+        raise BadInput("the token on stdin is too large")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadInput("the token on stdin is not UTF-8 text") from None
+
+
+@token_app.command("set")
+@one_line_errors
+@setting_options(DECRYPT)
+def token_set(
+    user: Annotated[str, typer.Option("--user", help="The web app's user id, e.g. github:12345678")],
+    provider: Annotated[str, typer.Option("--provider", help="The provider id (a uuid, as the web app makes them)")],
+    provider_type: Annotated[tokens.ProviderType, typer.Option("--type", help="github or gitlab")],
+    url: Annotated[str, typer.Option("--url", help="The provider's base URL, e.g. https://github.com")],
+    **overrides: Any,
+) -> None:
+    """Store a provider token as the web app does (git_provider:{user}:{provider}).
+
+    The token is read from a hidden prompt on a terminal, else from stdin; never from the command line."""
+    settings = load_settings(command=DECRYPT, **overrides)
+    key = settings.require_key()
+    tokens.provider_url(url)  # before asking for the token
+    client = _connected(settings)
+    token = tokens.checked_token(_read_token())
+    stored = tokens.store(client, key, user, provider, provider_type, url, token)
+    verb = "created" if stored.created else "updated"
+    out_console.print(
+        Text(f"{verb} {stored.key}: {provider_type} at {tokens.provider_url(url)}, token {mask_token(token)}"),
+        soft_wrap=True,
+    )
+
+
+@token_app.command("check")
+@one_line_errors
+@setting_options(DECRYPT)
+def token_check(
+    user: Annotated[str, typer.Option("--user", help="The web app's user id")],
+    provider: Annotated[str, typer.Option("--provider", help="The provider id")],
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="A repository URL to list with the token (git ls-remote)")
+    ] = None,
+    **overrides: Any,
+) -> None:
+    """Decrypt a stored token and, with --repo, try it there (git ls-remote).
+
+    Exit 0 ok; 1 the token does not decrypt, or the repository refused it or cannot be reached; 2 bad input."""
+    settings = load_settings(command=DECRYPT, **overrides)
+    result = tokens.check(_connected(settings), settings, settings.require_key(), user, provider, repo)
+    line = f"ok: token {result.masked} ({result.kind}) decrypts"
+    if result.repo_url:
+        line += f"; {result.repo_url} accepts it (default branch {result.default_branch or 'none'})"
+    out_console.print(Text(line), soft_wrap=True)
+
+
+def _help_when_bare(ctx: typer.Context) -> None:
+    """A group called without a command prints its help once and exits 0."""
+    if ctx.invoked_subcommand is None:
+        out_console.print(ctx.get_help(), end="")
+        raise typer.Exit(0)
+
+
+@token_app.callback(invoke_without_command=True)
+def _token_root(ctx: typer.Context) -> None:
+    _help_when_bare(ctx)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit")] = False,
 ) -> None:
     if version:
         out_console.print(f"repobox {__version__}")
         raise typer.Exit(0)
+    _help_when_bare(ctx)
 
 
 def main() -> None:
     """Entry point: usage errors too end as one line (exit 2), never Typer's multi-line box."""
     try:
         result = app(standalone_mode=False)
-    except NoArgsIsHelpError:
-        sys.exit(0)  # Typer has printed the help already
-    except UsageError as exc:
+    except typer.TyperException as exc:  # usage errors (click's, carried by Typer): exit 2
         err_console.print(Text(f"repobox: {exc.format_message()}"), soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):

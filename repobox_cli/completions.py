@@ -80,6 +80,7 @@ class CommandSpec:
     help: str
     options: tuple[OptionSpec, ...]
     arguments: tuple[ArgumentSpec, ...] = ()
+    subcommands: tuple[CommandSpec, ...] = ()  # a group (`token`): its commands (`set`, `check`)
 
     def value_options(self) -> list[OptionSpec]:
         return [o for o in self.options if o.takes_value]
@@ -141,8 +142,20 @@ def _value_kind(param: Any) -> tuple[ValueKind, tuple[str, ...]]:
     return ValueKind.TEXT, ()
 
 
+def _setting_choices(names: Sequence[str]) -> tuple[str, ...]:
+    """The fixed values of the setting behind an option (`--log-format`: pretty, json), if any."""
+    from repobox_cli.settings import SETTINGS
+
+    for setting in SETTINGS:
+        if setting.choices and setting.option.split("/")[0] in names:
+            return setting.choices
+    return ()
+
+
 def _option_specs(param: Any) -> list[OptionSpec]:
     kind, choices = _value_kind(param)
+    if kind is ValueKind.TEXT and _setting_choices(param.opts):
+        kind, choices = ValueKind.CHOICE, _setting_choices(param.opts)
     primary = tuple(param.opts)
     secondary = tuple(getattr(param, "secondary_opts", ()) or ())
     repeatable = bool(getattr(param, "multiple", False) or getattr(param, "count", False))
@@ -175,7 +188,18 @@ def _command_spec(name: str, command: Any, ctx: Any) -> CommandSpec:
         else:
             options.extend(_option_specs(param))
     help_text = _first_paragraph(getattr(command, "short_help", None) or command.help)
-    return CommandSpec(name, help_text, tuple(options), tuple(arguments))
+    return CommandSpec(name, help_text, tuple(options), tuple(arguments), _subcommand_specs(command, ctx))
+
+
+def _subcommand_specs(group: Any, ctx: Any) -> tuple[CommandSpec, ...]:
+    if not hasattr(group, "list_commands"):
+        return ()
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not getattr(command, "hidden", False):
+            found.append(_command_spec(name, command, typer.Context(command, info_name=name, parent=ctx)))
+    return tuple(found)
 
 
 def describe(app: typer.Typer | None = None) -> AppSpec:
@@ -235,17 +259,44 @@ def _bash_value_case(command: CommandSpec, indent: str) -> list[str]:
     return [f'{indent}case "$prev" in', *arms, f"{indent}esac"]
 
 
-def _bash_command_arm(command: CommandSpec) -> list[str]:
-    indent = " " * 12
+def _bash_command_arm(command: CommandSpec, indent: str = " " * 8) -> list[str]:
+    inner = indent + "    "
+    if command.subcommands:
+        return _bash_group_arm(command, indent)
     options = " ".join(command.all_option_names())
     return [
-        f"        {command.name})",
-        *_bash_value_case(command, indent),
-        f'{indent}if [[ "$cur" == -* ]]; then',
-        f'{indent}    mapfile -t COMPREPLY < <(compgen -W "{options}" -- "$cur")',
-        f"{indent}fi",
-        f"{indent};;",
+        f"{indent}{command.name})",
+        *_bash_value_case(command, inner),
+        f'{inner}if [[ "$cur" == -* ]]; then',
+        f'{inner}    mapfile -t COMPREPLY < <(compgen -W "{options}" -- "$cur")',
+        f"{inner}fi",
+        f"{inner};;",
     ]
+
+
+def _bash_group_arm(group: CommandSpec, indent: str) -> list[str]:
+    """A group's arm: its subcommand is the next word that is not an option."""
+    inner = indent + "    "
+    names = " ".join(c.name for c in group.subcommands)
+    options = " ".join(group.all_option_names())
+    lines = [
+        f"{indent}{group.name})",
+        f'{inner}sub=""',
+        f"{inner}for (( j = i + 1; j < COMP_CWORD; j++ )); do",
+        f'{inner}    case "${{COMP_WORDS[j]}}" in -*) ;; *) sub="${{COMP_WORDS[j]}}"; break ;; esac',
+        f"{inner}done",
+        f'{inner}case "$sub" in',
+        f'{inner}    "")',
+        f'{inner}        if [[ "$cur" == -* ]]; then',
+        f'{inner}            mapfile -t COMPREPLY < <(compgen -W "{options}" -- "$cur")',
+        f"{inner}        else",
+        f'{inner}            mapfile -t COMPREPLY < <(compgen -W "{names}" -- "$cur")',
+        f"{inner}        fi",
+        f"{inner}        ;;",
+    ]
+    for sub in group.subcommands:
+        lines.extend(_bash_command_arm(sub, inner + "    "))
+    return [*lines, f"{inner}esac", f"{inner};;"]
 
 
 def render_bash(spec: AppSpec) -> str:
@@ -258,7 +309,7 @@ def render_bash(spec: AppSpec) -> str:
         f"# Install: source this file, or copy it to ~/.local/share/bash-completion/completions/{PROG}",
         "",
         f"{FUNCTION}() {{",
-        "    local cur prev cmd word i",
+        "    local cur prev cmd word i sub j",
         "    COMPREPLY=()",
         '    cur="${COMP_WORDS[COMP_CWORD]}"',
         '    prev=""',
@@ -350,6 +401,42 @@ def _zsh_arguments(specs: list[str], indent: str) -> list[str]:
     return [f"{indent}_arguments -s -S \\", *(f"{indent}    {s} \\" for s in specs[:-1]), f"{indent}    {specs[-1]}"]
 
 
+def _zsh_command_functions(command: CommandSpec, function: str) -> list[str]:
+    """`function` completing `command`'s options and arguments; for a group, its subcommands'."""
+    if not command.subcommands:
+        specs = [s for o in command.options for s in _zsh_option_specs(o)] + _zsh_argument_specs(command)
+        return ["", f"{function}() {{", *_zsh_arguments(specs, "    "), "}"]
+    lines = [
+        "",
+        f"{function}() {{",
+        '    local curcontext="$curcontext" state line ret=1',
+        "    _arguments -C \\",
+        *(f"        {s} \\" for o in command.options for s in _zsh_option_specs(o)),
+        f"        '1: :{function}_commands' \\",
+        "        '*:: :->args' && ret=0",
+        "    case $state in",
+        "        args)",
+        "            case $words[1] in",
+        *(f"                {sub.name}) {function}_{sub.name} && ret=0 ;;" for sub in command.subcommands),
+        "            esac",
+        "            ;;",
+        "    esac",
+        "    return ret",
+        "}",
+        "",
+        f"{function}_commands() {{",
+        "    local -a commands",
+        "    commands=(",
+        *(f"        '{_zsh_escape(c.name)}:{_zsh_escape(c.help)}'" for c in command.subcommands),
+        "    )",
+        f"    _describe -t commands '{PROG} {command.name} command' commands",
+        "}",
+    ]
+    for sub in command.subcommands:
+        lines += _zsh_command_functions(sub, f"{function}_{sub.name}")
+    return lines
+
+
 def render_zsh(spec: AppSpec) -> str:
     root_specs = [s for o in spec.root.options for s in _zsh_option_specs(o)]
     lines = [
@@ -389,8 +476,7 @@ def render_zsh(spec: AppSpec) -> str:
         "}",
     ]
     for command in spec.commands:
-        specs = [s for o in command.options for s in _zsh_option_specs(o)] + _zsh_argument_specs(command)
-        lines += ["", f"{FUNCTION}_{command.name}() {{", *_zsh_arguments(specs, "    "), "}"]
+        lines += _zsh_command_functions(command, f"{FUNCTION}_{command.name}")
     lines += [
         "",
         f'if [[ "$funcstack[1]" == "{FUNCTION}" ]]; then',
@@ -454,7 +540,15 @@ def render_fish(spec: AppSpec) -> str:
         lines.append(f"complete -c {PROG} -n {root_condition} -a {command.name} -d {_fish_quote(command.help)}")
     for command in spec.commands:
         lines.append("")
-        lines.extend(_fish_option_lines(_fish_quote(f"__fish_seen_subcommand_from {command.name}"), command.options))
+        seen = f"__fish_seen_subcommand_from {command.name}"
+        lines.extend(_fish_option_lines(_fish_quote(seen), command.options))
+        subs = " ".join(s.name for s in command.subcommands)
+        for sub in command.subcommands:
+            condition = _fish_quote(f"{seen}; and not __fish_seen_subcommand_from {subs}")
+            lines.append(f"complete -c {PROG} -n {condition} -a {sub.name} -d {_fish_quote(sub.help)}")
+        for sub in command.subcommands:
+            condition = _fish_quote(f"{seen}; and __fish_seen_subcommand_from {sub.name}")
+            lines.extend(_fish_option_lines(condition, sub.options))
     return "\n".join(lines) + "\n"
 
 

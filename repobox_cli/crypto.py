@@ -86,12 +86,20 @@ def decrypt(ciphertext: str, key: EncryptionKey) -> str:
         raise DecryptError("the decrypted data is not UTF-8 text") from exc
 
 
-def encrypt(plaintext: str, key: EncryptionKey) -> str:
-    """Encrypt as the web app does (for tooling and tests of this module)."""
+def encrypt_token(plaintext: str, key: bytes) -> str:
+    """Encrypt as the web app's `crypto.ts` does: AES-256-GCM with a random 12-byte IV, stored as
+    `base64(iv):base64(authTag):base64(ciphertext)` of the UTF-8 plaintext. `key` is the 32 key bytes."""
+    if len(key) != KEY_BYTES:
+        raise KeyFormatError(f"the key is {len(key)} bytes, expected {KEY_BYTES}")
     iv = os.urandom(IV_BYTES)
-    cipher = AES.new(key.key_bytes, AES.MODE_GCM, nonce=iv)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=iv)
     body, tag = cipher.encrypt_and_digest(plaintext.encode("utf-8"))
     return ":".join(base64.b64encode(p).decode("ascii") for p in (iv, tag, body))
+
+
+def encrypt(plaintext: str, key: EncryptionKey) -> str:
+    """`encrypt_token` with a parsed ENCRYPTION_KEY."""
+    return encrypt_token(plaintext, key.key_bytes)
 
 
 def mask_token(token: str) -> str:

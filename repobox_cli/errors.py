@@ -5,6 +5,10 @@ class RepoboxError(Exception):
     """Raised for every failure repobox itself detects; the message is one safe line."""
 
 
+class BadInput(RepoboxError):
+    """Raised when a command's arguments are invalid or name nothing (exit 2, like a bad setting)."""
+
+
 class SettingsError(RepoboxError):
     """Raised when a setting is missing or invalid at start-up."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from repobox_cli import agent, claude_events, keys, mr, sandbox, validation, workdir
+from repobox_cli import agent, claude_events, keys, metrics, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.crypto import decrypt
@@ -216,6 +216,7 @@ class Executor:
         ids = sandbox.agent_ids(self.settings, active.attempt.attempt_id)
         return ids is not None or self.settings.agent_sandbox is SandboxMode.BWRAP
 
+    @metrics.timed_step("agent")
     def agent_step(self, active: ActiveJob, paths: workdir.WorkPaths) -> None:
         """The agent in `paths.repo` (a job's clone or a session's working copy), which is first
         handed to the agent's uid when that is not the runner's."""

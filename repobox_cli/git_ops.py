@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sh
 
-from repobox_cli import procs, workdir
+from repobox_cli import metrics, procs, workdir
 from repobox_cli.control import JobControl
 from repobox_cli.errors import GitError, JobStopped
 from repobox_cli.redaction import basic_auth_value, one_line
@@ -267,6 +267,7 @@ class Git:
                 heads[name[len("refs/heads/") :]] = left
         return RemoteRefs(default_branch=default, heads=heads)
 
+    @metrics.timed_step("clone")
     def clone(self, repo: RepoUrl, token: str, branch: str) -> str:
         """Clone `branch` into the runner's bare repository; the base commit's sha."""
         self.run(
@@ -337,6 +338,7 @@ class Git:
         workdir.remove_tree(self.paths.git_home)
         self.paths.git_home.mkdir(mode=workdir.PRIVATE_DIR_MODE)
 
+    @metrics.timed_step("commit")
     def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
         """Commit the agent's files on top of `base_sha` as `work_branch`; None if nothing changed."""
         self._in_runner_repo(["read-tree", base_sha], step="commit", work_tree=True)
@@ -411,6 +413,7 @@ class Git:
                 removed += int(parts[1])
         return added, removed
 
+    @metrics.timed_step("push")
     def push(self, repo: RepoUrl, token: str, commit: str, work_branch: str, expected: str | None) -> None:
         """Push `commit` to `work_branch` at the job's URL, replacing it only if it still is `expected`."""
         ref = f"refs/heads/{work_branch}"

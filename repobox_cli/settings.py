@@ -11,6 +11,7 @@ import re
 import socket
 import stat
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_BLOCK_MS = 400  # short enough to stop (signal, burst) within half a second; not polling: BLOCK waits
 DEFAULT_TICK_MS = 250
+DEFAULT_METRICS_HOST = "127.0.0.1"  # the endpoint has no authentication: loopback unless asked
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_AUTHOR_NAME = "Repobox"
 DEFAULT_AUTHOR_EMAIL = "repobox@localhost"
@@ -86,16 +88,31 @@ class NetworkMode(StrEnum):
 SANDBOX_PATHS_FORBIDDEN = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/etc"))
 
 
-def _choice(kind: type[StrEnum]) -> Parse:
-    def parse(name: str, raw: Any) -> Any:
+class LogFormat(StrEnum):
+    """LOG_FORMAT: how log lines look on stderr."""
+
+    PRETTY = "pretty"
+    JSON = "json"
+
+
+class _Choice:
+    """Parses one of a StrEnum's values (any case); its `choices` feed the shell completions."""
+
+    def __init__(self, kind: type[StrEnum]) -> None:
+        self.kind = kind
+        self.choices = tuple(str(m.value) for m in kind)
+
+    def __call__(self, name: str, raw: Any) -> Any:
         word = str(raw).strip().lower()
         try:
-            return kind(word)
+            return self.kind(word)
         except ValueError:
-            allowed = " or ".join(repr(m.value) for m in kind)
+            allowed = " or ".join(repr(c) for c in self.choices)
             raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
 
-    return parse
+
+def _choice(kind: type[StrEnum]) -> Parse:
+    return _Choice(kind)
 
 
 def _sandbox_paths(name: str, raw: Any) -> tuple[Path, ...]:
@@ -201,7 +218,7 @@ class Settings:
     agent_sandbox: SandboxMode = SandboxMode.BWRAP
     agent_network: NetworkMode = NetworkMode.HOST
     agent_sandbox_paths: tuple[Path, ...] = ()
-    log_format: str = "json"
+    log_format: LogFormat = LogFormat.JSON
     git_author_name: str = DEFAULT_AUTHOR_NAME
     git_author_email: str = DEFAULT_AUTHOR_EMAIL
     max_deliveries: int = 5
@@ -217,6 +234,8 @@ class Settings:
     git_env: Mapping[str, str] = field(default_factory=dict)
     agent_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     path_env: str = DEFAULT_PATH
+    metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
 
     @property
     def lease_renew_s(self) -> float:
@@ -399,11 +418,17 @@ class Setting:
     # The commands that take the option (default: every command that reads the setting).
     option_commands: frozenset[str] | None = None
     group: str = ""  # "redis": a field of Settings.redis (RedisSettings), not of Settings
+    secret: bool = False  # never shown (`repobox config` masks it)
 
     @property
     def param(self) -> str:
         """The option's parameter name in the CLI functions and in `load_settings` overrides."""
         return self.option.split("/")[0].lstrip("-").replace("-", "_")
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The values it takes, when they are a fixed few (completed by the shells)."""
+        return self.parse.choices if isinstance(self.parse, _Choice) else ()
 
     @property
     def shown_default(self) -> str:
@@ -432,11 +457,30 @@ def _path(_name: str, raw: Any) -> Path:
     return Path(str(raw)).absolute()
 
 
-def _log_format(name: str, raw: Any) -> str:
-    value = str(raw).lower()
-    if value not in ("pretty", "json"):
-        raise SettingsError(f"{name} must be 'pretty' or 'json', got {value!r}")
-    return value
+def _work_dir(name: str, raw: Any) -> Path:
+    """An absolute directory this user can work in: it exists and is writable, or can be created."""
+    path = _path(name, raw)
+    problem = dir_problem(path)
+    if problem:
+        raise SettingsError(f"{name} {path} cannot be used: {problem}")
+    return path
+
+
+def dir_problem(path: Path) -> str | None:
+    """Why this user cannot use `path` as a directory to write in (None: it can, or can create it).
+    Ownership and mode are checked where it is used (`workdir.ensure_private_dir`)."""
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory" if existing.is_file() else f"{existing} is not a directory"
+    # Try it (root passes every permission check, not a read-only or virtual file system).
+    try:
+        tempfile.TemporaryDirectory(prefix=".repobox-probe-", dir=existing).cleanup()
+    except OSError as exc:
+        what = "it is not writable" if existing == path else f"it cannot be created in {existing}"
+        return f"{what} ({exc.strerror or exc})"
+    return None
 
 
 def _runner_id(name: str, raw: Any) -> str:
@@ -463,6 +507,16 @@ def _agent_env_names(name: str, raw: Any) -> tuple[str, ...]:
     if forbidden:
         raise SettingsError(f"{name} must not pass {', '.join(forbidden)} to the agent")
     return names
+
+
+MAX_PORT = 65535
+
+
+def _listen_host(name: str, raw: Any) -> str:
+    value = str(raw).strip()
+    if not value or any(c.isspace() or c in "/@" for c in value):
+        raise SettingsError(f"{name} must be a host name or an IP address, got {str(raw)[:40]!r}")
+    return value
 
 
 def _tick_s(name: str, raw: Any) -> float:
@@ -501,6 +555,7 @@ SETTINGS: tuple[Setting, ...] = (
         "password of the ACL user (or in `REDIS_URL`); read once, then wiped from the runner's environment",
         commands=ALL_COMMANDS,
         group="redis",
+        secret=True,
     ),
     Setting(
         "password",
@@ -576,6 +631,7 @@ SETTINGS: tuple[Setting, ...] = (
         "password at the Sentinels",
         commands=ALL_COMMANDS,
         group="redis",
+        secret=True,
     ),
     Setting(
         "sentinel_tls",
@@ -615,6 +671,7 @@ SETTINGS: tuple[Setting, ...] = (
         "(environment only: argv is visible to every user)",
         commands=frozenset({RUN, EXEC, DECRYPT}),
         default_doc="required to run jobs (or the file below)",
+        secret=True,
     ),
     Setting(
         "encryption_key",
@@ -668,7 +725,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "temp_dir",
         "TEMP_DIR",
-        _path,
+        _work_dir,
         DEFAULT_TEMP_DIR,
         "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700",
         "--temp-dir",
@@ -703,6 +760,7 @@ SETTINGS: tuple[Setting, ...] = (
         'shell command run in the clone (see "The agent step")',
         "--agent-command",
         default_doc="empty: the placeholder step",
+        secret=True,  # operators put API keys inline in it
     ),
     Setting(
         "agent_kind",
@@ -761,7 +819,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "log_format",
         "LOG_FORMAT",
-        _log_format,
+        _choice(LogFormat),
         None,
         "`pretty` or `json`: log lines on stderr",
         "--log-format",
@@ -856,6 +914,27 @@ SETTINGS: tuple[Setting, ...] = (
         "cut at 4 KiB",
     ),
     Setting(
+        "metrics_port",
+        "METRICS_PORT",
+        _ints(1, MAX_PORT),
+        None,
+        'serve Prometheus metrics at `http://METRICS_HOST:METRICS_PORT/metrics` (see "Metrics")',
+        "--metrics-port",
+        int,
+        frozenset({RUN}),
+        default_doc="none: no metrics endpoint",
+    ),
+    Setting(
+        "metrics_host",
+        "METRICS_HOST",
+        _listen_host,
+        DEFAULT_METRICS_HOST,
+        "the address the metrics endpoint listens on (`0.0.0.0` for every interface)",
+        "--metrics-host",
+        str,
+        frozenset({RUN}),
+    ),
+    Setting(
         "block_ms",
         "REPOBOX_BLOCK_MS",
         _ints(1),
@@ -913,7 +992,7 @@ def load_settings(
         values["runner_id"] = default_runner_id()
     if command in WORKER and "log_format" not in values:
         tty = sys.stderr.isatty() if stderr_is_tty is None else stderr_is_tty
-        values["log_format"] = "pretty" if tty else "json"
+        values["log_format"] = LogFormat.PRETTY if tty else LogFormat.JSON
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
     _check_together(values)
@@ -934,6 +1013,34 @@ def _check_together(values: dict[str, Any]) -> None:
         values["agent_command"] = CLAUDE_COMMAND
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
+
+
+class Source(StrEnum):
+    """Where a setting's value came from."""
+
+    OPTION = "option"
+    ENV = "env"
+    FILE = "file"  # ENCRYPTION_KEY or the Redis password, read from its *_FILE
+    DEFAULT = "default"
+
+
+def setting_sources(env: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, tuple[Source, str | None]]:
+    """For every row of `SETTINGS` (by variable name): where its value comes from, as `load_settings`
+    decides, and the raw text given (None: the default, or a value computed at load)."""
+    env = os.environ if env is None else env
+    found: dict[str, tuple[Source, str | None]] = {}
+    for s in SETTINGS:
+        given = overrides.get(s.param) if s.option else None
+        if given is not None:
+            found[s.env] = (Source.OPTION, str(given))
+        elif env.get(s.env):
+            found[s.env] = (Source.ENV, env[s.env])
+        else:
+            found[s.env] = (Source.DEFAULT, s.default)
+    for secret, file in (("ENCRYPTION_KEY", "ENCRYPTION_KEY_FILE"), ("REDIS_PASSWORD", "REDIS_PASSWORD_FILE")):
+        if env.get(file):
+            found[secret] = (Source.FILE, None)
+    return found
 
 
 def settings_markdown() -> str:

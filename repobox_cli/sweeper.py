@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from repobox_cli import metrics
 from repobox_cli.leases import Leases
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ClaimSweeper:
         claimed = [(i, f) for i, f in (reply[1] if reply else []) if i]
         if not claimed:
             return []
+        metrics.taken_over(self.consumer, self.leases.stream, len(claimed))
         counts = self._delivery_counts([i for i, _ in claimed])
         return [Claimed(i, dict(f or {}), self._uncount_waiting(i, counts.get(i, 1))) for i, f in claimed]
 

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from repobox_cli import metrics
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.redaction import one_line
 
@@ -62,6 +63,7 @@ class WorkerPool:
         except Exception as exc:  # noqa: BLE001 - boundary: keep the worker alive, whatever happens
             log.error("worker error: %s: %s", type(exc).__name__, one_line(str(exc)), extra={"job_id": active.job.id})
             outcome = RunOutcome.ERROR
+        metrics.work_finished(active, outcome)
         with self._cond:
             self._running.pop((active.lane, active.attempt.entry_id), None)
             self._stats[outcome] += 1

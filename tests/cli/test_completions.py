@@ -113,8 +113,8 @@ def test_bash_script_is_valid_syntax() -> None:
         (["repobox", "run", "--con"], ["--concurrency"]),
         (
             ["repobox", ""],
-            ["run", "exec", "decrypt", "pending", "status", "completion"]
-            + ["enqueue", "logs", "cancel", "retry", "health", "demo"],
+            ["run", "exec", "decrypt", "pending", "status", "config", "completion"]
+            + ["enqueue", "logs", "cancel", "retry", "health", "demo", "token"],
         ),
         (["repobox", "p"], ["pending"]),
         (["repobox", "--"], ["--version", "--help"]),
@@ -125,6 +125,18 @@ def test_bash_script_is_valid_syntax() -> None:
         (["repobox", "decrypt", "--u"], ["--user"]),
         (["repobox", "pending", "--j"], ["--json"]),
         (["repobox", "run", "--burst", "--con"], ["--concurrency"]),
+        # values from the settings table's choices
+        (["repobox", "run", "--log-format", ""], ["pretty", "json"]),
+        (["repobox", "exec", "--log-format", "p"], ["pretty"]),
+        (["repobox", "run", "--agent-sandbox", ""], ["bwrap", "none"]),
+        # a group's commands, then their options and values
+        (["repobox", "token", ""], ["set", "check"]),
+        (["repobox", "token", "s"], ["set"]),
+        (["repobox", "token", "set", "--t"], ["--type"]),
+        (["repobox", "token", "set", "--type", ""], ["github", "gitlab"]),
+        (["repobox", "token", "check", "--r"], ["--repo", "--redis-url"]),
+        (["repobox", "config", "--ch"], ["--check"]),
+        (["repobox", "run", "--metrics-"], ["--metrics-port", "--metrics-host"]),
         # the value of an option is not another option
         (["repobox", "run", "--concurrency", ""], []),
         (["repobox", "run", "--redis-url", "--"], []),

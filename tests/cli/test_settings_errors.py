@@ -103,6 +103,26 @@ def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, s
     assert not (tmp_path / "work").exists()  # refused before doing anything
 
 
+@pytest.mark.parametrize("command", [["run"], ["exec", "0e8f9a6c-2c1e-4a57-9d3b-6f0f1b7e2a10"]])
+@pytest.mark.parametrize(
+    ("temp_dir", "needles"),
+    [
+        pytest.param("afile", ["TEMP_DIR", "afile is a file"], id="a-file"),
+        pytest.param("afile/below", ["TEMP_DIR", "afile is a file"], id="below-a-file"),
+        pytest.param("/proc/repobox-work", ["TEMP_DIR", "cannot be created in /proc"], id="not-creatable"),
+    ],
+)
+def test_a_temp_dir_that_cannot_be_used_is_a_bad_setting(
+    tmp_path: Path, command: list[str], temp_dir: str, needles: list[str]
+) -> None:
+    (tmp_path / "afile").write_text("not a directory\n")
+
+    result, elapsed_s = repobox(*command, tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, TEMP_DIR=temp_dir)
+
+    assert_stops_with_one_line(result, elapsed_s, *needles)
+    assert result.returncode == 2
+
+
 def test_unreachable_redis_stops_run_quickly(tmp_path: Path) -> None:
     port = closed_port()
     result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=f"redis://127.0.0.1:{port}")
@@ -170,6 +190,29 @@ def test_no_arguments_shows_help_once(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "decrypt" in result.stdout + result.stderr
     assert (result.stdout + result.stderr).count("Usage:") == 1
+
+
+def test_a_command_group_without_a_command_shows_its_help_once(tmp_path: Path) -> None:
+    result, _ = repobox("token", tmp_path=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.stdout.count("Usage:") == 1 and "check" in result.stdout
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    result, elapsed_s = repobox("run", "--concurrency", "many", tmp_path=tmp_path)
+    assert_stops_with_one_line(result, elapsed_s, "--concurrency")
+    assert result.returncode == 2
+
+
+def test_no_module_imports_typers_private_modules() -> None:
+    package = Path(__file__).resolve().parents[2] / "repobox_cli"
+    offending = [
+        f"{path.name}:{number}"
+        for path in sorted(package.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\btyper\._|\b_click\b", line)
+    ]
+    assert not offending, offending
 
 
 def test_encryption_key_is_never_an_option(tmp_path: Path) -> None:

@@ -82,28 +82,38 @@ def node_encrypt(plaintext: str, key: str) -> str:
     return node_encrypt_many([plaintext], key)[0]
 
 
-_NODE_DECRYPT = r"""
+# Mirrors the web app's decrypt routine: the stored `iv:authTag:ciphertext` back to UTF-8 text.
+_NODE_DECRYPT_SCRIPT = r"""
 const crypto = require('crypto');
+PARSE_KEY
+function decrypt(stored, key) {
+  const [iv, authTag, ciphertext] = stored.split(':').map((p) => Buffer.from(p, 'base64'));
+  const decipher = crypto.createDecipheriv('aes-256-gcm', key, iv);
+  decipher.setAuthTag(authTag);
+  return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
+}
 const chunks = [];
 process.stdin.on('data', (c) => chunks.push(c));
 process.stdin.on('end', () => {
-  const input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  const [iv, tag, body] = input.ciphertext.split(':').map((p) => Buffer.from(p, 'base64'));
-  const decipher = crypto.createDecipheriv('aes-256-gcm', Buffer.from(input.key, 'hex'), iv);
-  decipher.setAuthTag(tag);
-  process.stdout.write(Buffer.concat([decipher.update(body), decipher.final()]).toString('utf8'));
+  try {
+    const input = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    process.stdout.write(JSON.stringify(decrypt(input.stored, parseKey(input.key))));
+  } catch (err) {
+    process.stderr.write(String(err && err.message ? err.message : err));
+    process.exit(2);
+  }
 });
-"""
+""".replace("PARSE_KEY", _NODE_SCRIPT.split("function encrypt", 1)[0].split("require('crypto');", 1)[1])
 
 
-def node_decrypt(ciphertext: str, hex_key: str) -> str:
-    """Decrypt as the web app does (its decrypt mirrors its encrypt above); key and data on stdin."""
+def node_decrypt(stored: str, key: str) -> str:
+    """Decrypt a stored token exactly like the web app (key and ciphertext via stdin)."""
     result = subprocess.run(
-        ["node", "-e", _NODE_DECRYPT],
-        input=json.dumps({"key": hex_key, "ciphertext": ciphertext}).encode(),
+        ["node", "-e", _NODE_DECRYPT_SCRIPT],
+        input=json.dumps({"key": key, "stored": stored}).encode(),
         capture_output=True,
         timeout=NODE_DEADLINE_S,
     )
     if result.returncode != 0:
         raise NodeCryptoError(f"node decryption failed: {result.stderr.decode(errors='replace').strip()}")
-    return result.stdout.decode()
+    return str(json.loads(result.stdout))

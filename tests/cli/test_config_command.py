@@ -1,0 +1,119 @@
+"""`repobox config [--check]`: every setting of the table with its value and source, secrets
+hidden; the checks against a real Redis, the sandbox, TEMP_DIR and git."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repobox_cli.settings import SETTINGS
+from tests.support.world import World
+
+pytestmark = pytest.mark.timeout(90)
+
+AGENT_SECRET = "sk-ant-" + "S3cr3tInl1neAp1K3y"
+REDIS_PASSWORD = "r3d1s-pa55w0rd-xyz"
+
+
+def rows(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, str]]:
+    """setting -> (value, source) from the printed table."""
+    found = {}
+    for line in result.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3:
+            found[parts[0]] = (" ".join(parts[1:-1]), parts[-1])
+    return found
+
+
+def key_file(world: World) -> Path:
+    path = world.tmp / "key"
+    path.write_text(world.key + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_config_lists_every_setting_with_its_source_and_hides_secrets(world: World) -> None:
+    result = world.repobox(
+        "config",
+        "--concurrency",
+        "3",
+        ENCRYPTION_KEY="",
+        ENCRYPTION_KEY_FILE=str(key_file(world)),
+        MAX_JOBS_PER_USER="2",
+        AGENT_COMMAND=f"ANTHROPIC_API_KEY={AGENT_SECRET} claude",
+        REDIS_URL=f"redis://runner:{REDIS_PASSWORD}@127.0.0.1:{world.redis_server.port}/0",
+    )
+
+    assert result.returncode == 0, result.stderr
+    shown = rows(result)
+    assert list(shown) == [s.env for s in SETTINGS]  # the table, in its order: no second list
+    assert shown["MAX_CONCURRENT_JOBS"] == ("3", "option")
+    assert shown["MAX_JOBS_PER_USER"] == ("2", "env")
+    assert shown["ENCRYPTION_KEY"] == ("set (hex (64 characters))", "file")
+    assert shown["JOB_TIMEOUT"] == ("3600", "default")
+    assert shown["SHUTDOWN_TIMEOUT"] == ("3600", "default")  # computed from JOB_TIMEOUT
+    assert shown["AGENT_COMMAND"] == ("set (hidden)", "env")
+    assert shown["REDIS_URL"][0] == f"redis://runner:****@127.0.0.1:{world.redis_server.port}/0"
+    for secret in (world.key, AGENT_SECRET, REDIS_PASSWORD):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_config_with_a_bad_setting_is_one_line_and_exit_2(world: World) -> None:
+    result = world.repobox("config", MAX_CONCURRENT_JOBS="many")
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "MAX_CONCURRENT_JOBS" in result.stderr
+
+
+def test_config_check_passes_on_a_working_host_one_line_per_check(world: World) -> None:
+    world.add_provider(world.default_user)
+
+    result = world.repobox("config", "--check")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   settings",
+        "ok   ENCRYPTION_KEY",
+        "ok   redis",
+        "ok   stored tokens",
+        "ok   sandbox",
+        "ok   TEMP_DIR",
+        "ok   git",
+    ], lines
+    version = world.client.info("server")["redis_version"]
+    assert f"version {version}" in lines[2]
+    assert "decrypts the 1 sampled" in lines[3]
+    assert "git version" not in lines[6] and "version 2." in lines[6]
+
+
+def test_config_check_fails_on_the_key_that_decrypts_no_stored_token(world: World) -> None:
+    world.add_provider(world.default_user)
+
+    result = world.repobox("config", "--check", ENCRYPTION_KEY="ab" * 32)
+
+    assert result.returncode == 2
+    assert any(line.startswith("FAIL stored tokens:") for line in result.stdout.splitlines()), result.stdout
+
+
+def test_config_check_fails_on_an_unreachable_redis_and_goes_on_with_the_other_checks(world: World) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}"
+
+    result = world.repobox("config", "--check", REDIS_URL=url)
+
+    assert result.returncode == 2
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("FAIL redis:") for line in lines), lines
+    assert [line.split(":")[0] for line in lines][-3:] == ["ok   sandbox", "ok   TEMP_DIR", "ok   git"], lines
+
+
+def test_config_check_fails_without_a_key(world: World) -> None:
+    result = world.repobox("config", "--check", ENCRYPTION_KEY="")
+
+    assert result.returncode == 2
+    assert "FAIL ENCRYPTION_KEY: not set" in result.stdout
