@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import jobs, pickup
+from benchmarks import cli_start, dispatch, jobs, pickup
 from benchmarks.env import Bench, bench_world
 from benchmarks.table import Row, render
 
@@ -16,7 +16,9 @@ Item = Callable[[Bench, bool], list[Row]]
 
 ITEMS: dict[str, Item] = {
     "pickup": lambda bench, quick: pickup.run(bench, pickup.QUICK if quick else pickup.FULL),
+    "dispatch": dispatch.run,
     "jobs": lambda bench, quick: jobs.run(bench, jobs.QUICK if quick else jobs.FULL),
+    "cli": cli_start.run,
 }
 
 
