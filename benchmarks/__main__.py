@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import cli_start, dispatch, jobs, pickup
+from benchmarks import cli_start, dispatch, jobs, memory, pickup
 from benchmarks.env import Bench, bench_world
 from benchmarks.table import Row, render
 
@@ -18,6 +18,7 @@ ITEMS: dict[str, Item] = {
     "pickup": lambda bench, quick: pickup.run(bench, pickup.QUICK if quick else pickup.FULL),
     "dispatch": dispatch.run,
     "jobs": lambda bench, quick: jobs.run(bench, jobs.QUICK if quick else jobs.FULL),
+    "memory": memory.run,
     "cli": cli_start.run,
 }
 
