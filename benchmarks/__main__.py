@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import cli_start, dispatch, exits, jobs, memory, output_latency, pickup
+from benchmarks import cli_start, dispatch, exits, jobs, memory, output_latency, pickup, scale
 from benchmarks.env import Bench, bench_world
 from benchmarks.table import Row, render
 
@@ -20,6 +20,7 @@ ITEMS: dict[str, Item] = {
     "jobs": lambda bench, quick: jobs.run(bench, jobs.QUICK if quick else jobs.FULL),
     "memory": memory.run,
     "output": output_latency.run,
+    "scale": scale.run,
     "cli": cli_start.run,
     "exits": exits.run,
 }
