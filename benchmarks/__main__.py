@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from benchmarks import cli_start, dispatch, exits, jobs, memory, output_latency, pickup, scale
+from benchmarks import cli_start, clone, dispatch, exits, jobs, memory, output_latency, pickup, scale
 from benchmarks.env import Bench, bench_world
 from benchmarks.table import Row, render
 
@@ -21,6 +21,7 @@ ITEMS: dict[str, Item] = {
     "memory": memory.run,
     "output": output_latency.run,
     "scale": scale.run,
+    "clone": clone.run,
     "cli": cli_start.run,
     "exits": exits.run,
 }
