@@ -13,7 +13,7 @@ from benchmarks.env import Bench
 from benchmarks.stats import median, ratio
 from benchmarks.table import Row, fmt_ms
 
-QUICK_ROUNDS, FULL_ROUNDS = 3, 15
+QUICK_ROUNDS, FULL_ROUNDS = 2, 15
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:

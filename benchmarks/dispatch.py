@@ -73,6 +73,13 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     rate, base_rate = median(ours), median(base)
     share = ratio(rate, base_rate)
     return [
-        Row("2", f"dispatch fast path ({count} final entries)", fmt_rate(rate, "entries/s"),
-            fmt_rate(base_rate, "entries/s"), share, "≥ 0.6 ×", share >= 0.6)
+        Row(
+            "2",
+            f"dispatch fast path ({count} final entries)",
+            fmt_rate(rate, "entries/s"),
+            fmt_rate(base_rate, "entries/s"),
+            share,
+            "≥ 0.6 ×",
+            share >= 0.6,
+        )
     ]

@@ -50,9 +50,11 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     rows = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         value = median([_signal_exit(bench, signum) for _ in range(rounds)])
-        rows.append(Row("11", f"idle `run`: {signum.name} → exited", fmt_ms(value), "", target="≤ 500 ms",
-                        met=value <= 0.5))
+        rows.append(
+            Row("11", f"idle `run`: {signum.name} → exited", fmt_ms(value), "", target="≤ 500 ms", met=value <= 0.5)
+        )
     value = median([_burst_exit(bench) for _ in range(rounds)])
-    rows.append(Row("11", "`run --burst`: last job final → exited", fmt_ms(value), "", target="≤ 500 ms",
-                    met=value <= 0.5))
+    rows.append(
+        Row("11", "`run --burst`: last job final → exited", fmt_ms(value), "", target="≤ 500 ms", met=value <= 0.5)
+    )
     return rows

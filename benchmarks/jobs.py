@@ -81,8 +81,15 @@ def run(bench: Bench, sizes: Sizes) -> list[Row]:
         bench.stop_runner(runner)
     one, one_shell = median(ours), median(shell)
     rows.append(
-        Row("3", "one job, started → finished (tiny repo)", fmt_ms(one), fmt_ms(one_shell), ratio(one, one_shell),
-            "≤ 1.10 ×", ratio(one, one_shell) <= 1.10)
+        Row(
+            "3",
+            "one job, started → finished (tiny repo)",
+            fmt_ms(one),
+            fmt_ms(one_shell),
+            ratio(one, one_shell),
+            "≤ 1.10 ×",
+            ratio(one, one_shell) <= 1.10,
+        )
     )
     for concurrency in sizes.concurrencies:
         rows.append(_throughput(bench, sizes, concurrency, users))

@@ -8,22 +8,20 @@ import time
 from benchmarks.env import Bench, wait_until
 from benchmarks.monitor import CommandCounter
 from benchmarks.procinfo import rss_kib
-from benchmarks.stats import median
 from benchmarks.table import Row
 
 IN_FLIGHT = 8
 SETTLE_S = 1.0
-AGENT_SLEEP_S = 4
 AGENT_MARK = "bench-agent-started"
 
 
-def _rss(bench: Bench) -> tuple[float, float]:
+def _rss(bench: Bench, agent_sleep_s: int) -> tuple[float, float]:
     """MiB idle (after start and a settle) and with IN_FLIGHT agents running."""
     runner = bench.start_runner(
         name="memory",
         MAX_CONCURRENT_JOBS=str(IN_FLIGHT),
         MAX_JOBS_PER_USER=str(IN_FLIGHT),
-        AGENT_COMMAND=f"echo {AGENT_MARK}; sleep {AGENT_SLEEP_S}",
+        AGENT_COMMAND=f"echo {AGENT_MARK}; sleep {agent_sleep_s}",
         AGENT_SANDBOX="none",
     )
     try:
@@ -63,8 +61,8 @@ def _commands_per_job(bench: Bench, jobs: int) -> tuple[float, float, str]:
 
 
 def run(bench: Bench, quick: bool) -> list[Row]:
-    idle, busy = _rss(bench)
-    jobs = 2 if quick else 5
+    idle, busy = _rss(bench, 1 if quick else 4)
+    jobs = 1 if quick else 5
     per_job, output, top = _commands_per_job(bench, jobs)
     return [
         Row("5", "runner RSS idle (children excluded)", f"{idle:.0f} MiB", "", target="≤ 40 MB", met=idle <= 40),

@@ -42,7 +42,9 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     pubsub = bench.client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe(**{"__keyspace@0__:job:*:output": on_push})
     thread = pubsub.run_in_thread(sleep_time=0.1, daemon=True)
-    runner = bench.start_runner(name="output", MAX_CONCURRENT_JOBS="1", AGENT_COMMAND=_agent(lines), AGENT_SANDBOX="none")
+    runner = bench.start_runner(
+        name="output", MAX_CONCURRENT_JOBS="1", AGENT_COMMAND=_agent(lines), AGENT_SANDBOX="none"
+    )
     try:
         bench.wait_final(bench.world.add_job())
     finally:
@@ -52,7 +54,13 @@ def run(bench: Bench, quick: bool) -> list[Row]:
         pubsub.close()
     p50, worst = median(latencies), percentile(latencies, 100)
     return [
-        Row("6", f"output line latency, agent → Redis, p50 ({len(latencies)} lines)", fmt_ms(p50), "",
-            target="≤ 100 ms", met=p50 <= 0.1),
+        Row(
+            "6",
+            f"output line latency, agent → Redis, p50 ({len(latencies)} lines)",
+            fmt_ms(p50),
+            "",
+            target="≤ 100 ms",
+            met=p50 <= 0.1,
+        ),
         Row("6", "output line latency, worst", fmt_ms(worst), "", target="≤ 100 ms", met=worst <= 0.1),
     ]

@@ -25,7 +25,7 @@ class Sizes:
     idle_rounds: int
 
 
-QUICK = Sizes(jobs=20, rounds=2, idle_s=1.0, idle_rounds=1)
+QUICK = Sizes(jobs=10, rounds=1, idle_s=0.5, idle_rounds=1)
 FULL = Sizes(jobs=240, rounds=4, idle_s=10.0, idle_rounds=2)
 
 
