@@ -1,5 +1,6 @@
 """Item 8: CLI start, `repobox --version` and `repobox pending` on an empty Redis, wall time and
-peak RSS, against `python -c pass` (the interpreter's own start), interleaved."""
+peak RSS, against `python -c pass` (the interpreter's own start), interleaved. Run as
+`python -m repobox_cli` (what the `repobox` script does, and what PYTHONPATH can point elsewhere)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from benchmarks.env import Bench
 from benchmarks.stats import median, ratio
@@ -28,18 +28,13 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
-def repobox_bin() -> str:
-    found = Path(sys.executable).parent / "repobox"
-    return str(found) if found.exists() else "repobox"
-
-
 def run(bench: Bench, quick: bool) -> list[Row]:
     rounds = QUICK_ROUNDS if quick else FULL_ROUNDS
     env = bench.env()
     commands = {
         "python": [sys.executable, "-c", "pass"],
-        "version": [repobox_bin(), "--version"],
-        "pending": [repobox_bin(), "pending"],
+        "version": [sys.executable, "-m", "repobox_cli", "--version"],
+        "pending": [sys.executable, "-m", "repobox_cli", "pending"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     peaks: dict[str, list[int]] = {name: [] for name in commands}
@@ -56,7 +51,7 @@ def run(bench: Bench, quick: bool) -> list[Row]:
         rows.append(
             Row(
                 "8",
-                f"`repobox {' '.join(commands[name][1:])}` start to exit (peak {mib:.0f} MiB)",
+                f"`repobox {' '.join(commands[name][3:])}` start to exit (peak {mib:.0f} MiB)",
                 fmt_ms(value),
                 f"{fmt_ms(base)} (`python -c pass`)",
                 ratio(value, base),

@@ -105,10 +105,13 @@ class Bench:
         return Path(sys.executable).parent
 
     def env(self, **overrides: str) -> dict[str, str]:
-        return self.world.env(**{**RUNNER_ENV, **overrides})
+        # PYTHONPATH passes through: `PYTHONPATH=<another checkout> python -m benchmarks` measures that code.
+        passed = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+        return self.world.env(**{**RUNNER_ENV, **passed, **overrides})
 
     def start_runner(self, *args: str, name: str, **env: str) -> RunnerProcess:
-        runner = self.world.start_runner(*args, name=name, **{**RUNNER_ENV, **env})
+        passed = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+        runner = self.world.start_runner(*args, name=name, **{**RUNNER_ENV, **passed, **env})
         wait_until(lambda: "started:" in runner.log() or runner.process.poll() is not None, READY_DEADLINE_S, name)
         if runner.process.poll() is not None:
             raise RuntimeError(f"runner {name} exited at start:\n{runner.log()[-2000:]}")
