@@ -30,14 +30,12 @@ from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import RepoboxError, SettingsError
-from repobox_cli.executor import ExecOptions
 from repobox_cli.jobs import Status
 from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
-from repobox_cli.runner import Runner
 from repobox_cli.settings import (
     DECRYPT,
     EXEC,
@@ -49,7 +47,6 @@ from repobox_cli.settings import (
     load_settings,
     options_for,
 )
-from repobox_cli.single import SingleJob
 from repobox_cli.status import StatusReport, status_report
 
 app = typer.Typer(
@@ -158,6 +155,8 @@ def run(
     require_sandbox(settings)
     client = _connected(settings, full_check=True)
     check_key(client, settings.require_key())
+    from repobox_cli.runner import Runner  # the engine: only `run` pays for importing it
+
     runner = Runner(settings, client, burst=burst)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: runner.request_stop())
@@ -224,6 +223,9 @@ def exec_job(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     require_sandbox(settings)
+    from repobox_cli.executor import ExecOptions  # the engine: only `exec` pays for importing it
+    from repobox_cli.single import SingleJob
+
     single = SingleJob(
         settings, _connected(settings, full_check=True), ExecOptions(push=not no_push, keep_workdir=keep_workdir)
     )
