@@ -230,11 +230,12 @@ class Runner:
         )
         self.health.ok()
         entries = reply[0][1] if reply else []
-        for entry_id, fields in entries:
-            if self.stopping.is_set():
-                self._release_unstarted([entry_id])
-                continue
-            self.admission.admit_safely(entry_id, fields, deliveries=1)
+        with self.admission.batch():
+            for entry_id, fields in entries:
+                if self.stopping.is_set():
+                    self._release_unstarted([entry_id])
+                    continue
+                self.admission.admit_safely(entry_id, fields, deliveries=1)
         return bool(entries)
 
     def _burst_done(self) -> bool:
