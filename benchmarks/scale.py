@@ -13,6 +13,7 @@ from benchmarks.monitor import CommandCounter
 from benchmarks.stats import median, ratio
 from benchmarks.table import Row, fmt_ms
 from repobox_cli import keys
+from tests.support.world import RunnerProcess
 
 FILL_BATCH = 5000
 BURST = 8
@@ -30,20 +31,24 @@ def _fill(bench: Bench, count: int) -> None:
     bench.client.xgroup_create(keys.JOBS_STREAM, keys.RUNNERS_GROUP, id="$", mkstream=True)
 
 
-def _backlog(bench: Bench, clock: KeyspaceClock, history: int, jobs: int) -> tuple[float, float]:
+def _backlog(bench: Bench, clock: KeyspaceClock, history: int, jobs: int) -> tuple[float, float, RunnerProcess]:
+    """Median pickup and commands per job with `history` entries in the stream; the runner, still
+    running (MAX_CONCURRENT_JOBS 8), for more figures."""
     bench.client.delete(keys.JOBS_STREAM)
     _fill(bench, history)
-    runner = bench.start_runner(name=f"scale-{history}", MAX_CONCURRENT_JOBS="4")
+    runner = bench.start_runner(name=f"scale-{history}", MAX_CONCURRENT_JOBS=str(BURST))
     counter = CommandCounter(bench.redis_server.port, runner.pid)
     try:
         time.sleep(pickup.SETTLE_S)
         counter.counting.set()
         latencies = [pickup._one(bench, clock, keys.JOBS_STREAM, runner=True) for _ in range(jobs)]
+    except BaseException:
+        bench.stop_runner(runner)
+        raise
     finally:
         commands = counter.close()
-        bench.stop_runner(runner)
     per_job = sum(n for name, n in commands.items() if not name.endswith("(output)")) / jobs
-    return median(latencies), per_job
+    return median(latencies), per_job, runner
 
 
 def _burst(bench: Bench, clock: KeyspaceClock, users: int) -> float:
@@ -70,9 +75,9 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     jobs = 3 if quick else 40
     clock = KeyspaceClock(bench.client, "job:*", "hset")
     try:
-        small_pickup, small_rt = _backlog(bench, clock, 10, jobs)
-        big_pickup, big_rt = _backlog(bench, clock, big, jobs)
-        runner = bench.start_runner(name="scale-users", MAX_CONCURRENT_JOBS=str(BURST))
+        small_pickup, small_rt, runner = _backlog(bench, clock, 10, jobs)
+        bench.stop_runner(runner)
+        big_pickup, big_rt, runner = _backlog(bench, clock, big, jobs)
         try:
             one_user = median([_burst(bench, clock, 1) for _ in range(1 if quick else 3)])
             eight_users = median([_burst(bench, clock, 8) for _ in range(1 if quick else 3)])
