@@ -24,10 +24,14 @@ class Sizes:
     concurrencies: tuple[int, ...]
     jobs_per_worker: int
     rounds: int
+    fleets: tuple[int, ...]  # numbers of runners, each with FLEET_CONCURRENCY workers
+    fleet_concurrency: int
 
 
-QUICK = Sizes(single_rounds=1, concurrencies=(2,), jobs_per_worker=1, rounds=1)
-FULL = Sizes(single_rounds=7, concurrencies=(1, 4, 8), jobs_per_worker=3, rounds=3)
+QUICK = Sizes(single_rounds=1, concurrencies=(2,), jobs_per_worker=1, rounds=1, fleets=(2,), fleet_concurrency=1)
+FULL = Sizes(
+    single_rounds=7, concurrencies=(1, 4, 8), jobs_per_worker=3, rounds=3, fleets=(1, 2, 3), fleet_concurrency=4
+)
 
 
 def _runner_batch(bench: Bench, count: int) -> tuple[float, list[float]]:
@@ -93,24 +97,41 @@ def run(bench: Bench, sizes: Sizes) -> list[Row]:
     )
     for concurrency in sizes.concurrencies:
         rows.append(_throughput(bench, sizes, concurrency, users))
+    for fleet in sizes.fleets:
+        rows.append(_throughput(bench, sizes, sizes.fleet_concurrency, users, runners=fleet))
     return rows
 
 
-def _throughput(bench: Bench, sizes: Sizes, concurrency: int, users: dict[str, str]) -> Row:
-    count = concurrency * sizes.jobs_per_worker
-    runner = bench.start_runner(name=f"jobs-{concurrency}x", MAX_CONCURRENT_JOBS=str(concurrency), **users)
+def _throughput(bench: Bench, sizes: Sizes, concurrency: int, users: dict[str, str], runners: int = 0) -> Row:
+    """Jobs/s of one runner (`runners` 0) or of a fleet of `runners` runners, each with
+    `concurrency` workers, against `xargs -P` with as many workers in all."""
+    workers = concurrency * max(1, runners)
+    count = workers * sizes.jobs_per_worker
+    fleet = [
+        bench.start_runner(name=f"jobs-{concurrency}x-{n}", MAX_CONCURRENT_JOBS=str(concurrency), **users)
+        for n in range(max(1, runners))
+    ]
     ours: list[float] = []
     shell: list[float] = []
     try:
         for round_no in range(sizes.rounds):
             if round_no % 2:
-                shell.append(count / _shell_batch(bench, count, concurrency))
+                shell.append(count / _shell_batch(bench, count, workers))
             ours.append(count / _runner_batch(bench, count)[0])
             if not round_no % 2:
-                shell.append(count / _shell_batch(bench, count, concurrency))
+                shell.append(count / _shell_batch(bench, count, workers))
     finally:
-        bench.stop_runner(runner)
+        for runner in fleet:
+            bench.stop_runner(runner)
     rate, shell_rate = median(ours), median(shell)
+    if runners:
+        return Row(
+            "3",
+            f"jobs/s, {runners} runner(s) × {concurrency} workers ({count} jobs; shell: xargs -P{workers})",
+            fmt_rate(rate, "jobs/s"),
+            fmt_rate(shell_rate, "jobs/s"),
+            ratio(rate, shell_rate),
+        )
     target = "≥ 0.9 ×" if concurrency == 8 else ""
     met = ratio(rate, shell_rate) >= 0.9 if concurrency == 8 else None
     return Row(

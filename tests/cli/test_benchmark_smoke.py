@@ -18,6 +18,7 @@ EXPECTED_FIGURES = (
     "dispatch fast path",
     "one job, started → finished",
     "jobs/s at concurrency",
+    "runner(s) ×",
     "runner RSS idle",
     "jobs in flight",
     "Redis commands per job",
