@@ -1,3 +1,3 @@
-from repobox_cli.cli import main
+from repobox_cli.entry import main
 
 main()

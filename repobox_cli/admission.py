@@ -3,14 +3,16 @@ on a worker, or left waiting for a worker or a user slot.
 
 Called from the consumer thread (new entries) and the supervisor thread (takeovers, waiting
 heads). It holds no lock across a Redis call: a worker is reserved in the pool first, the begin
-script runs, then the job starts or the reservation is released.
+script runs, then the job starts or the reservation is released. Inside `batch()` (per thread),
+entries whose jobs are already final are acknowledged together when the batch ends.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 
 import redis
@@ -69,6 +71,20 @@ class Admission:
         self.log = log
         self.consumer = settings.runner_id
         self.lease_ms = int(settings.claim_min_idle_s * 1000)
+        self._deferred = threading.local()  # .acks: entry ids to acknowledge when this thread's batch ends
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Admit a batch read at once: entries whose jobs are already final are acknowledged in one
+        round trip at the end (an entry left unacked by a crash is delivered again, and skipped again)."""
+        self._deferred.acks = []
+        try:
+            yield
+        finally:
+            acks: list[str] = self._deferred.acks
+            self._deferred.acks = None
+            if acks:
+                self.leases.acknowledge_many(self.consumer, acks)
 
     # -- one delivered entry ---------------------------------------------------------------
     def admit_safely(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
@@ -189,7 +205,11 @@ class Admission:
             entry_id,
             extra={"job_id": job_id, "user_id": user_id},
         )
-        self.leases.acknowledge(self.consumer, entry_id)
+        deferred: list[str] | None = getattr(self._deferred, "acks", None)
+        if deferred is None:
+            self.leases.acknowledge(self.consumer, entry_id)
+        else:
+            deferred.append(entry_id)
 
     def reject(
         self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False, deliveries: int = 1

@@ -39,7 +39,6 @@ from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import BadInput, RepoboxError, SettingsError
-from repobox_cli.executor import ExecOptions
 from repobox_cli.jobs import Status
 from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
@@ -47,7 +46,6 @@ from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
-from repobox_cli.runner import Runner
 from repobox_cli.settings import (
     DECRYPT,
     EXEC,
@@ -60,7 +58,6 @@ from repobox_cli.settings import (
     options_for,
     setting_sources,
 )
-from repobox_cli.single import SingleJob
 from repobox_cli.status import StatusReport, status_report
 
 app = typer.Typer(
@@ -168,6 +165,8 @@ def run(
     require_sandbox(settings)
     client = _connected(settings, full_check=True)
     check_key(client, settings.require_key())
+    from repobox_cli.runner import Runner  # the engine: only `run` pays for importing it
+
     runner = Runner(settings, client, burst=burst)
     server = (
         None
@@ -219,6 +218,9 @@ def exec_job(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     require_sandbox(settings)
+    from repobox_cli.executor import ExecOptions  # the engine: only `exec` pays for importing it
+    from repobox_cli.single import SingleJob
+
     single = SingleJob(
         settings, _connected(settings, full_check=True), ExecOptions(push=not no_push, keep_workdir=keep_workdir)
     )

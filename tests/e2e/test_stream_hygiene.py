@@ -51,3 +51,26 @@ def test_consumers_of_gone_runners_are_removed_once_they_hold_nothing(world: Wor
     assert "gone-empty" not in names
     assert "gone-holding" in names  # still holds an entry: kept until it is taken over
     assert "alive-empty" in names
+
+
+def test_entries_of_final_jobs_read_in_one_batch_are_acknowledged_and_never_run(world: World) -> None:
+    finals = {}
+    for status in ("success", "failed", "cancelled", "success", "failed"):
+        job_id = world.add_job(enqueue=False)
+        world.client.hset(f"job:{job_id}", mapping={"status": status, "finished_at": "1"})
+        finals[job_id] = status
+    fresh = world.add_job(enqueue=False)
+    for job_id in [*finals, fresh]:  # one batch: the runner reads up to MAX_CONCURRENT_JOBS at once
+        job = world.job(job_id)
+        world.client.xadd(
+            "jobs:stream",
+            {k: job[k] for k in ("user_id", "provider_id", "repo_url", "prompt", "environment")} | {"job_id": job_id},
+        )
+
+    assert world.run_burst(MAX_CONCURRENT_JOBS="8").returncode == 0
+
+    assert {job_id: world.job(job_id)["status"] for job_id in finals} == finals
+    assert all(world.job(job_id)["finished_at"] == "1" for job_id in finals)
+    assert all(world.output(job_id) == [] for job_id in finals)
+    assert world.job(fresh)["status"] == "success"
+    assert world.client.xpending("jobs:stream", GROUP)["pending"] == 0

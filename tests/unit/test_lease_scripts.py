@@ -277,6 +277,21 @@ def test_acknowledge_acks_without_touching_a_final_job(client: redis.Redis, leas
     assert client.hgetall(keys.job(attempt.job_id))["status"] == "success"
 
 
+def test_acknowledge_many_acks_ours_in_one_call_and_leaves_an_entry_another_runner_took(
+    client: redis.Redis, leases: Leases
+) -> None:
+    ours = [delivered_job(client, status="success") for _ in range(3)]
+    taken = delivered_job(client, status="success")
+    client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [taken.entry_id])
+
+    done = leases.acknowledge_many("r1", [a.entry_id for a in ours] + [taken.entry_id])
+
+    assert done == [True, True, True, False]
+    assert all(owner(client, a.entry_id) is None for a in ours)
+    assert owner(client, taken.entry_id) == "r2"
+    assert all(client.hget(keys.job(a.job_id), "status") == "success" for a in [*ours, taken])
+
+
 def test_release_unstarted_marks_as_waited_and_hands_back(client: redis.Redis, leases: Leases) -> None:
     mine = delivered_job(client)
     theirs = delivered_job(client, "r2")

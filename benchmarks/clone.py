@@ -1,0 +1,136 @@
+"""Item 4: a medium repository the benchmark generates (~5,000 files, ~2,000 commits, with
+`git fast-import`): one whole job cold, and — when this tree has a clone cache (a `CACHE_DIR`
+setting) — the repeat job with a warm cache; against `shell_job.sh`'s cold clone-and-push."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from benchmarks.env import Bench
+from benchmarks.jobs import SHELL_JOB
+from benchmarks.stats import median, ratio
+from benchmarks.table import Row, fmt_ms
+from repobox_cli.settings import SETTINGS
+
+FILES_PER_DIR = 100
+
+
+def has_clone_cache() -> bool:
+    return any(setting.env == "CACHE_DIR" for setting in SETTINGS)
+
+
+def _fast_import_stream(files: int, commits: int) -> bytes:
+    """A history: the first commit adds `files` files, each later one changes one of them."""
+    out: list[str] = []
+    stamp = 1_700_000_000
+    for n in range(commits):
+        out.append("commit refs/heads/main")
+        out.append(f"committer Bench <bench@localhost> {stamp + n} +0000")
+        message = f"commit {n}\n"
+        out.append(f"data {len(message)}\n{message}".rstrip("\n"))
+        if n == 0:
+            for i in range(files):
+                body = f"file {i}\n" + "line\n" * (i % 40)
+                out.append(f"M 644 inline d{i // FILES_PER_DIR}/f{i}.txt")
+                out.append(f"data {len(body.encode())}\n{body}".rstrip("\n"))
+        else:
+            i = (n * 7919) % files
+            body = f"file {i} changed in commit {n}\n"
+            out.append(f"M 644 inline d{i // FILES_PER_DIR}/f{i}.txt")
+            out.append(f"data {len(body.encode())}\n{body}".rstrip("\n"))
+        out.append("")
+    return ("\n".join(out) + "\n").encode()
+
+
+def make_medium_repo(bench: Bench, files: int, commits: int) -> str:
+    name = f"medium-{files}-{commits}"
+    bare = bench.git.repo_path(name)
+    if not bare.exists():
+        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare)], check=True)
+        subprocess.run(["git", "config", "-f", str(bare / "config"), "http.receivepack", "true"], check=True)
+        subprocess.run(
+            ["git", "fast-import", "--quiet"],
+            cwd=bare,
+            input=_fast_import_stream(files, commits),
+            check=True,
+            env={"GIT_DIR": str(bare), "PATH": "/usr/bin:/bin"},
+        )
+        subprocess.run(
+            ["git", "gc", "--quiet"], cwd=bare, check=True, env={"GIT_DIR": str(bare), "PATH": "/usr/bin:/bin"}
+        )
+    return bench.git.repo_url(name)
+
+
+def _runner_job(bench: Bench, url: str) -> float:
+    job = bench.wait_final(bench.world.add_job(repo_url=url), deadline_s=600)
+    if job.get("status") != "success":
+        raise RuntimeError(f"medium-repo job failed: {job.get('error')}")
+    return (int(job["finished_at"]) - int(job["started_at"])) / 1000
+
+
+def _shell_job(bench: Bench, url: str, n: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["sh", str(SHELL_JOB), url, str(bench.root / f"medium-shell-{n}"), f"repobox/medium-{n}"],
+        env=bench.git_env(),
+        check=True,
+        timeout=600,
+    )
+    return time.perf_counter() - started
+
+
+def run(bench: Bench, quick: bool) -> list[Row]:
+    files, commits = (300, 100) if quick else (5000, 2000)
+    rounds = 1 if quick else 3
+    url = make_medium_repo(bench, files, commits)
+    cache = has_clone_cache()
+    cold: list[float] = []
+    warm: list[float] = []
+    shell: list[float] = []
+    for n in range(rounds):
+        env = {"CACHE_DIR": str(bench.root / f"cache-{n}")} if cache else {}
+        runner = bench.start_runner(name=f"clone-{n}", MAX_CONCURRENT_JOBS="1", **env)
+        try:
+            shell.append(_shell_job(bench, url, n))
+            cold.append(_runner_job(bench, url))
+            if cache:
+                warm.append(_runner_job(bench, url))
+        finally:
+            bench.stop_runner(runner)
+    cold_s, shell_s = median(cold), median(shell)
+    size = f"{files:,} files, {commits:,} commits"
+    rows = [Row("4", f"one job, medium repo ({size}), cold", fmt_ms(cold_s), fmt_ms(shell_s), ratio(cold_s, shell_s))]
+    if cache:
+        warm_s = median(warm)
+        rows.append(
+            Row(
+                "4",
+                "one job, medium repo, repeat with the clone cache",
+                fmt_ms(warm_s),
+                fmt_ms(shell_s),
+                ratio(warm_s, shell_s),
+                "≤ 0.5 ×",
+                ratio(warm_s, shell_s) <= 0.5,
+            )
+        )
+        rows.append(
+            Row(
+                "4",
+                "repeat job with cache vs. cold job (whole job)",
+                fmt_ms(warm_s),
+                fmt_ms(cold_s),
+                ratio(warm_s, cold_s),
+            )
+        )
+    else:
+        rows.append(
+            Row(
+                "4",
+                "one job, medium repo, repeat with the clone cache",
+                "cache: n/a (no CACHE_DIR here)",
+                fmt_ms(shell_s),
+                target="≤ 0.5 ×",
+            )
+        )
+    return rows
