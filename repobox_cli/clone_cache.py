@@ -106,8 +106,16 @@ class CloneCache:
 
     @staticmethod
     def downgrade(fd: int) -> None:
-        """Exclusive to shared: other jobs may copy out of the mirror too (not atomic: see `copy`)."""
+        """Exclusive to shared: other jobs may copy out of the mirror too. Not atomic: a job may
+        fetch into the mirror in between, which only adds objects; one that rebuilt it in between
+        makes this job's copy fail, and the job then clones directly."""
         fcntl.flock(fd, fcntl.LOCK_SH)
+
+    @staticmethod
+    def upgrade(fd: int) -> bool:
+        """Shared to exclusive, only if no other job holds the lock now (two waiting to upgrade
+        would wait for each other)."""
+        return _try_flock(fd, fcntl.LOCK_EX)
 
     def evict(self, keep: Mirror) -> list[Path]:
         """Remove least recently used mirrors not in use until the cache fits CACHE_MAX_BYTES;
@@ -199,9 +207,16 @@ def _through_cache(
         try:
             git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
         except GitError as exc:
-            # The mirror lost objects (damaged, or rebuilt by another job between the downgrade
-            # and now): this job clones directly; the next fetch into it checks and rebuilds it.
-            raise CacheUnavailable(f"copying from the mirror failed: {exc}") from None
+            # The mirror lacks objects its refs reach (a damaged pack fsck's connectivity check
+            # does not read): rebuild it now, unless another job is copying out of it.
+            if not cache.upgrade(fd):
+                raise CacheUnavailable(f"copying from the mirror failed: {exc}") from None
+            _warn_damaged(warn, mirror)
+            fetched = _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+            try:
+                git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
+            except GitError as again:
+                raise CacheUnavailable(f"copying from the rebuilt mirror failed: {again}") from None
     removed = cache.evict(keep=mirror)
     if removed:
         log.info("clone cache: removed %d least recently used mirror(s) to stay under CACHE_MAX_BYTES", len(removed))
@@ -223,8 +238,18 @@ def _fetch_into_mirror(
     except GitError:
         if fresh or git.is_sound(mirror.path):
             raise  # the remote's refusal (or the network's), not the cache's
+    _warn_damaged(warn, mirror)
+    return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+
+
+def _warn_damaged(warn: Warn, mirror: Mirror) -> None:
     warn("Warning: the clone cache's copy of this repository was damaged: rebuilding it")
-    log.warning("clone cache: mirror %s failed its check: rebuilding it", mirror.path.name)
+    log.warning("clone cache: mirror %s is damaged: rebuilding it", mirror.path.name)
+
+
+def _rebuild_and_fetch(
+    git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None
+) -> Fetched:
     _rebuild(git, mirror)
     return git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
 
