@@ -48,6 +48,7 @@ KEY_HEX_CHARS = 32
 MIRROR_SUFFIX = ".git"
 LOCK_SUFFIX = ".lock"
 LOCK_POLL_S = 0.05
+MAX_PACKS = 32
 CACHED_REFS = "refs/cached/"  # one ref per base branch fetched, named by the branch's hash (no D/F clashes)
 
 Warn = Callable[[str], None]
@@ -232,7 +233,9 @@ def _fetch_into_mirror(
     if fresh:
         _rebuild(git, mirror)
     try:
-        return git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
+        fetched = git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
+        _repack_if_many_packs(git, mirror)
+        return fetched
     except (BranchMissing, RemoteRefused, JobStopped):
         raise  # the remote's answer: the same whatever the mirror holds
     except GitError:
@@ -240,6 +243,16 @@ def _fetch_into_mirror(
             raise  # the remote's refusal (or the network's), not the cache's
     _warn_damaged(warn, mirror)
     return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+
+
+def _repack_if_many_packs(git: Git, mirror: Mirror) -> None:
+    """Each fetch adds a pack; past MAX_PACKS they are made one (reads slow down with many)."""
+    try:
+        packs = sum(1 for _ in (mirror.path / "objects" / "pack").glob("*.pack"))
+    except OSError:
+        return
+    if packs > MAX_PACKS:
+        git.repack(mirror.path)
 
 
 def _warn_damaged(warn: Warn, mirror: Mirror) -> None:

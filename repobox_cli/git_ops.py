@@ -370,6 +370,10 @@ class Git:
             env=env,
         )
 
+    def repack(self, git_dir: Path) -> None:
+        """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""
+        self._in(git_dir, ["repack", "-a", "-d", "--quiet"], step="repack")
+
     def is_sound(self, git_dir: Path) -> bool:
         """Whether `git_dir` is a repository whose refs reach only objects it has."""
         try:

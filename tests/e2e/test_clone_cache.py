@@ -79,10 +79,12 @@ def test_a_branch_hidden_from_a_users_token_is_not_served_to_that_user_from_the_
     other_user, other_provider = world.user("other"), str(uuid.uuid4())
     world.add_provider(other_user, other_provider, token=other_token)
     main_tip = world.git.branches(world.repo_name)["main"]
-    # The agent looks in its own clone: the base's objects are there, the hidden branch's are not.
+    # The agent looks in its own clone (the base's objects are there, the hidden branch's are
+    # not) and for the cache, which its sandbox does not show.
     probe = (
         f"git cat-file -e {main_tip} && echo base-present > probe.txt; "
-        f"if git cat-file -e {private_tip} 2>/dev/null; then echo served; else echo absent; fi >> probe.txt"
+        f"if git cat-file -e {private_tip} 2>/dev/null; then echo served; else echo absent; fi >> probe.txt; "
+        f"if test -e {world.temp_dir / 'cache'}; then echo cache-visible; else echo cache-hidden; fi >> probe.txt"
     )
     other_job = world.add_job(user=other_user, provider=other_provider, branch="private", prompt="Probe")
     assert world.run_burst(AGENT_COMMAND=probe).returncode == 0
@@ -90,7 +92,8 @@ def test_a_branch_hidden_from_a_users_token_is_not_served_to_that_user_from_the_
     job = world.job(other_job)
     assert job["status"] == "success", world.output_text(other_job)
     assert "Using the default branch main: branch private was not found on the remote" in world.output_text(other_job)
-    assert world.git.show_file(world.repo_name, job["branch"], "probe.txt") == "base-present\nabsent\n"
+    assert (world.temp_dir / "cache").is_dir()  # there on the host, not in the sandbox
+    assert world.git.show_file(world.repo_name, job["branch"], "probe.txt") == "base-present\nabsent\ncache-hidden\n"
     history = world.git.log(world.repo_name, job["branch"])
     assert history[1][0] == main_tip
     assert other_token not in world.output_text(other_job)

@@ -236,3 +236,19 @@ def test_eviction_removes_least_recently_used_first(settings: Settings, git_serv
     cache = clone_cache.CloneCache(settings.clone_cache_dir, sizes[1] + sizes[2])
     assert cache.evict(keep) == [mirrors[0]]
     assert mirrors[1].is_dir() and mirrors[2].is_dir()
+
+
+def test_a_mirror_with_many_packs_is_repacked_into_one(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "MAX_PACKS", 2)
+    remote = new_remote(git_server, one={"1.txt": "1\n"}, two={"2.txt": "2\n"}, three={"3.txt": "3\n"})
+    mirror = mirror_of(settings, remote)
+    counts = []
+    for branch in ("main", "one", "two", "three"):
+        new_job(settings).clone(remote, branch)
+        counts.append(len(list((mirror / "objects" / "pack").glob("*.pack"))))
+    assert counts == [1, 2, 1, 2]
+    git(mirror, "fsck", "--full", "--no-dangling")
+    job = new_job(settings)
+    assert job.clone(remote, "one").base_sha == git_server.branches(remote.name)["one"]
