@@ -15,9 +15,9 @@ import pytest
 
 from repobox_cli import clone_cache, workdir
 from repobox_cli.control import JobControl
-from repobox_cli.errors import BranchMissing
+from repobox_cli.errors import BranchMissing, SettingsError
 from repobox_cli.git_ops import Fetched, Git
-from repobox_cli.settings import Settings
+from repobox_cli.settings import RUN, Settings, load_settings
 from repobox_cli.validation import RepoUrl, repo_url
 from tests.support.git_server import GitHttpsServer, clean_git_env
 from tests.support.tls import TestCA
@@ -252,3 +252,14 @@ def test_a_mirror_with_many_packs_is_repacked_into_one(
     git(mirror, "fsck", "--full", "--no-dangling")
     job = new_job(settings)
     assert job.clone(remote, "one").base_sha == git_server.branches(remote.name)["one"]
+
+
+def test_the_cache_defaults_to_temp_dir_and_no_sandbox_path_may_expose_it(tmp_path: Path) -> None:
+    assert load_settings({"TEMP_DIR": str(tmp_path)}, command=RUN).clone_cache_dir == tmp_path / "cache"
+    assert load_settings({"CACHE_MAX_BYTES": "0"}, command=RUN).cache_max_bytes == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for cache_dir in (shared, shared / "cache"):
+        env = {"CACHE_DIR": str(cache_dir), "AGENT_SANDBOX_PATHS": str(shared)}
+        with pytest.raises(SettingsError, match="must not name CACHE_DIR"):
+            load_settings(env, command=RUN)
