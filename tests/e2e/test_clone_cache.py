@@ -97,3 +97,26 @@ def test_a_branch_hidden_from_a_users_token_is_not_served_to_that_user_from_the_
     history = world.git.log(world.repo_name, job["branch"])
     assert history[1][0] == main_tip
     assert other_token not in world.output_text(other_job)
+
+
+def test_the_push_leases_against_the_work_branch_tip_its_clone_fetched(world: World) -> None:
+    main_tip = world.git.branches(world.repo_name)["main"]
+    bare = world.git.repo_path(world.repo_name)
+    left_over = str(uuid.uuid4())
+    world.git._bare_git(world.repo_name, ["update-ref", f"refs/heads/repobox/{left_over[:8]}", main_tip])
+    world.add_job(job_id=left_over)
+    assert world.run_burst(AGENT_COMMAND=CHANGE_AGENT).returncode == 0
+    assert world.job(left_over)["status"] == "success", world.output_text(left_over)
+    assert f"left by an earlier attempt (at {main_tip[:12]})" in world.output_text(left_over)
+    assert world.git.log(world.repo_name, f"repobox/{left_over[:8]}")[1][0] == main_tip
+
+    # Someone else creates the branch while the agent runs: the push must not replace it.
+    raced = str(uuid.uuid4())
+    branch = f"repobox/{raced[:8]}"
+    world.add_job(job_id=raced)
+    race = f"git --git-dir={bare} update-ref refs/heads/{branch} {main_tip} && {CHANGE_AGENT}"
+    assert world.run_burst(AGENT_COMMAND=race, AGENT_SANDBOX="none").returncode == 0
+    job = world.job(raced)
+    assert job["status"] == "failed", world.output_text(raced)
+    assert "git push failed" in job["error_message"]
+    assert world.git.branches(world.repo_name)[branch] == main_tip
