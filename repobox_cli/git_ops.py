@@ -382,21 +382,16 @@ class Git:
             return False
         return True
 
-    def _in(self, git_dir: Path, args: Sequence[str], *, step: str) -> str:
+    def _in(self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None) -> str:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
-        return self.run(args, step=step, env=env).strip()
+        return self.run(args, step=step, env=env, stdin=stdin).strip()
 
     def _drop_refs(self, git_dir: Path, prefix: str) -> None:
         listed = self._in(git_dir, ["for-each-ref", "--format=%(refname)", prefix], step="clone")
         if listed:
             stdin = "".join(f"delete {ref}\n" for ref in listed.splitlines())
-            self._in_dir_stdin(git_dir, ["update-ref", "--stdin"], stdin)
-
-    def _in_dir_stdin(self, git_dir: Path, args: Sequence[str], stdin: str) -> None:
-        env = self._env()
-        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
-        self.run(args, step="clone", env=env, stdin=stdin)
+            self._in(git_dir, ["update-ref", "--stdin"], step="clone", stdin=stdin)
 
     @staticmethod
     def _drop_stale_locks(git_dir: Path) -> None:

@@ -4,10 +4,11 @@ and users, concurrent jobs on one repository, damaged mirrors, LRU eviction."""
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import subprocess
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +152,28 @@ def test_two_jobs_cloning_one_repository_at_once_both_get_it_and_the_mirror_stay
         assert result.base_sha == expected[branch]
         assert job.warnings == []
         git(job.git_dir, "fsck", "--full", "--no-dangling")
+    git(mirror_of(settings, remote), "fsck", "--full", "--no-dangling")
+
+
+def _clone_in_another_process(temp_dir: str, ca_file: str, url: str, token: str, branch: str) -> tuple[str, bool]:
+    """A job's clone in a process of its own, as a second runner on this host would make it."""
+    settings = Settings(temp_dir=Path(temp_dir), git_env={"GIT_SSL_CAINFO": ca_file}, path_env=os.environ["PATH"])
+    job = new_job(settings)
+    fetched = job.git.clone_branch(repo_url(url), token, branch, None)
+    sound = git(job.git_dir, "fsck", "--full", "--no-dangling", check=False).returncode == 0
+    return fetched.base_sha, sound and not job.warnings
+
+
+def test_two_runner_processes_cloning_one_repository_at_once_share_its_mirror_safely(
+    settings: Settings, git_server: GitHttpsServer, tls: TestCA
+) -> None:
+    remote = new_remote(git_server, feature={"f.txt": "feature\n"})
+    branches = ["main", "feature", "feature", "main"]
+    args = [(str(settings.temp_dir), str(tls.ca_file), remote.repo.url, remote.token, b) for b in branches]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_clone_in_another_process, *zip(*args, strict=True)))
+    expected = git_server.branches(remote.name)
+    assert results == [(expected[b], True) for b in branches]
     git(mirror_of(settings, remote), "fsck", "--full", "--no-dangling")
 
 
