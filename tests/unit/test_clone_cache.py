@@ -18,6 +18,7 @@ from repobox_cli import clone_cache, workdir
 from repobox_cli.control import JobControl
 from repobox_cli.errors import BranchMissing, SettingsError
 from repobox_cli.git_ops import Fetched, Git
+from repobox_cli.redaction import basic_auth_value
 from repobox_cli.settings import RUN, Settings, load_settings
 from repobox_cli.validation import RepoUrl, repo_url
 from tests.support.git_server import GitHttpsServer, clean_git_env
@@ -110,6 +111,11 @@ def test_a_second_clone_comes_through_the_mirror_and_each_job_repository_is_self
     assert second == first and second.branch == "main" and second.work_sha is None
     assert_self_contained(second_job.git_dir, second.base_sha)
     assert second_job.warnings == []
+    for directory, _, files in os.walk(mirror):  # no credentials kept in the mirror
+        for name in files:
+            content = Path(directory, name).read_bytes()
+            assert remote.token.encode() not in content
+            assert basic_auth_value(remote.token).encode() not in content
 
 
 def test_a_job_repository_holds_only_objects_its_own_fetch_reached_not_other_branches_in_the_mirror(
