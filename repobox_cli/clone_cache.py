@@ -11,8 +11,9 @@ last job on that repository, and fills its own repository from the mirror on thi
   never other objects the mirror holds (fetched by other users' tokens).
 - Self-contained: the job's repository has its own pack, no `objects/info/alternates` into here.
 - Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
-  a job copies out of it. Waiting polls, so a cancelled job stops waiting. Eviction takes the
-  lock without waiting and skips a mirror in use.
+  a job copies out of it. Waiting polls, so a cancelled job stops waiting, and ends after
+  LOCK_WAIT_S (the job then clones directly). Eviction takes the lock without waiting and skips
+  a mirror in use.
 - Failures: a failed fetch whose mirror fails `git fsck --connectivity-only`, or a failed copy out
   of it, rebuilds the mirror once; when the cache still fails (or cannot be used at all) the job
   fetches straight from the remote into its own repository after one warning line. The remote's
@@ -28,6 +29,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,9 @@ KEY_HEX_CHARS = 32
 MIRROR_SUFFIX = ".git"
 LOCK_SUFFIX = ".lock"
 LOCK_POLL_S = 0.05
+# A job waits this long for another job's fetch into the same mirror (a stalled remote, a paused
+# runner), then clones directly: the cache never holds a job up for longer.
+LOCK_WAIT_S = 120.0
 MAX_PACKS = 32
 CACHED_REFS = "refs/cached/"  # one ref per base branch fetched, named by the branch's hash (no D/F clashes)
 
@@ -97,7 +102,10 @@ class CloneCache:
             raise CacheUnavailable(f"cannot open {mirror.lock_path}: {_reason(exc)}") from None
         try:
             mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            deadline = time.monotonic() + LOCK_WAIT_S
             while not _try_flock(fd, mode):
+                if time.monotonic() > deadline:
+                    raise CacheUnavailable(f"its mirror of this repository stayed busy for {LOCK_WAIT_S:.0f} s")
                 control.stopped.wait(LOCK_POLL_S)
                 control.check()
             os.utime(fd)

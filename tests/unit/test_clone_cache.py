@@ -183,6 +183,23 @@ def test_two_runner_processes_cloning_one_repository_at_once_share_its_mirror_sa
     git(mirror_of(settings, remote), "fsck", "--full", "--no-dangling")
 
 
+def test_a_job_does_not_wait_forever_for_a_mirror_another_job_holds(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "LOCK_WAIT_S", 0.3)
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    with cache.locked(cache.mirror(remote.repo.url), JobControl(JOB_TIMEOUT_S)):  # a stalled fetch
+        job = new_job(settings)
+        result = job.clone(remote)
+    assert result.base_sha == git_server.branches(remote.name)["main"]
+    assert job.warnings == [
+        "Warning: the clone cache is not usable (its mirror of this repository stayed busy for 0 s): cloning directly"
+    ]
+    assert_self_contained(job.git_dir, result.base_sha)
+
+
 def test_a_mirror_with_a_garbage_head_is_rebuilt_and_the_job_clones(
     settings: Settings, git_server: GitHttpsServer
 ) -> None:
