@@ -12,7 +12,8 @@ last job on that repository, and fills its own repository from the mirror on thi
 - Self-contained: the job's repository has its own pack, no `objects/info/alternates` into here.
 - Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
   a job copies out of it. Waiting polls, so a cancelled job stops waiting, and ends after
-  LOCK_WAIT_S (the job then clones directly). Eviction takes the lock without waiting and skips
+  LOCK_WAIT_S (1 s: the job then clones directly, with one plain line, so a burst of jobs on one
+  repository never queues behind one mirror). Eviction takes the lock without waiting and skips
   a mirror in use.
 - Failures: a failed fetch whose mirror fails `git fsck --connectivity-only`, or a failed copy out
   of it, rebuilds the mirror once; when the cache still fails (or cannot be used at all) the job
@@ -50,9 +51,9 @@ KEY_HEX_CHARS = 32
 MIRROR_SUFFIX = ".git"
 LOCK_SUFFIX = ".lock"
 LOCK_POLL_S = 0.05
-# A job waits this long for another job's fetch into the same mirror (a stalled remote, a paused
-# runner), then clones directly: the cache never holds a job up for longer.
-LOCK_WAIT_S = 120.0
+# A job waits this long for another job's fetch into the same mirror, then clones directly: jobs on
+# one repository never queue behind each other (a burst of them runs as fast as without a cache).
+LOCK_WAIT_S = 1.0
 MAX_PACKS = 32
 CACHED_REFS = "refs/cached/"  # one ref per base branch fetched, named by the branch's hash (no D/F clashes)
 
@@ -80,6 +81,10 @@ class CacheUnavailable(RepoboxError):
     """Raised when the clone cache cannot be used for a job (the job then clones directly)."""
 
 
+class CacheBusy(CacheUnavailable):
+    """Another job is fetching into the mirror: this one clones directly (nothing is wrong)."""
+
+
 class CloneCache:
     """The mirrors in one directory, their locks and their eviction."""
 
@@ -105,7 +110,7 @@ class CloneCache:
             deadline = time.monotonic() + LOCK_WAIT_S
             while not _try_flock(fd, mode):
                 if time.monotonic() > deadline:
-                    raise CacheUnavailable(f"its mirror of this repository stayed busy for {LOCK_WAIT_S:.0f} s")
+                    raise CacheBusy(f"another job is fetching into its mirror of this repository ({LOCK_WAIT_S:g} s)")
                 control.stopped.wait(LOCK_POLL_S)
                 control.check()
             os.utime(fd)
@@ -191,7 +196,7 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- a job's clone through the cache ----------------------------------------------------------
-def clone(git: Git, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn) -> Fetched:
+def clone(git: Git, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn, note: Warn) -> Fetched:
     """The runner's repository for one job, at `branch` as the remote has it now (and the work
     branch's tip, for the push's lease): through the cache, or directly when the cache fails.
     BranchMissing when the remote has no `branch`; GitError for the remote's other refusals."""
@@ -200,6 +205,8 @@ def clone(git: Git, repo: RepoUrl, token: str, branch: str, work_branch: str | N
         cache = CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
         try:
             return _through_cache(git, cache, repo, token, branch, work_branch, warn)
+        except CacheBusy as exc:
+            note(f"Cloning directly: the clone cache is busy ({exc})")
         except CacheUnavailable as exc:
             warn(f"Warning: the clone cache is not usable ({exc}): cloning directly")
             log.warning("clone cache not usable for %s: %s", repo.url, exc)

@@ -299,7 +299,15 @@ class Git:
         """The runner's bare repository at `branch` as the remote has it (through the clone
         cache), and the remote's `work_branch` tip, in one fetch: no ls-remote before it.
         BranchMissing when the remote has no `branch`."""
-        return clone_cache.clone(self, repo, token, branch, work_branch, lambda line: self.emit(line, "stderr"))
+        return clone_cache.clone(
+            self,
+            repo,
+            token,
+            branch,
+            work_branch,
+            warn=lambda line: self.emit(line, "stderr"),
+            note=lambda line: self.emit(line, "stdout"),
+        )
 
     def fetch_into_runner_repo(self, repo: RepoUrl, token: str, branch: str, work_branch: str | None) -> Fetched:
         """Without the cache: a fresh runner's repository, fetched into straight from the remote."""
