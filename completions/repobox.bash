@@ -33,25 +33,27 @@ _repobox() {
         run)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --cache-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
                 --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
                 --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
                 --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
-                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--cache-max-bytes|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--burst --check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--burst --check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cache-dir --cache-max-bytes --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
             fi
             ;;
         exec)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --cache-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
                 --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
                 --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
                 --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
-                --redis-url|--job-timeout|--agent-command) COMPREPLY=(); return 0 ;;
+                --redis-url|--job-timeout|--cache-max-bytes|--agent-command) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --job-timeout --temp-dir --agent-command --agent-sandbox --agent-network --log-format --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--no-push --keep-workdir --redis-url --job-timeout --temp-dir --cache-dir --cache-max-bytes --agent-command --agent-sandbox --agent-network --log-format --help" -- "$cur")
             fi
             ;;
         decrypt)
@@ -81,13 +83,14 @@ _repobox() {
         config)
             case "$prev" in
                 --temp-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
+                --cache-dir) compopt -o filenames 2>/dev/null; mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return 0 ;;
                 --agent-sandbox) mapfile -t COMPREPLY < <(compgen -W "bwrap none" -- "$cur"); return 0 ;;
                 --agent-network) mapfile -t COMPREPLY < <(compgen -W "host none" -- "$cur"); return 0 ;;
                 --log-format) mapfile -t COMPREPLY < <(compgen -W "pretty json" -- "$cur"); return 0 ;;
-                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
+                --redis-url|--runner-id|--concurrency|--max-jobs-per-user|--job-timeout|--cache-max-bytes|--claim-min-idle|--agent-command|--agent-user|--max-deliveries|--shutdown-timeout|--allowed-git-hosts|--metrics-port|--metrics-host) COMPREPLY=(); return 0 ;;
             esac
             if [[ "$cur" == -* ]]; then
-                mapfile -t COMPREPLY < <(compgen -W "--check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
+                mapfile -t COMPREPLY < <(compgen -W "--check --redis-url --runner-id --concurrency --max-jobs-per-user --job-timeout --temp-dir --cache-dir --cache-max-bytes --cleanup --no-cleanup --claim-min-idle --agent-command --agent-user --agent-sandbox --agent-network --log-format --max-deliveries --shutdown-timeout --allowed-git-hosts --allow-http --no-allow-http --metrics-port --metrics-host --help" -- "$cur")
             fi
             ;;
         completion)

@@ -33,6 +33,15 @@ class GitError(RepoboxError):
     """Raised when a git command fails; the message is git's own reason, redacted."""
 
 
+class BranchMissing(GitError):
+    """Raised when a fetch names a branch the remote does not have (the job may fall back to the
+    remote's default branch)."""
+
+
+class RemoteRefused(GitError):
+    """Raised when the remote refused a request (token, access, missing repository, redirect)."""
+
+
 class AgentError(RepoboxError):
     """Raised when the agent step fails (non-zero exit, cannot start)."""
 

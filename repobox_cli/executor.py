@@ -16,7 +16,7 @@ from repobox_cli import agent, claude_events, keys, metrics, mr, sandbox, valida
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.crypto import decrypt
-from repobox_cli.errors import DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
+from repobox_cli.errors import BranchMissing, DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
 from repobox_cli.git_ops import Git
 from repobox_cli.jobs import Job, Status, now_ms
 from repobox_cli.leases import FinishOutcome, Leases
@@ -148,11 +148,13 @@ class Executor:
         work_branch = validation.branch_name(job.work_branch)
         git = Git(self.settings, paths, control, out.git)
         with self.provider_token(job, repo) as token:
-            out.runner(f"Looking up branches of {repo.url}")
-            refs = git.remote_refs(repo, token, [job.branch, work_branch])
-            base_branch = self._base_branch(job, refs.heads, refs.default_branch, out)
-            out.runner(f"Cloning {repo.url} at {base_branch}...")
-            base_sha = git.clone(repo, token, base_branch)
+            out.runner(f"Cloning {repo.url} at {job.branch}...")
+            try:
+                fetched = git.clone_branch(repo, token, job.branch, work_branch)
+            except BranchMissing:
+                default = git.remote_refs(repo, token, []).default_branch
+                fetched = git.clone_branch(repo, token, self._base_branch(job, {}, default, out), work_branch)
+        base_branch, base_sha = fetched.branch, fetched.base_sha
         out.runner(f"Clone completed: {base_branch} at {base_sha[:12]}")
         git.checkout_for_agent(repo, base_branch, work_branch, own_objects=self.agent_owns_objects(active))
         out.runner(f"Creating branch {work_branch}")
@@ -173,7 +175,7 @@ class Executor:
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
             return _Result({}, f"Skipping the push (--no-push): committed +{added} -{removed}")
-        expected = refs.heads.get(work_branch)
+        expected = fetched.work_sha
         if expected:
             out.runner(f"Replacing branch {work_branch} left by an earlier attempt (at {expected[:12]})")
         self._ensure_current(active)

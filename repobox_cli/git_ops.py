@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 from collections import deque
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import sh
 
-from repobox_cli import metrics, procs, workdir
+from repobox_cli import clone_cache, metrics, procs, workdir
 from repobox_cli.control import JobControl
-from repobox_cli.errors import GitError, JobStopped
+from repobox_cli.errors import BranchMissing, GitError, JobStopped, RemoteRefused
 from repobox_cli.redaction import basic_auth_value, one_line
 from repobox_cli.settings import Settings
 from repobox_cli.validation import RepoUrl
@@ -105,8 +107,8 @@ class _StderrLines:
         self.emit(line, "stderr" if line.startswith(_GIT_ERROR_PREFIXES) else "stdout")
 
 
-def _reason(step: str, tail: Sequence[str]) -> str:
-    text = "\n".join(tail)
+def _refusal(step: str, text: str) -> str | None:
+    """The remote's refusal, in one line, or None when git failed for another reason."""
     if "could not read Username" in text or "Authentication failed" in text or " 401" in text:
         return f"git {step} failed: the server refused the token (HTTP 401): check the provider's token"
     if " 403" in text:
@@ -115,6 +117,13 @@ def _reason(step: str, tail: Sequence[str]) -> str:
         return f"git {step} failed: repository not found"
     if re.search(r" 30[1278]", text):
         return f"git {step} failed: the server answered with a redirect, which repobox does not follow"
+    return None
+
+
+def _reason(step: str, tail: Sequence[str]) -> str:
+    refusal = _refusal(step, "\n".join(tail))
+    if refusal:
+        return refusal
     fatal = [line for line in tail if line.startswith(("fatal:", "error:", " ! ["))]
     detail = fatal[-1] if fatal else (tail[-1] if tail else "no output")
     return f"git {step} failed: {detail}"
@@ -137,6 +146,19 @@ def _skipped_line(skipped: Sequence[str]) -> str:
     names = ", ".join(skipped[:NESTED_NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
     what = "repository" if len(skipped) == 1 else "repositories"
     return f"Skipped {len(skipped)} nested {what} (committed as the base branch had them): {names}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What one fetch of a job's base branch learned: the base commit, and the work branch's tip
+    on the remote at that moment (None: no such branch), which the push later leases against."""
+
+    branch: str
+    base_sha: str
+    work_sha: str | None
+
+
+WORK_REFS = "refs/repobox-work/"  # where a fetch puts the work branch's tip(s), read and dropped
 
 
 @dataclass(frozen=True)
@@ -231,7 +253,9 @@ class Git:
             errors.close()
             if self.control.stopped.is_set():
                 raise JobStopped(self.control.describe()) from None
-            raise GitError(one_line(_reason(step, list(errors.tail)))) from None
+            tail = list(errors.tail)
+            error = RemoteRefused if _refusal(step, "\n".join(tail)) else GitError
+            raise error(one_line(_reason(step, tail))) from None
         finally:
             self.control.unregister(cmd.pid)
             procs.forget(cmd.pid)
@@ -267,27 +291,125 @@ class Git:
                 heads[name[len("refs/heads/") :]] = left
         return RemoteRefs(default_branch=default, heads=heads)
 
-    @metrics.timed_step("clone")
     def clone(self, repo: RepoUrl, token: str, branch: str) -> str:
         """Clone `branch` into the runner's bare repository; the base commit's sha."""
+        return self.clone_branch(repo, token, branch, None).base_sha
+
+    @metrics.timed_step("clone")
+    def clone_branch(self, repo: RepoUrl, token: str, branch: str, work_branch: str | None) -> Fetched:
+        """The runner's bare repository at `branch` as the remote has it (through the clone
+        cache), and the remote's `work_branch` tip, in one fetch: no ls-remote before it.
+        BranchMissing when the remote has no `branch`."""
+        return clone_cache.clone(
+            self,
+            repo,
+            token,
+            branch,
+            work_branch,
+            warn=lambda line: self.emit(line, "stderr"),
+            note=lambda line: self.emit(line, "stdout"),
+        )
+
+    def fetch_into_runner_repo(self, repo: RepoUrl, token: str, branch: str, work_branch: str | None) -> Fetched:
+        """Without the cache: a fresh runner's repository, fetched into straight from the remote."""
+        self.init_bare(self.paths.git_dir, branch)
+        return self.fetch_heads(self.paths.git_dir, repo, token, branch, f"refs/heads/{branch}", work_branch)
+
+    def init_bare(self, git_dir: Path, branch: str = "main") -> None:
+        """A new, empty bare repository at `git_dir` (anything there before is removed); no templates."""
+        if not workdir.remove_tree(git_dir):
+            raise GitError(f"git init failed: cannot remove the old {git_dir.name}/")
+        self.run(
+            ["init", "--quiet", "--bare", "--template=", f"--initial-branch={branch}", "--", str(git_dir)],
+            step="init",
+            env=self._env(),
+        )
+
+    def init_mirror(self, mirror: Path) -> None:
+        """A new clone-cache mirror: jobs copy out of it by commit id (see `copy_from_mirror`)."""
+        self.init_bare(mirror)
+        self._in(mirror, ["config", "uploadpack.allowAnySHA1InWant", "true"], step="init")
+
+    def fetch_heads(
+        self, git_dir: Path, repo: RepoUrl, token: str, branch: str, base_ref: str, work_branch: str | None
+    ) -> Fetched:
+        """Fetch the remote's `branch` into `git_dir` as `base_ref` and, in the same negotiation,
+        its `work_branch` if it exists (a pattern refspec: a missing branch is no error)."""
+        self._drop_stale_locks(git_dir)
+        self._drop_refs(git_dir, WORK_REFS)
+        refspecs = [f"+refs/heads/{branch}:{base_ref}"]
+        if work_branch:
+            refspecs.append(f"+refs/heads/{work_branch}*:{WORK_REFS}work*")
+        # One pack per fetch, never loose objects (and git's "Receiving objects" progress).
+        env = self._env([*self.auth_config(repo, token), ("fetch.unpackLimit", "1")])
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
+        try:
+            self.run(
+                ["fetch", "--progress", "--no-tags", "--no-write-fetch-head", "--", repo.url, *refspecs],
+                step="clone",
+                env=env,
+                stream=True,
+            )
+        except GitError as exc:
+            if f"couldn't find remote ref refs/heads/{branch}" in str(exc):
+                raise BranchMissing(f"branch {branch} not found on the remote") from None
+            raise
+        base_sha = self._in(git_dir, ["rev-parse", "--verify", f"{base_ref}^{{commit}}"], step="rev-parse")
+        work_sha = self._in(git_dir, ["for-each-ref", "--format=%(objectname)", f"{WORK_REFS}work"], step="clone")
+        self._drop_refs(git_dir, WORK_REFS)
+        return Fetched(branch, base_sha, work_sha or None)
+
+    def copy_from_mirror(self, mirror: Path, sha: str, branch: str) -> None:
+        """The runner's repository with the objects reachable from `sha` in the mirror, by the pack
+        protocol (never a copy of the mirror's files: it holds other users' objects), as `branch`."""
+        self.init_bare(self.paths.git_dir, branch)
+        env = self._env(protocol="file")
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         self.run(
             [
-                "clone",
-                "--bare",
-                "--progress",
-                "--single-branch",
+                "fetch",
+                "--quiet",
                 "--no-tags",
-                "--branch",
-                branch,
+                "--no-write-fetch-head",
                 "--",
-                repo.url,
-                str(self.paths.git_dir),
+                f"file://{mirror}",
+                f"{sha}:refs/heads/{branch}",
             ],
             step="clone",
-            env=self._env(self.auth_config(repo, token)),
-            stream=True,
+            env=env,
         )
-        return self._in_runner_repo(["rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}"], step="rev-parse")
+
+    def repack(self, git_dir: Path) -> None:
+        """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""
+        self._in(git_dir, ["repack", "-a", "-d", "--quiet"], step="repack")
+
+    def is_sound(self, git_dir: Path) -> bool:
+        """Whether `git_dir` is a repository whose refs reach only objects it has."""
+        try:
+            self._in(git_dir, ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"], step="fsck")
+        except GitError:
+            return False
+        return True
+
+    def _in(self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None) -> str:
+        env = self._env()
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
+        return self.run(args, step=step, env=env, stdin=stdin).strip()
+
+    def _drop_refs(self, git_dir: Path, prefix: str) -> None:
+        listed = self._in(git_dir, ["for-each-ref", "--format=%(refname)", prefix], step="clone")
+        if listed:
+            stdin = "".join(f"delete {ref}\n" for ref in listed.splitlines())
+            self._in(git_dir, ["update-ref", "--stdin"], step="clone", stdin=stdin)
+
+    @staticmethod
+    def _drop_stale_locks(git_dir: Path) -> None:
+        """`*.lock` files a killed git left (its caller holds the mirror's flock: none is live)."""
+        for directory, _, files in os.walk(git_dir):
+            for name in files:
+                if name.endswith(".lock"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(directory, name))
 
     def checkout_for_agent(self, repo: RepoUrl, branch: str, work_branch: str, *, own_objects: bool = False) -> None:
         """The agent's clone in `repo/`, on `work_branch`, its origin the real URL (no credentials).

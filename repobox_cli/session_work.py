@@ -24,7 +24,7 @@ import redis
 from repobox_cli import keys, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl, StopReason
-from repobox_cli.errors import JobDataError, JobStopped, RepoboxError
+from repobox_cli.errors import BranchMissing, JobDataError, JobStopped, RepoboxError
 from repobox_cli.executor import Executor
 from repobox_cli.git_ops import Git
 from repobox_cli.jobs import Status, now_ms
@@ -156,14 +156,16 @@ class SessionWork:
         git = Git(self.settings, paths, active.control, out.git)
         out.runner("Cloning repository...")
         with self.executor.provider_token(job, repo) as token:
-            refs = git.remote_refs(repo, token, [job.branch])
             base = job.branch
-            if base not in refs.heads:
-                if not refs.default_branch:
-                    raise JobDataError(f"branch {base} not found on the remote, and it has no default branch")
-                base = validation.branch_name(refs.default_branch)
+            try:
+                base_sha = git.clone(repo, token, base)
+            except BranchMissing:  # only then is the remote's default branch looked up
+                default = git.remote_refs(repo, token, []).default_branch
+                if not default:
+                    raise JobDataError(f"branch {base} not found on the remote, and it has no default branch") from None
+                base = validation.branch_name(default)
                 out.runner(f"Using the default branch {base}: branch {job.branch} was not found on the remote")
-            base_sha = git.clone(repo, token, base)
+                base_sha = git.clone(repo, token, base)
         out.runner("Clone completed.")
         self._ensure_current(active)
         out.runner(f"Creating branch {work_branch}...")

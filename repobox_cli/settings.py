@@ -26,6 +26,8 @@ from repobox_cli.output import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINE
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
+DEFAULT_CACHE_SUBDIR = "cache"
+DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
 DEFAULT_BLOCK_MS = 400  # short enough to stop (signal, burst) within half a second; not polling: BLOCK waits
 DEFAULT_TICK_MS = 250
 DEFAULT_METRICS_HOST = "127.0.0.1"  # the endpoint has no authentication: loopback unless asked
@@ -209,6 +211,8 @@ class Settings:
     max_jobs_per_user: int = 3
     job_timeout_s: float = 3600.0
     temp_dir: Path = Path(DEFAULT_TEMP_DIR)
+    cache_dir: Path | None = None  # None: TEMP_DIR/cache (see `clone_cache_dir`)
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
     cleanup_after_job: bool = True
     claim_min_idle_s: float = 300.0
     agent_command: str = ""
@@ -241,6 +245,11 @@ class Settings:
     def lease_renew_s(self) -> float:
         """How often a runner renews its claims: a third of the idle time that allows takeover."""
         return self.claim_min_idle_s / 3
+
+    @property
+    def clone_cache_dir(self) -> Path:
+        """Where the clone cache keeps its mirrors: CACHE_DIR, by default TEMP_DIR/cache."""
+        return self.cache_dir or self.temp_dir / DEFAULT_CACHE_SUBDIR
 
     @property
     def output_limits(self) -> OutputLimits:
@@ -732,6 +741,25 @@ SETTINGS: tuple[Setting, ...] = (
         Path,
     ),
     Setting(
+        "cache_dir",
+        "CACHE_DIR",
+        _path,
+        None,
+        "the clone cache: one bare mirror per remote URL, the runner's own (never inside a sandbox)",
+        "--cache-dir",
+        Path,
+        default_doc="`TEMP_DIR/cache`",
+    ),
+    Setting(
+        "cache_max_bytes",
+        "CACHE_MAX_BYTES",
+        _ints(0),
+        str(DEFAULT_CACHE_MAX_BYTES),
+        "bytes the clone cache may hold; least recently used mirrors are removed past it; 0 turns the cache off",
+        "--cache-max-bytes",
+        int,
+    ),
+    Setting(
         "cleanup_after_job",
         "CLEANUP_AFTER_JOB",
         _bool,
@@ -1013,6 +1041,14 @@ def _check_together(values: dict[str, Any]) -> None:
         values["agent_command"] = CLAUDE_COMMAND
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
+        _cache_not_shared(values["agent_sandbox_paths"], values.get("cache_dir"))
+
+
+def _cache_not_shared(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
+    """The clone cache holds other users' objects: no sandbox may see it."""
+    for path in paths:
+        if cache_dir is not None and (path == cache_dir or path in cache_dir.parents or cache_dir in path.parents):
+            raise SettingsError(f"AGENT_SANDBOX_PATHS must not name CACHE_DIR or a path around it ({path})")
 
 
 class Source(StrEnum):

@@ -59,9 +59,10 @@ def cworld(world: World) -> Iterator[World]:
 
 
 def leftovers(world: World) -> list[str]:
-    return (
-        sorted(str(p.relative_to(world.temp_dir)) for p in world.temp_dir.iterdir()) if world.temp_dir.exists() else []
-    )
+    """What jobs left in TEMP_DIR, but the clone cache (kept across jobs on purpose)."""
+    if not world.temp_dir.exists():
+        return []
+    return sorted(str(p.relative_to(world.temp_dir)) for p in world.temp_dir.iterdir() if p.name != "cache")
 
 
 def output_items(world: World, job_id: str) -> list[str]:

@@ -42,6 +42,7 @@ class RecordedRequest:
     path: str  # path + query string, as sent by the client
     authorization: str | None  # raw Authorization header
     headers: dict[str, str]
+    response_bytes: int = 0  # the body's size once answered
 
 
 def clean_git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -167,6 +168,7 @@ class _GitHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "repobox-test-git"
     server: _TLSThreadingHTTPServer
+    _recorded: RecordedRequest | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -184,14 +186,13 @@ class _GitHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         owner = self.server.owner
-        owner._record(
-            RecordedRequest(
-                method=self.command,
-                path=self.path,
-                authorization=self.headers.get("Authorization"),
-                headers={k: v for k, v in self.headers.items()},
-            )
+        self._recorded = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            authorization=self.headers.get("Authorization"),
+            headers={k: v for k, v in self.headers.items()},
         )
+        owner._record(self._recorded)
         # Each response closes the connection: keeps body handling simple.
         self.close_connection = True
         api = owner.api
@@ -220,6 +221,8 @@ class _GitHandler(BaseHTTPRequestHandler):
         send(self, api.handle(self.command, self.path, dict(self.headers.items()), raw))
 
     def _respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        if self._recorded is not None:
+            self._recorded.response_bytes = len(body)
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -261,6 +264,11 @@ class _GitHandler(BaseHTTPRequestHandler):
                 "AUTH_TYPE": "Basic",
             }
         )
+        hidden = self.server.owner.hidden_for(self.headers.get("Authorization"))
+        env["GIT_CONFIG_COUNT"] = str(len(hidden))
+        for index, ref in enumerate(hidden):
+            env[f"GIT_CONFIG_KEY_{index}"] = "uploadpack.hideRefs"
+            env[f"GIT_CONFIG_VALUE_{index}"] = ref
         if self.headers.get("Content-Type"):
             env["CONTENT_TYPE"] = self.headers["Content-Type"]
         # Chunked bodies have no length: leave CONTENT_LENGTH unset so
@@ -339,6 +347,25 @@ def _parse_cgi_output(output: bytes) -> tuple[int, list[tuple[str, str]], bytes]
     return status, headers, body
 
 
+def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
+    """(user, password) of a Basic Authorization header, or (None, None)."""
+    if not header:
+        return None, None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else (None, None)
+
+
+def _password(header: str | None) -> str | None:
+    return _basic_credentials(header)[1]
+
+
 # --------------------------------------------------------------------------
 # public API
 
@@ -357,6 +384,7 @@ class GitHttpsServer:
         # Plain containers (mutate freely from tests); the server guards its
         # own reads/appends with _lock.
         self.tokens: set[str] = set()
+        self.hidden_refs: dict[str, tuple[str, ...]] = {}  # token -> refs its fetches never see
         self.requests: list[RecordedRequest] = []
         self._httpd: _TLSThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -422,6 +450,17 @@ class GitHttpsServer:
         with self._lock:
             self.tokens.add(token)
 
+    def hide_refs(self, token: str, *refs: str) -> None:
+        """Fetches with `token` neither see nor may fetch `refs` (`uploadpack.hideRefs`): a
+        branch that user may not read, as a provider's per-user permissions would have it."""
+        with self._lock:
+            self.hidden_refs[token] = refs
+
+    def hidden_for(self, header: str | None) -> tuple[str, ...]:
+        token = _password(header)
+        with self._lock:
+            return self.hidden_refs.get(token, ()) if token else ()
+
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -431,18 +470,9 @@ class GitHttpsServer:
             self.requests.append(request)
 
     def _authorised(self, header: str | None) -> bool:
-        if not header:
-            return False
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        user, sep, password = decoded.partition(":")
+        user, password = _basic_credentials(header)
         with self._lock:
-            return bool(sep) and user == self.username and password in self.tokens
+            return user == self.username and password is not None and password in self.tokens
 
     # -- repositories ------------------------------------------------------
 

@@ -1,0 +1,291 @@
+"""The clone cache: one bare mirror per remote URL, so a job fetches only what changed since the
+last job on that repository, and fills its own repository from the mirror on this host.
+
+- Layout: CACHE_DIR (0700, the runner's own; by default TEMP_DIR/cache, which every sandbox
+  covers with an empty tmpfs, and never an AGENT_SANDBOX_PATHS entry) holds `<key>.git`, the
+  mirror, and `<key>.lock`, its lock file, with key = sha256 of the URL (scheme and host lower-cased).
+- Authorisation: a job always fetches from the remote through its own token first (the remote
+  checks it), into the mirror. Its repository is then filled from the mirror by git's pack
+  protocol (`file://`), wanting only the commit that job's own fetch returned: it receives the
+  objects reachable from that commit, which is what the remote would have sent that token, and
+  never other objects the mirror holds (fetched by other users' tokens).
+- Self-contained: the job's repository has its own pack, no `objects/info/alternates` into here.
+- Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
+  a job copies out of it. Waiting polls, so a cancelled job stops waiting, and ends after
+  LOCK_WAIT_S (1 s: the job then clones directly, with one plain line, so a burst of jobs on one
+  repository never queues behind one mirror). Eviction takes the lock without waiting and skips
+  a mirror in use.
+- Failures: a failed fetch whose mirror fails `git fsck --connectivity-only`, or a failed copy out
+  of it, rebuilds the mirror once; when the cache still fails (or cannot be used at all) the job
+  fetches straight from the remote into its own repository after one warning line. The remote's
+  own refusals (token, missing repository or branch) are the job's errors, never the cache's.
+- Size: after each use, mirrors least recently used (by their lock file's mtime) are removed until
+  CACHE_DIR holds at most CACHE_MAX_BYTES; the one just used is kept. CACHE_MAX_BYTES=0: no cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from repobox_cli import workdir
+from repobox_cli.control import JobControl
+from repobox_cli.errors import BranchMissing, GitError, JobStopped, RemoteRefused, RepoboxError
+from repobox_cli.validation import RepoUrl
+
+if TYPE_CHECKING:
+    from repobox_cli.git_ops import Fetched, Git
+
+log = logging.getLogger(__name__)
+
+KEY_HEX_CHARS = 32
+MIRROR_SUFFIX = ".git"
+LOCK_SUFFIX = ".lock"
+LOCK_POLL_S = 0.05
+# A job waits this long for another job's fetch into the same mirror, then clones directly: jobs on
+# one repository never queue behind each other (a burst of them runs as fast as without a cache).
+LOCK_WAIT_S = 1.0
+MAX_PACKS = 32
+CACHED_REFS = "refs/cached/"  # one ref per base branch fetched, named by the branch's hash (no D/F clashes)
+
+Warn = Callable[[str], None]
+
+
+def mirror_key(url: str) -> str:
+    """The mirror's name for a remote URL: one mirror per repository URL, whoever's token fetched."""
+    parts = urlsplit(url.rstrip("/"))
+    normal = urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+    return hashlib.sha256(normal.encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+def cached_ref(branch: str) -> str:
+    return CACHED_REFS + hashlib.sha256(branch.encode()).hexdigest()[:KEY_HEX_CHARS]
+
+
+@dataclass(frozen=True)
+class Mirror:
+    path: Path
+    lock_path: Path
+
+
+class CacheUnavailable(RepoboxError):
+    """Raised when the clone cache cannot be used for a job (the job then clones directly)."""
+
+
+class CacheBusy(CacheUnavailable):
+    """Another job is fetching into the mirror: this one clones directly (nothing is wrong)."""
+
+
+class CloneCache:
+    """The mirrors in one directory, their locks and their eviction."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    def mirror(self, url: str) -> Mirror:
+        key = mirror_key(url)
+        return Mirror(self.root / f"{key}{MIRROR_SUFFIX}", self.root / f"{key}{LOCK_SUFFIX}")
+
+    @contextlib.contextmanager
+    def locked(self, mirror: Mirror, control: JobControl, *, shared: bool = False) -> Iterator[int]:
+        """Hold the mirror's lock (polling, so a stop ends the wait); its file descriptor, which
+        `downgrade` turns into a shared lock. Using a mirror makes it the most recently used."""
+        try:
+            workdir.ensure_private_dir(self.root)
+            fd = os.open(mirror.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except (OSError, workdir.WorkDirError) as exc:
+            raise CacheUnavailable(f"cannot open {mirror.lock_path}: {_reason(exc)}") from None
+        try:
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while not _try_flock(fd, mode):
+                if time.monotonic() > deadline:
+                    raise CacheBusy(f"another job is fetching into its mirror of this repository ({LOCK_WAIT_S:g} s)")
+                control.stopped.wait(LOCK_POLL_S)
+                control.check()
+            os.utime(fd)
+            yield fd
+        finally:
+            os.close(fd)  # releases the lock
+
+    @staticmethod
+    def downgrade(fd: int) -> None:
+        """Exclusive to shared: other jobs may copy out of the mirror too. Not atomic: a job may
+        fetch into the mirror in between, which only adds objects; one that rebuilt it in between
+        makes this job's copy fail, and the job then clones directly."""
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+    @staticmethod
+    def upgrade(fd: int) -> bool:
+        """Shared to exclusive, only if no other job holds the lock now (two waiting to upgrade
+        would wait for each other)."""
+        return _try_flock(fd, fcntl.LOCK_EX)
+
+    def evict(self, keep: Mirror) -> list[Path]:
+        """Remove least recently used mirrors not in use until the cache fits CACHE_MAX_BYTES;
+        the ones removed. Never raises: what cannot be measured or removed is left."""
+        try:
+            found = [(self._last_used(p), p) for p in self.root.glob(f"*{MIRROR_SUFFIX}") if p != keep.path]
+        except OSError as exc:
+            log.warning("clone cache: cannot list %s: %s", self.root, _reason(exc))
+            return []
+        sizes = {path: tree_bytes(path) for _, path in found}
+        total = sum(sizes.values()) + tree_bytes(keep.path)
+        removed: list[Path] = []
+        for _, path in sorted(found):
+            if total <= self.max_bytes:
+                break
+            if self._remove_if_idle(Mirror(path, path.with_suffix(LOCK_SUFFIX))):
+                total -= sizes[path]
+                removed.append(path)
+        return removed
+
+    def _last_used(self, path: Path) -> float:
+        try:
+            return path.with_suffix(LOCK_SUFFIX).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    @staticmethod
+    def _remove_if_idle(mirror: Mirror) -> bool:
+        try:
+            fd = os.open(mirror.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            if not _try_flock(fd, fcntl.LOCK_EX):
+                return False  # in use: a job is fetching into it or copying out of it
+            log.info("clone cache: removing the least recently used mirror %s", mirror.path.name)
+            return workdir.remove_tree(mirror.path)
+        finally:
+            os.close(fd)
+
+
+def _try_flock(fd: int, mode: int) -> bool:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files below `path` (0 if it is gone)."""
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+# -- a job's clone through the cache ----------------------------------------------------------
+def clone(git: Git, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn, note: Warn) -> Fetched:
+    """The runner's repository for one job, at `branch` as the remote has it now (and the work
+    branch's tip, for the push's lease): through the cache, or directly when the cache fails.
+    BranchMissing when the remote has no `branch`; GitError for the remote's other refusals."""
+    settings = git.settings
+    if settings.cache_max_bytes > 0:
+        cache = CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+        try:
+            return _through_cache(git, cache, repo, token, branch, work_branch, warn)
+        except CacheBusy as exc:
+            note(f"Cloning directly: the clone cache is busy ({exc})")
+        except CacheUnavailable as exc:
+            warn(f"Warning: the clone cache is not usable ({exc}): cloning directly")
+            log.warning("clone cache not usable for %s: %s", repo.url, exc)
+    return git.fetch_into_runner_repo(repo, token, branch, work_branch)
+
+
+def _through_cache(
+    git: Git, cache: CloneCache, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
+) -> Fetched:
+    mirror = cache.mirror(repo.url)
+    with cache.locked(mirror, git.control) as fd:
+        fetched = _fetch_into_mirror(git, mirror, repo, token, branch, work_branch, warn)
+        cache.downgrade(fd)
+        try:
+            git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
+        except GitError as exc:
+            # The mirror lacks objects its refs reach (a damaged pack fsck's connectivity check
+            # does not read): rebuild it now, unless another job is copying out of it.
+            if not cache.upgrade(fd):
+                raise CacheUnavailable(f"copying from the mirror failed: {exc}") from None
+            _warn_damaged(warn, mirror)
+            fetched = _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+            try:
+                git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
+            except GitError as again:
+                raise CacheUnavailable(f"copying from the rebuilt mirror failed: {again}") from None
+    removed = cache.evict(keep=mirror)
+    if removed:
+        log.info("clone cache: removed %d least recently used mirror(s) to stay under CACHE_MAX_BYTES", len(removed))
+    return fetched
+
+
+def _fetch_into_mirror(
+    git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
+) -> Fetched:
+    """Fetch into the mirror (made if missing), holding its exclusive lock; a damaged mirror is
+    rebuilt once."""
+    fresh = not workdir.is_real_dir(mirror.path)
+    if fresh:
+        _rebuild(git, mirror)
+    try:
+        fetched = git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
+        _repack_if_many_packs(git, mirror)
+        return fetched
+    except (BranchMissing, RemoteRefused, JobStopped):
+        raise  # the remote's answer: the same whatever the mirror holds
+    except GitError:
+        if fresh or git.is_sound(mirror.path):
+            raise  # the remote's refusal (or the network's), not the cache's
+    _warn_damaged(warn, mirror)
+    return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+
+
+def _repack_if_many_packs(git: Git, mirror: Mirror) -> None:
+    """Each fetch adds a pack; past MAX_PACKS they are made one (reads slow down with many)."""
+    try:
+        packs = sum(1 for _ in (mirror.path / "objects" / "pack").glob("*.pack"))
+    except OSError:
+        return
+    if packs > MAX_PACKS:
+        git.repack(mirror.path)
+
+
+def _warn_damaged(warn: Warn, mirror: Mirror) -> None:
+    warn("Warning: the clone cache's copy of this repository was damaged: rebuilding it")
+    log.warning("clone cache: mirror %s is damaged: rebuilding it", mirror.path.name)
+
+
+def _rebuild_and_fetch(
+    git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None
+) -> Fetched:
+    _rebuild(git, mirror)
+    return git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
+
+
+def _rebuild(git: Git, mirror: Mirror) -> None:
+    if not workdir.remove_tree(mirror.path):
+        raise CacheUnavailable(f"cannot remove the damaged mirror {mirror.path.name}")
+    try:
+        git.init_mirror(mirror.path)
+    except GitError as exc:
+        raise CacheUnavailable(f"cannot make a mirror: {exc}") from None

@@ -1,0 +1,316 @@
+"""The clone cache with real git against the suite's HTTPS git server: isolation between jobs
+and users, concurrent jobs on one repository, damaged mirrors, LRU eviction."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import subprocess
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from repobox_cli import clone_cache, workdir
+from repobox_cli.control import JobControl
+from repobox_cli.errors import BranchMissing, SettingsError
+from repobox_cli.git_ops import Fetched, Git
+from repobox_cli.redaction import basic_auth_value
+from repobox_cli.settings import RUN, Settings, load_settings
+from repobox_cli.validation import RepoUrl, repo_url
+from tests.support.git_server import GitHttpsServer, clean_git_env
+from tests.support.tls import TestCA
+
+JOB_TIMEOUT_S = 60.0
+GIT_DEADLINE_S = 30.0
+
+
+@dataclass
+class Remote:
+    server: GitHttpsServer
+    name: str
+    repo: RepoUrl
+    token: str
+
+
+@dataclass
+class Job:
+    git: Git
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def git_dir(self) -> Path:
+        return self.git.paths.git_dir
+
+    def clone(self, remote: Remote, branch: str = "main", work_branch: str | None = None) -> Fetched:
+        return self.git.clone_branch(remote.repo, remote.token, branch, work_branch)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [line for line, _ in self.lines if line.startswith("Warning:")]
+
+    @property
+    def notes(self) -> list[str]:
+        return [line for line, stream in self.lines if line.startswith("Cloning directly") and stream == "stdout"]
+
+
+def git(git_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args],
+        env=clean_git_env({"GIT_DIR": str(git_dir)}),
+        capture_output=True,
+        text=True,
+        timeout=GIT_DEADLINE_S,
+        check=check,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tls: TestCA) -> Settings:
+    return Settings(
+        temp_dir=tmp_path / "temp",
+        git_env={"GIT_SSL_CAINFO": str(tls.ca_file)},
+        path_env=os.environ["PATH"],
+    )
+
+
+def new_job(settings: Settings) -> Job:
+    paths = workdir.prepare(settings.temp_dir, f"job-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12])
+    job = Job(Git(settings, paths, JobControl(JOB_TIMEOUT_S), lambda line, stream: None))
+    job.git.emit = lambda line, stream: job.lines.append((line, stream))
+    return job
+
+
+def new_remote(server: GitHttpsServer, **branches: dict[str, str]) -> Remote:
+    name = f"cache-{uuid.uuid4().hex[:8]}"
+    url = server.create_repo(name, {"README.md": "hello\n"}, extra_branches=branches)
+    token = f"tok-{uuid.uuid4().hex}"
+    server.allow_token(token)
+    return Remote(server, name, repo_url(url), token)
+
+
+def mirror_of(settings: Settings, remote: Remote) -> Path:
+    return clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes).mirror(remote.repo.url).path
+
+
+def assert_self_contained(git_dir: Path, tip: str) -> None:
+    """A repository that needs nothing else: no alternates, every object reachable present."""
+    assert not (git_dir / "objects" / "info" / "alternates").exists()
+    git(git_dir, "fsck", "--full", "--no-dangling")
+    assert git(git_dir, "rev-parse", "refs/heads/main").stdout.strip() == tip
+
+
+def test_a_second_clone_comes_through_the_mirror_and_each_job_repository_is_self_contained(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server)
+    first = new_job(settings).clone(remote)
+    mirror = mirror_of(settings, remote)
+    assert git(mirror, "rev-parse", clone_cache.cached_ref("main")).stdout.strip() == first.base_sha
+    second_job = new_job(settings)
+    second = second_job.clone(remote)
+    assert second == first and second.branch == "main" and second.work_sha is None
+    assert_self_contained(second_job.git_dir, second.base_sha)
+    assert second_job.warnings == []
+    for directory, _, files in os.walk(mirror):  # no credentials kept in the mirror
+        for name in files:
+            content = Path(directory, name).read_bytes()
+            assert remote.token.encode() not in content
+            assert basic_auth_value(remote.token).encode() not in content
+
+
+def test_a_job_repository_holds_only_objects_its_own_fetch_reached_not_other_branches_in_the_mirror(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, private={"secret.txt": "another user's secret\n"})
+    private_tip = new_job(settings).clone(remote, "private").base_sha
+    assert git(mirror_of(settings, remote), "cat-file", "-e", private_tip, check=False).returncode == 0
+    job = new_job(settings)
+    job.clone(remote, "main")
+    assert git(job.git_dir, "cat-file", "-e", private_tip, check=False).returncode != 0
+    blobs = git(job.git_dir, "cat-file", "--batch-all-objects", "--batch-check").stdout
+    secret_blob = git(mirror_of(settings, remote), "rev-parse", f"{private_tip}:secret.txt").stdout.strip()
+    assert secret_blob not in blobs
+
+
+def test_the_work_branch_tip_comes_from_the_same_fetch_and_a_missing_base_branch_is_reported(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, **{"repobox/job1": {"a.txt": "earlier attempt\n"}})
+    tip = git_server.branches(remote.name)["repobox/job1"]
+    assert new_job(settings).clone(remote, "main", "repobox/job1").work_sha == tip
+    assert new_job(settings).clone(remote, "main", "repobox/job").work_sha is None  # a prefix is not the branch
+    with pytest.raises(BranchMissing):
+        new_job(settings).clone(remote, "no-such-branch", "repobox/job1")
+    mirror = mirror_of(settings, remote)
+    assert git(mirror, "for-each-ref", "refs/repobox-work/").stdout == ""
+
+
+def test_two_jobs_cloning_one_repository_at_once_both_get_it_and_the_mirror_stays_sound(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, feature={"f.txt": "feature\n"})
+    jobs = [new_job(settings) for _ in range(4)]
+    branches = ["main", "feature", "main", "feature"]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda pair: pair[0].clone(remote, pair[1]), zip(jobs, branches, strict=True)))
+    expected = git_server.branches(remote.name)
+    for job, branch, result in zip(jobs, branches, results, strict=True):
+        assert result.base_sha == expected[branch]
+        assert job.warnings == []
+        git(job.git_dir, "fsck", "--full", "--no-dangling")
+    git(mirror_of(settings, remote), "fsck", "--full", "--no-dangling")
+
+
+def _clone_in_another_process(temp_dir: str, ca_file: str, url: str, token: str, branch: str) -> tuple[str, bool]:
+    """A job's clone in a process of its own, as a second runner on this host would make it."""
+    settings = Settings(temp_dir=Path(temp_dir), git_env={"GIT_SSL_CAINFO": ca_file}, path_env=os.environ["PATH"])
+    job = new_job(settings)
+    fetched = job.git.clone_branch(repo_url(url), token, branch, None)
+    sound = git(job.git_dir, "fsck", "--full", "--no-dangling", check=False).returncode == 0
+    return fetched.base_sha, sound and not job.warnings
+
+
+def test_two_runner_processes_cloning_one_repository_at_once_share_its_mirror_safely(
+    settings: Settings, git_server: GitHttpsServer, tls: TestCA
+) -> None:
+    remote = new_remote(git_server, feature={"f.txt": "feature\n"})
+    branches = ["main", "feature", "feature", "main"]
+    args = [(str(settings.temp_dir), str(tls.ca_file), remote.repo.url, remote.token, b) for b in branches]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_clone_in_another_process, *zip(*args, strict=True)))
+    expected = git_server.branches(remote.name)
+    assert results == [(expected[b], True) for b in branches]
+    git(mirror_of(settings, remote), "fsck", "--full", "--no-dangling")
+
+
+def test_a_job_clones_directly_when_another_job_holds_the_mirror_past_the_short_wait(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "LOCK_WAIT_S", 0.3)
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    with cache.locked(cache.mirror(remote.repo.url), JobControl(JOB_TIMEOUT_S)):  # a stalled fetch
+        job = new_job(settings)
+        result = job.clone(remote)
+    assert result.base_sha == git_server.branches(remote.name)["main"]
+    assert job.warnings == []
+    assert job.notes == [
+        "Cloning directly: the clone cache is busy (another job is fetching into its mirror of this repository (0.3 s))"
+    ]
+    assert_self_contained(job.git_dir, result.base_sha)
+
+
+def test_a_mirror_with_a_garbage_head_is_rebuilt_and_the_job_clones(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server)
+    tip = new_job(settings).clone(remote).base_sha
+    mirror = mirror_of(settings, remote)
+    (mirror / "HEAD").write_text("garbage\n")
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+    assert job.warnings == ["Warning: the clone cache's copy of this repository was damaged: rebuilding it"]
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+
+
+def test_a_mirror_with_a_truncated_pack_is_rebuilt_and_the_job_clones(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server)
+    tip = new_job(settings).clone(remote).base_sha
+    mirror = mirror_of(settings, remote)
+    packs = list((mirror / "objects" / "pack").glob("*.pack"))
+    assert packs
+    for pack in packs:
+        os.truncate(pack, pack.stat().st_size // 2)
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+    assert job.warnings == ["Warning: the clone cache's copy of this repository was damaged: rebuilding it"]
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+
+
+def test_an_unusable_cache_directory_means_one_warning_and_a_direct_clone(
+    tmp_path: Path, settings: Settings, git_server: GitHttpsServer
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    remote = new_remote(git_server)
+    job = new_job(dataclasses.replace(settings, cache_dir=blocker))
+    result = job.clone(remote)
+    assert result.base_sha == git_server.branches(remote.name)["main"]
+    assert len(job.warnings) == 1 and job.warnings[0].startswith("Warning: the clone cache is not usable")
+    assert_self_contained(job.git_dir, result.base_sha)
+
+
+def test_cache_max_bytes_zero_clones_directly_without_a_cache(settings: Settings, git_server: GitHttpsServer) -> None:
+    remote = new_remote(git_server)
+    off = dataclasses.replace(settings, cache_max_bytes=0)
+    job = new_job(off)
+    job.clone(remote)
+    assert_self_contained(job.git_dir, git_server.branches(remote.name)["main"])
+    assert not off.clone_cache_dir.exists()
+
+
+def test_past_cache_max_bytes_the_least_recently_used_mirror_goes_but_never_one_in_use(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    tiny = dataclasses.replace(settings, cache_max_bytes=1)
+    first, second, third = (new_remote(git_server) for _ in range(3))
+    new_job(tiny).clone(first)
+    cache = clone_cache.CloneCache(tiny.clone_cache_dir, tiny.cache_max_bytes)
+    with cache.locked(cache.mirror(first.repo.url), JobControl(JOB_TIMEOUT_S), shared=True):
+        new_job(tiny).clone(second)  # over the limit, but the first mirror is in use
+        assert mirror_of(tiny, first).is_dir() and mirror_of(tiny, second).is_dir()
+    new_job(tiny).clone(third)  # the first and second are idle now: both go, the one just used stays
+    assert not mirror_of(tiny, first).exists()
+    assert not mirror_of(tiny, second).exists()
+    assert mirror_of(tiny, third).is_dir()
+
+
+def test_eviction_removes_least_recently_used_first(settings: Settings, git_server: GitHttpsServer) -> None:
+    remotes = [new_remote(git_server) for _ in range(3)]
+    for remote in remotes:
+        new_job(settings).clone(remote)
+    mirrors = [mirror_of(settings, r) for r in remotes]
+    sizes = [clone_cache.tree_bytes(m) for m in mirrors]
+    for age, mirror in enumerate(mirrors):  # the first used longest ago
+        lock = mirror.with_suffix(clone_cache.LOCK_SUFFIX)
+        os.utime(lock, (1_000_000 + age, 1_000_000 + age))
+    keep = clone_cache.Mirror(mirrors[2], mirrors[2].with_suffix(clone_cache.LOCK_SUFFIX))
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, sizes[1] + sizes[2])
+    assert cache.evict(keep) == [mirrors[0]]
+    assert mirrors[1].is_dir() and mirrors[2].is_dir()
+
+
+def test_a_mirror_with_many_packs_is_repacked_into_one(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "MAX_PACKS", 2)
+    remote = new_remote(git_server, one={"1.txt": "1\n"}, two={"2.txt": "2\n"}, three={"3.txt": "3\n"})
+    mirror = mirror_of(settings, remote)
+    counts = []
+    for branch in ("main", "one", "two", "three"):
+        new_job(settings).clone(remote, branch)
+        counts.append(len(list((mirror / "objects" / "pack").glob("*.pack"))))
+    assert counts == [1, 2, 1, 2]
+    git(mirror, "fsck", "--full", "--no-dangling")
+    job = new_job(settings)
+    assert job.clone(remote, "one").base_sha == git_server.branches(remote.name)["one"]
+
+
+def test_the_cache_defaults_to_temp_dir_and_no_sandbox_path_may_expose_it(tmp_path: Path) -> None:
+    assert load_settings({"TEMP_DIR": str(tmp_path)}, command=RUN).clone_cache_dir == tmp_path / "cache"
+    assert load_settings({"CACHE_MAX_BYTES": "0"}, command=RUN).cache_max_bytes == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for cache_dir in (shared, shared / "cache"):
+        env = {"CACHE_DIR": str(cache_dir), "AGENT_SANDBOX_PATHS": str(shared)}
+        with pytest.raises(SettingsError, match="must not name CACHE_DIR"):
+            load_settings(env, command=RUN)
