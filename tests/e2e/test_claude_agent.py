@@ -206,10 +206,10 @@ def test_claude_errors_garbage_and_stderr_are_shown_and_the_job_fails(world: Wor
     assert ("Claude error: API Error: 529 overloaded", "stderr", "runner") in lines
     assert ("claude: something went wrong", "stderr", "claude") in lines
     everything = world.output_text(job_id)
-    assert API_KEY not in everything and world.token not in everything
+    assert API_KEY not in everything and world.token not in everything and world.key not in everything
     assert "leaked key sk-a****" in everything
     [run] = records(world.output(job_id))
-    assert world.token not in str(run)
+    assert world.token not in str(run) and world.key not in str(run)
 
 
 def test_agent_claude_and_agent_command_together_are_refused(world: World) -> None:
@@ -240,4 +240,4 @@ def test_a_session_prompt_runs_claude_in_the_working_copy_and_the_chat_view_gets
     [run] = records(output(world, sid))
     assert run["prompt"] == PROMPT and run["prompt_in_argv"] == []
     everything = "\n".join(lines(world, sid))
-    assert API_KEY not in everything and world.token not in everything
+    assert API_KEY not in everything and world.token not in everything and world.key not in everything
