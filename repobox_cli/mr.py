@@ -16,7 +16,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -24,6 +23,7 @@ import httpx
 
 from repobox_cli.git_ops import proxy_from_env
 from repobox_cli.redaction import one_line, registered
+from repobox_cli.tokens import ProviderType  # the provider hash's `type`, declared once
 
 GITHUB_API = "https://api.github.com"
 GITHUB_WEB_HOSTS = frozenset({"", "https://github.com", "https://www.github.com"})
@@ -36,11 +36,6 @@ MAX_REASON_CHARS = 300
 HTTP_CREATED = 201
 HTTP_UNPROCESSABLE = 422
 HTTP_CONFLICT = 409
-
-
-class Forge(StrEnum):
-    GITHUB = "github"
-    GITLAB = "gitlab"
 
 
 @dataclass(frozen=True)
@@ -108,10 +103,10 @@ def open_merge_request(
     """Open (or find) the merge request; never raises."""
     with registered(token):
         try:
-            if forge == Forge.GITLAB:
+            if forge == ProviderType.GITLAB:
                 base = gitlab_api_base(provider_url)
                 url = _gitlab(base, repo_url, token, request, git_env)
-            elif forge == Forge.GITHUB:
+            elif forge == ProviderType.GITHUB:
                 base = github_api_base(provider_url)
                 url = _github(base, repo_url, token, request, git_env)
             else:
