@@ -96,38 +96,48 @@ def _run_sandboxed(
 ) -> None:
     binds = [*sandbox.extra_binds(settings), *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
     info_read, info_write = os.pipe()
+    # The sandbox's stdin; only this process holds the write end (close-on-exec), so the kernel
+    # closes it when the runner dies and the guard in the sandbox ends everything (sandbox.GUARD).
+    alive_read, alive_write = os.pipe()
     try:
-        argv = sandbox.launch_argv(
-            settings, binds, paths.repo, ["/bin/sh", "-c", settings.agent_command], ids, info_fd=info_write
-        )
-        with procs.spawning() as spawned:
-            try:
-                # Started from this worker thread, which waits for it: bwrap's --die-with-parent
-                # follows this thread, so the sandbox dies with the job and with the runner.
-                process = subprocess.Popen(
-                    argv,
-                    cwd="/",
-                    env=agent_environment(settings, job, paths),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    close_fds=True,
-                    pass_fds=(info_write,),
-                    umask=procs.AGENT_UMASK,
-                )
-            except OSError as exc:
-                raise AgentError(f"agent sandbox could not start: {exc.strerror}") from exc
-            spawned.add(process.pid)
-    finally:
-        os.close(info_write)
-    try:
+        try:
+            argv = sandbox.launch_argv(
+                settings, binds, paths.repo, sandbox.guarded(settings.agent_command), ids, info_fd=info_write
+            )
+            process = _spawn_sandbox(argv, agent_environment(settings, job, paths), alive_read, info_write)
+        finally:
+            os.close(info_write)
+            os.close(alive_read)
         child = _sandbox_child(info_read)
+        code = _supervise(process, control, emit)
+        _wait_gone(child)
     finally:
         os.close(info_read)
-    code = _supervise(process, control, emit)
-    _wait_gone(child)
+        os.close(alive_write)
     _raise_for(control, code)
+
+
+def _spawn_sandbox(argv: list[str], env: dict[str, str], stdin: int, info_fd: int) -> subprocess.Popen[bytes]:
+    with procs.spawning() as spawned:
+        try:
+            # Started from this worker thread, which waits for it: bwrap's --die-with-parent
+            # follows this thread, so the sandbox dies with the job and with the runner.
+            process = subprocess.Popen(
+                argv,
+                cwd="/",
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(info_fd,),
+                umask=procs.AGENT_UMASK,
+            )
+        except OSError as exc:
+            raise AgentError(f"agent sandbox could not start: {exc.strerror}") from exc
+        spawned.add(process.pid)
+    return process
 
 
 def _sandbox_child(info_read: int) -> int | None:

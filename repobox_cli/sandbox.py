@@ -10,7 +10,11 @@ extra path contains TEMP_DIR.
 Containment is by construction: bwrap's pid 1 is the namespace's init, so when the agent's
 command exits (or bwrap is killed) the kernel kills everything left in the namespace;
 `--die-with-parent` ties bwrap to the worker thread that started it, so `kill -9` of the runner
-ends the sandbox too.
+ends the sandbox too. That tie is made by each of bwrap's processes after it starts, so a runner
+killed while the sandbox is still being set up would leave an orphan that never gets the signal:
+the agent's command therefore runs under `guarded`, whose watcher reads the runner's end of a
+pipe (the sandbox's stdin) and kills everything in the namespace at end of file, which the kernel
+delivers when the runner dies however and whenever it dies, before or after the guard starts.
 
 A root runner never lets the agent be root outside the namespace: it starts bwrap through
 `repobox_cli.sandbox_launch`, which bind-mounts the sources into a private staging tmpfs (the
@@ -171,6 +175,27 @@ def bwrap_argv(
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
     return [*args, "--chdir", str(chdir), "--", *command]
+
+
+# The agent's command under a guard, as the sandbox's first process (`sh -c GUARD repobox-agent
+# COMMAND`). Its stdin is the read end of a pipe only the runner holds open: the watcher's `read`
+# sees end of file once the runner is gone and kills every process of the namespace (bwrap's init
+# then finds no child and exits). A non-interactive shell gives a background job /dev/null for
+# stdin, so the pipe is kept on fd 3 first; the agent gets neither it nor the runner's stdin.
+GUARD = (
+    "exec 3<&0 </dev/null; "
+    "{ while read -r _ <&3; do :; done; kill -s KILL -- -1; } & watcher=$!; "
+    '/bin/sh -c "$1" 3<&- & agent=$!; '
+    "exec 3<&-; "
+    'wait "$agent"; status=$?; '
+    'kill -s KILL "$watcher" 2>/dev/null; '
+    'exit "$status"'
+)
+
+
+def guarded(command: str) -> list[str]:
+    """The sandbox's command for an agent's shell command: see GUARD."""
+    return ["/bin/sh", "-c", GUARD, "repobox-agent", command]
 
 
 def ordered(binds: list[Bind]) -> list[Bind]:

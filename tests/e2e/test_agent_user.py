@@ -25,9 +25,12 @@ id -u > uid.txt
 if cat "$REPOBOX_REPO_DIR/../git/config" >/dev/null 2>&1; then echo readable; else echo denied; fi > gitdir.txt
 if ls "$REPOBOX_REPO_DIR/.." >/dev/null 2>&1; then echo listable; else echo denied; fi > parent.txt
 ls "$REPOBOX_REPO_DIR/.." 2>/dev/null | tr '\n' ' ' > parent-listing.txt; echo >> parent-listing.txt
-reaper=$PPID
-runner=$(cut -d' ' -f4 /proc/$reaper/stat)
-if cat /proc/$runner/environ >/dev/null 2>&1; then echo readable; else echo denied; fi > runner_env.txt
+echo denied > runner_env.txt
+pid=$PPID; hops=0
+while [ "${pid:-0}" -gt 0 ] && [ $hops -lt 20 ]; do
+  if grep -qa ENCRYPTION_KEY /proc/$pid/environ 2>/dev/null; then echo readable > runner_env.txt; fi
+  pid=$(cut -d' ' -f4 /proc/$pid/stat 2>/dev/null); hops=$((hops + 1))
+done
 echo probe done
 """
 
@@ -62,6 +65,8 @@ def test_agent_runs_as_another_user_and_cannot_reach_the_runner(
         assert committed("parent.txt") == "denied"
     else:  # the sandbox shows the attempt directory with only the agent's own directories in it
         assert committed("parent-listing.txt").split() == ["home", "repo", "tmp"]
+    # No ancestor the agent can see (its reaper, then the runner; or the sandbox's guard and init)
+    # shows it an environment holding the runner's ENCRYPTION_KEY.
     assert committed("runner_env.txt") == "denied"
     assert "probe done" in world.output_text(job_id)
 

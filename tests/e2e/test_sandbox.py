@@ -250,6 +250,44 @@ def test_agent_processes_left_behind_are_gone_before_the_push(
     assert not (outside / "still-alive").exists(), "the agent wrote outside its sandbox"
 
 
+def sandbox_being_set_up(tag: str) -> bool:
+    """True once bwrap has cloned the namespace's init (a bwrap whose parent is a bwrap, `tag` in
+    its argv): from then until that init ties itself to its parent, only the guard ends the
+    sandbox when the runner dies."""
+    for pid in live_with_marker(tag):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+            if os.readlink(f"/proc/{pid}/exe") == os.readlink(f"/proc/{ppid}/exe") and stat.find(b"(bwrap)") > 0:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+SETUP_KILLS = 5
+
+
+def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld: World, marker: str) -> None:
+    world = sworld
+    agent = f"{python_agent(FORK_HOPPER, marker)} & {python_agent('import time; time.sleep(60)', marker)}"
+    for attempt in range(SETUP_KILLS):
+        # A user of its own each time: the killed runners' jobs hold their users' slots until
+        # their leases lapse.
+        world.add_job(user=f"github:{31_000_000 + attempt}")
+        runner = world.start_runner(AGENT_COMMAND=agent)
+        deadline = time.monotonic() + 30
+        while not sandbox_being_set_up(marker):  # polled without a pause: the window is milliseconds
+            assert time.monotonic() < deadline, "the sandbox never started"
+        runner.signal(signal.SIGKILL)
+        runner.wait(timeout_s=10)
+        deadline = time.monotonic() + RUNNER_DEATH_BOUND_S
+        while live_with_marker(marker) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert live_with_marker(marker) == [], f"the agent outlived its runner (attempt {attempt + 1})"
+
+
 def test_kill_9_of_the_runner_ends_its_agents_within_seconds(sworld: World, marker: str) -> None:
     world = sworld
     world.add_job()
