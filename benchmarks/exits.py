@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.env import Bench
+from benchmarks.env import READY_DEADLINE_S, Bench, wait_until
 from benchmarks.stats import median
 from benchmarks.table import Row, fmt_ms
 
@@ -17,8 +17,10 @@ SETTLE_S = 0.5
 
 
 def _signal_exit(bench: Bench, signum: signal.Signals) -> float:
-    runner = bench.start_runner(name=f"exit-{signum.name.lower()}")
-    time.sleep(SETTLE_S)  # idle: blocked in its read
+    name = f"exit-{signum.name.lower()}"
+    runner = bench.start_runner(name=name)
+    wait_until(lambda: bench.client.exists(f"runner:heartbeat:{name}"), READY_DEADLINE_S, "the runner to start")
+    time.sleep(SETTLE_S)  # idle: every consumer blocked in its read
     started = time.perf_counter()
     runner.signal(signum)
     runner.wait(EXIT_DEADLINE_S)

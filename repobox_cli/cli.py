@@ -59,6 +59,7 @@ from repobox_cli.settings import (
     setting_sources,
 )
 from repobox_cli.status import StatusReport, status_report
+from repobox_cli.stop_signals import StopSignals
 
 app = typer.Typer(
     name="repobox",
@@ -173,10 +174,10 @@ def run(
         if settings.metrics_port is None
         else metrics.serve(metrics.view_of(runner), settings.metrics_host, settings.metrics_port)
     )
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _s, _f: runner.request_stop())
+    signals = StopSignals()
+    signals.install()
     try:
-        code = runner.run()
+        code = runner.run(signals)
     finally:
         if server is not None:
             server.close()

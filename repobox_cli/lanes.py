@@ -3,8 +3,13 @@ waiting queues, admission and takeover sweeper; every lane shares the runner's W
 
 Threads: a lane's `read_once` runs only on that lane's consumer thread; `duties` and
 `take_over` on the supervisor thread (and, in burst mode, `take_over` on the consumer thread:
-the sweeper's own lock guards its cursor). The pool and the waiting queues are thread-safe, and no
-lock is held across a Redis call.
+the sweeper's own lock guards its cursor); `wake` on the thread that stops the runner. The pool
+and the waiting queues are thread-safe, and no lock is held across a Redis call.
+
+A lane reads on a connection of its own, whose `CLIENT ID` it learns on every (re)connect, so a
+stopping runner ends a blocked read at once with `CLIENT UNBLOCK` (the read returns as if its
+BLOCK had passed; nothing is lost, since nothing was delivered). Where the ACL refuses those two
+commands, a stop waits for the read's BLOCK instead.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import threading
 
 import redis
+from redis.connection import AbstractConnection
 
 from repobox_cli.admission import Admission
 from repobox_cli.housekeeping import tidy_group
@@ -27,6 +33,13 @@ from repobox_cli.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this, stop reading
+_unblock_warned = threading.Event()  # the ACL is the server's: one warning per process, not per lane
+
+
+def _warn_unblock_refused(jlog: JobLog, command: str, exc: redis.ResponseError) -> None:
+    if not _unblock_warned.is_set():
+        _unblock_warned.set()
+        jlog.warning("Redis refused %s (%s): a stop waits up to BLOCK_MS for each read to end", command, exc)
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -62,6 +75,9 @@ class Lane:
         self.admission = Admission(settings, client, kind, self.leases, pool, self.waiting, health, stopping, jlog)
         self.sweeper = ClaimSweeper(client, self.leases, self.consumer, int(settings.claim_min_idle_s * 1000))
         self.idle = threading.Event()  # the last read found nothing (burst mode asks)
+        self._reader: redis.Redis | None = None  # made on the consumer thread, at its first read
+        self._reader_id: int | None = None  # its connection's CLIENT ID, for `wake`
+        self._unblock_refused = False
 
     @property
     def name(self) -> str:
@@ -71,30 +87,72 @@ class Lane:
         ensure_group(self.client, self.kind.stream, self.kind.group)
 
     # -- the lane's consumer thread --------------------------------------------------------
-    def read_once(self) -> bool | None:
-        """Read and admit a batch; False when the stream had nothing, None when no room to read."""
+    def read_once(self, block_ms: int | None) -> bool | None:
+        """Read (waiting up to `block_ms` for an entry; None: not at all) and admit a batch; False
+        when the stream had nothing, None when there was no room to read."""
         free = self.pool.free()
         if free <= 0 or self.waiting.full():
             self.pool.wait_for_room(self.settings.tick_s)
             return None
         if self.kind.receives_forwarded:
             self._admit_forwarded(free)
-        reply = self.client.xreadgroup(
-            self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=self.settings.block_ms
+        reply = self._read_client().xreadgroup(
+            self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=block_ms
         )
         self.health.ok()
         entries = reply[0][1] if reply else []
+        if entries:
+            self.idle.clear()  # before admitting: burst mode must not end while these begin
         with self.admission.batch():  # acks of entries whose jobs are already final: one round trip
             for entry_id, fields in entries:
                 if self.stopping.is_set():
                     self.release_unstarted([entry_id])
                     continue
                 self.admission.admit_safely(entry_id, fields, deliveries=1)
-        if entries:
-            self.idle.clear()
-        else:
+        if not entries:
             self.idle.set()
         return bool(entries)
+
+    def _read_client(self) -> redis.Redis:
+        """This lane's own connection (from the runner's pool, so Sentinel and TLS settings hold);
+        connecting raises to the consumer loop like any read."""
+        if self._reader is None:
+            reader = redis.Redis(connection_pool=self.client.connection_pool, single_connection_client=True)
+            connection = reader.connection
+            assert connection is not None  # a single-connection client holds one from the start
+            connection.register_connect_callback(self._learn_reader_id)
+            self._learn_reader_id(connection)  # it connected before the callback was there
+            self._reader = reader
+        return self._reader
+
+    def _learn_reader_id(self, connection: AbstractConnection) -> None:
+        self._reader_id = None
+        try:
+            connection.send_command("CLIENT", "ID")
+            self._reader_id = int(connection.read_response())
+        except redis.ResponseError as exc:  # NOPERM: an ACL without +client|id
+            self._unblock_refused = True
+            _warn_unblock_refused(self.log, "CLIENT ID", exc)
+
+    def wake(self) -> None:
+        """End this lane's waits now: its blocked read (CLIENT UNBLOCK) and any wait on the pool.
+        A read that begins after this still blocks: whoever stops the runner calls it again."""
+        self.pool.wake()
+        reader_id = self._reader_id
+        if reader_id is None or self._unblock_refused:
+            return
+        try:
+            self.client.client_unblock(reader_id)
+        except redis.ResponseError as exc:  # NOPERM: an ACL without +client|unblock
+            self._unblock_refused = True
+            _warn_unblock_refused(self.log, "CLIENT UNBLOCK", exc)
+        except CONNECTION_ERRORS:
+            pass  # the read fails on its own then
+
+    def close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _admit_forwarded(self, room: int) -> None:
         """Entries other runners moved to this runner's pending list (its sessions' prompts and

@@ -1,22 +1,26 @@
 """`repobox run`: the engine's wiring and its consumer loops.
 
 Threads, and what each owns:
-- one **consumer thread** per lane (`lanes.Lane`: one kind of work on its stream and group): the
-  caller of `Runner.run` reads the jobs lane, a `consumer-<kind>` thread each other lane. Each reads
-  its group with XREADGROUP, asking only for as many entries as there are free workers, and admits
-  each entry (`Admission`);
+- the caller of `Runner.run` (the main thread) waits until the runner is stopping, ends the
+  consumers' reads at once (`Lane.wake`) and shuts down;
+- one **consumer thread** per lane (`lanes.Lane`: one kind of work on its stream and group), named
+  `consumer-<kind>`. Each reads its group with XREADGROUP, asking only for as many entries as
+  there are free workers, and admits each entry (`Admission`). In burst mode reads do not block:
+  between empty reads a lane waits for work to finish, and the jobs lane ends the run once every
+  lane is dry and nothing runs;
 - the **supervisor thread** (`supervisor.supervise`) watches running work (`JobWatch`: deadlines,
   cancels, renewals) and does the runner's duties for every lane: start waiting entries, heartbeat
   and renew waiting claims, take over idle entries (`ClaimSweeper`), housekeeping;
 - **worker threads** (`WorkerPool`, shared by all lanes) each run one attempt (`WorkKind.execute`)
   to its final state;
-- the **stop-now thread** waits for a second signal (handlers only set flags).
+- the **signals thread** reads SIGINT/SIGTERM from `StopSignals` (handlers do nothing): the first
+  stops the runner, the second stops it now.
 
 Shared state lives in thread-safe objects with their own locks: `WorkerPool` (running work and
 reservations) and each lane's `WaitingQueues`. No Redis call is ever made under either lock; each
 sweeper's cursor has its own lock, taken only by sweeps. Flags between threads are `threading.Event`s.
 
-One job's path: `cli.run` → `Runner.run` → `Lane.read_once` → `Admission.admit` (decode, load,
+One job's path: `cli.run` → `Runner.run` → `Runner._consume` → `Lane.read_once` → `Admission.admit` (decode, load,
 begin) → `WorkerPool.start` → `JobKind.execute` → `Executor.execute` (its steps; `Leases.finish`).
 """
 
@@ -47,6 +51,7 @@ from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
 from repobox_cli.session_work import SessionWork
 from repobox_cli.sessions import SessionJob
 from repobox_cli.settings import Settings
+from repobox_cli.stop_signals import StopSignals
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.watch import JobWatch
 from repobox_cli.workers import WorkerPool
@@ -56,6 +61,7 @@ log = logging.getLogger(__name__)
 CLAIM_SWEEP_MAX_S = 5.0
 OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
 SUPERVISOR_JOIN_S = 5.0
+WAKE_AGAIN_S = 0.05  # a consumer not yet blocked when woken is woken again this often
 
 
 class Runner:
@@ -69,7 +75,6 @@ class Runner:
         self.stopping = threading.Event()
         self.hard_stop = threading.Event()
         self.supervisor_stop = threading.Event()
-        self._stop_now_requested = threading.Event()
         self.pool = WorkerPool(settings.max_concurrent_jobs, self._execute)
         self.lanes = [
             Lane(settings, client, kind, self.pool, self.health, self.stopping, self.log) for kind in self._kinds()
@@ -82,8 +87,8 @@ class Runner:
         self._tidy = Every(HOUSEKEEPING_INTERVAL_S)
 
     # -- life cycle ----------------------------------------------------------------------
-    def run(self) -> int:
-        """Serve until stopped (or, in burst mode, until nothing is left); the exit code."""
+    def run(self, signals: StopSignals | None = None) -> int:
+        """Serve until stopped (by `signals`, or in burst mode when nothing is left); the exit code."""
         procs.harden_process()
         self._startup()
         supervisor = threading.Thread(
@@ -99,19 +104,29 @@ class Runner:
             ),
         )
         supervisor.start()
-        # Started now so a signal handler never has to start a thread (it only sets an event).
-        threading.Thread(target=self._stop_now_when_asked, name="stop-now", daemon=True).start()
+        if signals is not None:
+            threading.Thread(target=self._obey, args=(signals,), name="signals", daemon=True).start()
         self._log_start()
         consumers = [
             threading.Thread(target=self._consume, args=(lane,), name=f"consumer-{lane.name}", daemon=True)
-            for lane in self.lanes[1:]
+            for lane in self.lanes
         ]
         for thread in consumers:
             thread.start()
-        self._consume(self.lanes[0])
-        for thread in consumers:
-            thread.join(timeout=self.settings.block_ms / 1000 + SUPERVISOR_JOIN_S)
+        self.stopping.wait()
+        self._end_reads(consumers)
         return self._shutdown(supervisor)
+
+    def _end_reads(self, consumers: list[threading.Thread]) -> None:
+        """Wake every consumer until it has ended: a blocked read returns at once, and entries a read
+        returned after the stop are handed back by its consumer (`Lane.read_once`)."""
+        deadline = time.monotonic() + self.settings.block_ms / 1000 + SUPERVISOR_JOIN_S
+        for lane, thread in zip(self.lanes, consumers, strict=True):
+            while thread.is_alive() and time.monotonic() < deadline:
+                lane.wake()
+                thread.join(WAKE_AGAIN_S)
+            if not thread.is_alive():
+                lane.close_reader()
 
     def _kinds(self) -> list[WorkKind]:
         """The kinds of work this runner serves; the first is read on the caller's thread."""
@@ -149,9 +164,10 @@ class Runner:
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
-                if lane.read_once() is False and self.burst and lane is self.lanes[0] and self._burst_done():
-                    self.stopping.set()  # every lane's consumer ends
-                    break
+                if self.burst:
+                    self._burst_step(lane)
+                else:
+                    lane.read_once(self.settings.block_ms)
                 backoff.reset()
             except CONNECTION_ERRORS as exc:
                 self.health.lost(exc)
@@ -159,6 +175,17 @@ class Runner:
             except redis.ResponseError as exc:
                 lane.on_response_error(exc)
                 self.stopping.wait(backoff.next_delay())
+
+    def _burst_step(self, lane: Lane) -> None:
+        """Read without blocking; after an empty read, end the run (the jobs lane, when every lane
+        is dry and nothing runs) or wait until work finishes, at most BLOCK_MS, and read again."""
+        seen = self.pool.changes()
+        if lane.read_once(None) is not False:
+            return
+        if lane is self.lanes[0] and self._burst_done():
+            self.stopping.set()  # the main thread ends every lane's consumer
+            return
+        self.pool.wait_for_change(seen, self.settings.block_ms / 1000)
 
     def _log_start(self) -> None:
         """One line saying what this runner will do; a warning when it would push a test file."""
@@ -192,16 +219,12 @@ class Runner:
             remove_stale_workdirs(self.client, Path(self.settings.temp_dir))
         self._tidy_sessions()
 
-    def request_stop(self) -> None:
-        """From a signal handler. First signal: stop reading, finish running jobs. Second: stop now.
-        Only flags are touched here; the work happens on other threads (no lock is re-entered)."""
-        if self.stopping.is_set():
-            self._stop_now_requested.set()
-            return
+    def _obey(self, signals: StopSignals) -> None:
+        """First signal: stop reading, finish running work. Second: stop now."""
+        first = signals.wait()
+        self.log.info("%s: stopping (a second signal stops running work now)", first.name)
         self.stopping.set()
-
-    def _stop_now_when_asked(self) -> None:
-        self._stop_now_requested.wait()
+        signals.wait()
         self.stop_now()
 
     def stop_now(self) -> None:

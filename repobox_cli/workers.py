@@ -30,6 +30,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._running: dict[tuple[str, str], ActiveJob] = {}  # by (lane, entry id): ids repeat across streams
         self._reserved = 0
+        self._changes = 0  # counts finished work and wakes: what `wait_for_change` waits on
         self._stats: Counter[str] = Counter()
 
     def free(self) -> int:
@@ -67,6 +68,7 @@ class WorkerPool:
         with self._cond:
             self._running.pop((active.lane, active.attempt.entry_id), None)
             self._stats[outcome] += 1
+            self._changes += 1
             self._cond.notify_all()
 
     def count(self, label: str) -> None:
@@ -95,6 +97,23 @@ class WorkerPool:
         with self._cond:
             if len(self._running) + self._reserved >= self.size:
                 self._cond.wait(timeout_s)
+
+    def changes(self) -> int:
+        with self._cond:
+            return self._changes
+
+    def wait_for_change(self, seen: int, timeout_s: float) -> None:
+        """Block until work has finished (or `wake` was called) since `changes()` returned `seen`,
+        or `timeout_s` passes."""
+        with self._cond:
+            if self._changes == seen:
+                self._cond.wait(timeout_s)
+
+    def wake(self) -> None:
+        """End every wait on this pool now (the runner is stopping)."""
+        with self._cond:
+            self._changes += 1
+            self._cond.notify_all()
 
     def wait_idle(self, deadline: float, tick_s: float) -> bool:
         """Wait until nothing runs or the monotonic `deadline`; True when idle."""

@@ -373,4 +373,4 @@ def test_an_idle_runner_exits_promptly_on_sigterm_and_burst_exits_promptly_when_
     assert world.run_burst(REPOBOX_BLOCK_MS="").returncode == 0
     burst_s = time.monotonic() - start
     # Generous bounds (process start included for burst); the figures belong in a benchmark.
-    assert signal_exit_s < 2.0 and burst_s < 5.0, (signal_exit_s, burst_s)
+    assert signal_exit_s < 1.0 and burst_s < 5.0, (signal_exit_s, burst_s)

@@ -20,6 +20,7 @@ from repobox_cli.redis_conn import MIN_REDIS_VERSION, server_problem
 from tests.support.git_server import GitHttpsServer
 from tests.support.prod_redis import (
     RUNNER_ACL_RULES,
+    RUNNER_USER,
     AclRedisServer,
     ClusterNode,
     OldRedisStandIn,
@@ -183,6 +184,21 @@ def test_takeover_of_a_killed_runner_under_the_minimal_acl_user(acl_world: tuple
     assert output_lines(world, job_id, f"taken over from runner {owner}")
     wait_for(lambda: pending_count(world.client) == 0, 15, "no entry pending")
     assert server.denied() == []
+
+
+def test_a_runner_whose_acl_refuses_client_id_warns_once_and_still_stops_on_sigterm(
+    acl_world: tuple[World, AclRedisServer],
+) -> None:
+    world, server = acl_world
+    server.client().execute_command("ACL", "SETUSER", RUNNER_USER, "-client|id", "-client|unblock")
+    runner = world.start_runner(**server.runner_env())
+    wait_for(lambda: world.client.exists(f"runner:heartbeat:{runner.log_path.stem}"), 20, "the runner to start")
+    runner.signal(signal.SIGTERM)
+
+    assert runner.wait() == 0
+    log = runner.log_path.read_text()
+    assert log.count("Redis refused CLIENT ID") == 1 and "Traceback" not in log
+    assert {entry["object"] for entry in server.denied()} == {"client|id"}
 
 
 def test_dead_letter_under_the_minimal_acl_user(acl_world: tuple[World, AclRedisServer]) -> None:

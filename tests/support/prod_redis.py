@@ -32,7 +32,7 @@ from tests.support.world import wait_for
 # this text). Redis 7 syntax: `%R~` is a read-only key pattern.
 RUNNER_ACL_RULES = (
     "on resetkeys resetchannels -@all "
-    "+ping +hello +auth +info +select +time +wait "
+    "+ping +hello +auth +info +select +time +wait +client|id +client|unblock "
     "+evalsha +eval +script|load +script|exists "
     "+xreadgroup +xautoclaim +xclaim +xpending +xack +xadd +xrange +xrevrange +xlen +xtrim "
     "+xinfo|groups +xinfo|consumers +xgroup|create +xgroup|delconsumer "
