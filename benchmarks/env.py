@@ -28,7 +28,7 @@ READY_DEADLINE_S = 30.0
 JOB_DEADLINE_S = 120.0
 POLL_S = 0.002
 # Production defaults, not the test suite's shortened ones: the figures are a real runner's.
-RUNNER_ENV = {"REPOBOX_BLOCK_MS": "400", "REPOBOX_TICK_MS": "250", "CLAIM_MIN_IDLE": "300"}
+RUNNER_ENV = {"REPOBOX_BLOCK_MS": "5000", "REPOBOX_TICK_MS": "250", "CLAIM_MIN_IDLE": "300"}
 
 
 def wait_until(predicate: Callable[[], Any], deadline_s: float, what: str, poll_s: float = POLL_S) -> Any:

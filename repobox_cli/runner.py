@@ -42,7 +42,7 @@ from repobox_cli.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat
 from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs
 from repobox_cli.job_kind import JobKind
 from repobox_cli.kinds import WorkKind
-from repobox_cli.lanes import Lane
+from repobox_cli.lanes import POLL_MS, Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
@@ -167,7 +167,7 @@ class Runner:
                 if self.burst:
                     self._burst_step(lane)
                 else:
-                    lane.read_once(self.settings.block_ms)
+                    lane.read_once(lane.block_ms)
                 backoff.reset()
             except CONNECTION_ERRORS as exc:
                 self.health.lost(exc)
@@ -178,14 +178,14 @@ class Runner:
 
     def _burst_step(self, lane: Lane) -> None:
         """Read without blocking; after an empty read, end the run (the jobs lane, when every lane
-        is dry and nothing runs) or wait until work finishes, at most BLOCK_MS, and read again."""
+        is dry and nothing runs) or wait until work finishes, at most POLL_MS, and read again."""
         seen = self.pool.changes()
         if lane.read_once(None) is not False:
             return
         if lane is self.lanes[0] and self._burst_done():
             self.stopping.set()  # the main thread ends every lane's consumer
             return
-        self.pool.wait_for_change(seen, self.settings.block_ms / 1000)
+        self.pool.wait_for_change(seen, min(self.settings.block_ms, POLL_MS) / 1000)
 
     def _log_start(self) -> None:
         """One line saying what this runner will do; a warning when it would push a test file."""

@@ -28,7 +28,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_CACHE_SUBDIR = "cache"
 DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
-DEFAULT_BLOCK_MS = 400  # short enough to stop (signal, burst) within half a second; not polling: BLOCK waits
+DEFAULT_BLOCK_MS = 5000  # a stop wakes blocked reads (CLIENT UNBLOCK): long reads cost an idle runner little
 DEFAULT_TICK_MS = 250
 DEFAULT_METRICS_HOST = "127.0.0.1"  # the endpoint has no authentication: loopback unless asked
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -967,7 +967,7 @@ SETTINGS: tuple[Setting, ...] = (
         "REPOBOX_BLOCK_MS",
         _ints(1),
         str(DEFAULT_BLOCK_MS),
-        "`XREADGROUP … BLOCK` time in ms (tests lower it)",
+        "`XREADGROUP … BLOCK` time in ms (session prompt and push reads: at most 400; a stop wakes reads at once)",
         commands=frozenset({RUN, EXEC, PENDING}),
     ),
     Setting(
