@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 MAX_WAITING_ENTRIES = 1000  # entries held for users at their limit; beyond this, stop reading
 # The longest a lane that receives forwarded entries (session prompts and pushes moved to their
-# session's owner, which it finds by XPENDING between reads) blocks in a read; also how often a
-# burst-mode lane reads again while work runs.
+# session's owner, which it finds by XPENDING between reads) blocks in a read while this runner
+# holds a session's working copy; also how often a burst-mode lane reads again while work runs.
 POLL_MS = 400
 _unblock_warned = threading.Event()  # the ACL is the server's: one warning per process, not per lane
 
@@ -79,7 +79,6 @@ class Lane:
         self.admission = Admission(settings, client, kind, self.leases, pool, self.waiting, health, stopping, jlog)
         self.sweeper = ClaimSweeper(client, self.leases, self.consumer, int(settings.claim_min_idle_s * 1000))
         self.idle = threading.Event()  # the last read found nothing (burst mode asks)
-        self.block_ms = min(settings.block_ms, POLL_MS) if kind.receives_forwarded else settings.block_ms
         self._reader: redis.Redis | None = None  # made on the consumer thread, at its first read
         self._reader_id: int | None = None  # its connection's CLIENT ID, for `wake`
         self._unblock_refused = False

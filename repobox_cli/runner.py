@@ -80,6 +80,7 @@ class Runner:
             Lane(settings, client, kind, self.pool, self.health, self.stopping, self.log) for kind in self._kinds()
         ]
         self.kinds = {lane.name: lane.kind for lane in self.lanes}
+        self.session_work.on_claim = self._sessions_claimed
         self.watch = JobWatch(settings, client, self.lanes[0].leases, self.health)
         self.heartbeat = Heartbeat(client, self.consumer, settings.max_concurrent_jobs)
         self._beat = Every(min(HEARTBEAT_INTERVAL_S, settings.lease_renew_s))
@@ -167,7 +168,7 @@ class Runner:
                 if self.burst:
                     self._burst_step(lane)
                 else:
-                    lane.read_once(lane.block_ms)
+                    lane.read_once(self._block_ms(lane))
                 backoff.reset()
             except CONNECTION_ERRORS as exc:
                 self.health.lost(exc)
@@ -175,6 +176,18 @@ class Runner:
             except redis.ResponseError as exc:
                 lane.on_response_error(exc)
                 self.stopping.wait(backoff.next_delay())
+
+    def _block_ms(self, lane: Lane) -> int:
+        """How long a read may block: BLOCK_MS, but at most POLL_MS for the lanes that find forwarded
+        entries between reads while this runner holds sessions (`_sessions_claimed` wakes them)."""
+        if lane.kind.receives_forwarded and self.session_work.holds_any():
+            return min(self.settings.block_ms, POLL_MS)
+        return self.settings.block_ms
+
+    def _sessions_claimed(self) -> None:
+        for lane in self.lanes:
+            if lane.kind.receives_forwarded:
+                lane.wake()
 
     def _burst_step(self, lane: Lane) -> None:
         """Read without blocking; after an empty read, end the run (the jobs lane, when every lane

@@ -102,6 +102,7 @@ class SessionWork:
         self.health = health
         self.hard_stop = hard_stop
         self.locks = SessionLocks()
+        self.on_claim: Callable[[], None] = lambda: None  # the runner: prompts may now be forwarded here
 
     def _redis(self, call: Callable[[], object], what: str) -> object:
         return retry_until(call, self.health, self.hard_stop, what)
@@ -337,6 +338,16 @@ class SessionWork:
             lambda: claim(self.client, session_id, self.settings.runner_id, str(paths.root), head),
             "recording the session's owner",
         )
+        self.on_claim()
+
+    def holds_any(self) -> bool:
+        """Whether this runner keeps any session's working copy (so other runners may forward that
+        session's prompts and pushes here)."""
+        try:
+            with os.scandir(Path(self.settings.temp_dir) / SESSIONS_DIR) as entries:
+                return next(entries, None) is not None
+        except OSError:
+            return False
 
     @staticmethod
     def _drop_checkpoint(git: Git, repo: RepoUrl, token: str, session_id: str) -> None:

@@ -967,7 +967,8 @@ SETTINGS: tuple[Setting, ...] = (
         "REPOBOX_BLOCK_MS",
         _ints(1),
         str(DEFAULT_BLOCK_MS),
-        "`XREADGROUP … BLOCK` time in ms (session prompt and push reads: at most 400; a stop wakes reads at once)",
+        "`XREADGROUP … BLOCK` time in ms (prompt and push reads of a runner holding sessions: at most 400; "
+        "a stop wakes reads at once)",
         commands=frozenset({RUN, EXEC, PENDING}),
     ),
     Setting(
