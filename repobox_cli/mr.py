@@ -16,14 +16,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from repobox_cli.git_ops import proxy_from_env
 from repobox_cli.redaction import one_line, registered
 from repobox_cli.tokens import ProviderType  # the provider hash's `type`, declared once
+
+if TYPE_CHECKING:  # httpx (≈ 15 MiB with its dependencies) is imported when a request is opened
+    import httpx
 
 GITHUB_API = "https://api.github.com"
 GITHUB_WEB_HOSTS = frozenset({"", "https://github.com", "https://www.github.com"})
@@ -101,6 +103,8 @@ def open_merge_request(
     forge: str, provider_url: str, repo_url: str, token: str, request: MergeRequest, git_env: Mapping[str, str]
 ) -> MrResult:
     """Open (or find) the merge request; never raises."""
+    import httpx
+
     with registered(token):
         try:
             if forge == ProviderType.GITLAB:
@@ -121,6 +125,8 @@ def open_merge_request(
 
 
 def _client(base: str, headers: Mapping[str, str], git_env: Mapping[str, str]) -> httpx.Client:
+    import httpx
+
     return httpx.Client(
         base_url=base,
         headers=dict(headers),
@@ -194,7 +200,7 @@ def _field(reply: httpx.Response, name: str) -> str:
 
 
 def _first(reply: httpx.Response, name: str) -> str:
-    if reply.status_code != httpx.codes.OK:
+    if reply.status_code != HTTPStatus.OK:
         raise MrFailed(f"one exists already, but looking it up answered HTTP {reply.status_code}")
     items = _json(reply)
     if not isinstance(items, list) or not items or not isinstance(items[0], dict):
