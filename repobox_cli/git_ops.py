@@ -51,6 +51,7 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
     ("commit.gpgSign", "false"),
     ("push.gpgSign", "false"),
     ("gc.auto", "0"),
+    ("maintenance.auto", "false"),  # no `git maintenance run --auto` after every fetch
     ("http.sslVerify", "true"),
     ("core.attributesFile", "/dev/null"),
     ("core.excludesFile", "/dev/null"),
