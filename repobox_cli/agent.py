@@ -96,9 +96,14 @@ def _run_sandboxed(
 ) -> None:
     binds = [*sandbox.extra_binds(settings), *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
     info_read, info_write = os.pipe()
-    # The sandbox's stdin; only this process holds the write end (close-on-exec), so the kernel
-    # closes it when the runner dies and the guard in the sandbox ends everything (sandbox.GUARD).
-    alive_read, alive_write = os.pipe()
+    try:
+        # The sandbox's stdin; only this process holds the write end (close-on-exec), so the kernel
+        # closes it when the runner dies and the guard in the sandbox ends everything (sandbox.GUARD).
+        alive_read, alive_write = os.pipe()
+    except OSError:
+        os.close(info_read)
+        os.close(info_write)
+        raise
     try:
         try:
             argv = sandbox.launch_argv(

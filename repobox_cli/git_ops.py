@@ -355,10 +355,18 @@ class Git:
             if f"couldn't find remote ref refs/heads/{branch}" in str(exc):
                 raise BranchMissing(f"branch {branch} not found on the remote") from None
             raise
-        base_sha = self._in(git_dir, ["rev-parse", "--verify", f"{base_ref}^{{commit}}"], step="rev-parse")
-        work_sha = self._in(git_dir, ["for-each-ref", "--format=%(objectname)", f"{WORK_REFS}work"], step="clone")
-        self._drop_refs(git_dir, WORK_REFS)
-        return Fetched(branch, base_sha, work_sha or None)
+        # The base commit, the work branch's tip and the work refs to drop: one process.
+        # A tag object under refs/heads (a hostile remote) is peeled, as `rev-parse ref^{commit}` would.
+        fields = "%(objecttype) %(objectname) %(*objecttype) %(*objectname) %(refname)"
+        listed = self._in(git_dir, ["for-each-ref", f"--format={fields}", base_ref, WORK_REFS], step="clone")
+        found: dict[str, tuple[str, str]] = {}
+        for kind, sha, peeled_kind, peeled_sha, ref in (line.split(" ", 4) for line in listed.splitlines()):
+            found[ref] = (peeled_kind, peeled_sha) if kind == "tag" else (kind, sha)
+        kind, base_sha = found.get(base_ref, ("", ""))
+        if kind != "commit":
+            raise GitError(f"git fetch left no commit for {branch}")
+        self._delete_refs(git_dir, [ref for ref in found if ref.startswith(WORK_REFS)])
+        return Fetched(branch, base_sha, found.get(f"{WORK_REFS}work", ("", ""))[1] or None)
 
     def copy_from_mirror(self, mirror: Path, sha: str, branch: str) -> None:
         """The runner's repository with the objects reachable from `sha` in the mirror, by the pack
@@ -399,8 +407,11 @@ class Git:
 
     def _drop_refs(self, git_dir: Path, prefix: str) -> None:
         listed = self._in(git_dir, ["for-each-ref", "--format=%(refname)", prefix], step="clone")
-        if listed:
-            stdin = "".join(f"delete {ref}\n" for ref in listed.splitlines())
+        self._delete_refs(git_dir, listed.splitlines())
+
+    def _delete_refs(self, git_dir: Path, refs: Sequence[str]) -> None:
+        if refs:
+            stdin = "".join(f"delete {ref}\n" for ref in refs)
             self._in(git_dir, ["update-ref", "--stdin"], step="clone", stdin=stdin)
 
     @staticmethod

@@ -40,6 +40,11 @@ POLL_MS = 400
 _unblock_warned = threading.Event()  # the ACL is the server's: one warning per process, not per lane
 
 
+def _refused(exc: redis.ResponseError) -> bool:
+    """NOPERM (an ACL without the command) or a server that does not know it."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) or "unknown command" in str(exc).lower()
+
+
 def _warn_unblock_refused(jlog: JobLog, command: str, exc: redis.ResponseError) -> None:
     if not _unblock_warned.is_set():
         _unblock_warned.set()
@@ -125,38 +130,61 @@ class Lane:
             connection = reader.connection
             assert connection is not None  # a single-connection client holds one from the start
             connection.register_connect_callback(self._learn_reader_id)
-            self._learn_reader_id(connection)  # it connected before the callback was there
+            try:
+                self._learn_reader_id(connection)  # it connected before the callback was there
+            except BaseException:
+                self._release(reader)
+                raise
             self._reader = reader
         return self._reader
 
     def _learn_reader_id(self, connection: AbstractConnection) -> None:
+        """On every (re)connect of the read connection: its CLIENT ID. A connection whose answer
+        did not come is dropped, so no late reply is ever read as a read's."""
         self._reader_id = None
         try:
             connection.send_command("CLIENT", "ID")
             self._reader_id = int(connection.read_response())
-        except redis.ResponseError as exc:  # NOPERM: an ACL without +client|id
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                connection.disconnect()
+                raise redis.ConnectionError(f"learning the read connection's id: {exc}") from exc
             self._unblock_refused = True
             _warn_unblock_refused(self.log, "CLIENT ID", exc)
+        except Exception as exc:
+            connection.disconnect()
+            raise redis.ConnectionError(f"learning the read connection's id: {exc}") from exc
 
     def wake(self) -> None:
         """End this lane's waits now: its blocked read (CLIENT UNBLOCK) and any wait on the pool.
-        A read that begins after this still blocks: whoever stops the runner calls it again."""
+        A read that begins after this still blocks: whoever stops the runner calls it again.
+        Nothing is sent while Redis is away (the read fails on its own then)."""
         self.pool.wake()
         reader_id = self._reader_id
-        if reader_id is None or self._unblock_refused:
+        if reader_id is None or self._unblock_refused or self._reader is None or self.health.is_lost:
             return
         try:
             self.client.client_unblock(reader_id)
-        except redis.ResponseError as exc:  # NOPERM: an ACL without +client|unblock
-            self._unblock_refused = True
-            _warn_unblock_refused(self.log, "CLIENT UNBLOCK", exc)
+        except redis.ResponseError as exc:
+            if _refused(exc):
+                self._unblock_refused = True
+                _warn_unblock_refused(self.log, "CLIENT UNBLOCK", exc)
         except CONNECTION_ERRORS:
-            pass  # the read fails on its own then
+            pass
 
     def close_reader(self) -> None:
+        """After the consumer thread has ended: the read connection closed, never reused."""
         if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+            reader, self._reader = self._reader, None
+            self._release(reader)
+
+    def _release(self, reader: redis.Redis) -> None:
+        self._reader_id = None
+        connection = reader.connection
+        if connection is not None:
+            connection.deregister_connect_callback(self._learn_reader_id)
+            connection.disconnect()
+        reader.close()
 
     def _admit_forwarded(self, room: int) -> None:
         """Entries other runners moved to this runner's pending list (its sessions' prompts and

@@ -42,6 +42,13 @@ RUNNER_UMASK = 0o077  # everything the runner (and its git) creates is private t
 AGENT_UMASK = 0o022
 
 
+def restore_default_signals() -> None:
+    """Before exec of an agent: Python starts with SIGPIPE and SIGXFSZ ignored, and an exec keeps
+    ignored signals ignored; the agent's programs must get the defaults (`yes | head` ends)."""
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def harden_process() -> None:
     """Process-wide settings for a runner: private files; orphans re-parented to us."""
     os.umask(RUNNER_UMASK)

@@ -50,6 +50,7 @@ def main(argv: list[str]) -> int:
     if child == 0:  # pragma: no cover - replaced by exec
         try:
             os.umask(procs.AGENT_UMASK)
+            procs.restore_default_signals()
             if as_user:
                 _switch_user(as_user)
             os.execv("/bin/sh", ["/bin/sh", "-c", argv[1]])

@@ -45,6 +45,7 @@ from repobox_cli.kinds import WorkKind
 from repobox_cli.lanes import POLL_MS, Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
+from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
 from repobox_cli.session_housekeeping import remove_stale_sessions
 from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
@@ -174,7 +175,15 @@ class Runner:
                 self.health.lost(exc)
                 self.stopping.wait(backoff.next_delay())
             except redis.ResponseError as exc:
-                lane.on_response_error(exc)
+                try:
+                    lane.on_response_error(exc)
+                except CONNECTION_ERRORS as again:
+                    self.health.lost(again)
+                except redis.RedisError as again:
+                    self.log.error("Redis refused a command: %s", one_line(str(again)))
+                self.stopping.wait(backoff.next_delay())
+            except Exception as exc:  # noqa: BLE001 - boundary: a consumer must outlive any bug, as the supervisor
+                self.log.error("%s consumer error: %s: %s", lane.name, type(exc).__name__, one_line(str(exc)))
                 self.stopping.wait(backoff.next_delay())
 
     def _block_ms(self, lane: Lane) -> int:
@@ -185,6 +194,8 @@ class Runner:
         return self.settings.block_ms
 
     def _sessions_claimed(self) -> None:
+        if self.stopping.is_set():
+            return  # the reads are ending anyway
         for lane in self.lanes:
             if lane.kind.receives_forwarded:
                 lane.wake()
@@ -235,9 +246,10 @@ class Runner:
     def _obey(self, signals: StopSignals) -> None:
         """First signal: stop reading, finish running work. Second: stop now."""
         first = signals.wait()
-        self.log.info("%s: stopping (a second signal stops running work now)", first.name)
-        self.stopping.set()
-        signals.wait()
+        if not self.stopping.is_set():  # else the runner was stopping already (burst done): now
+            self.log.info("%s: stopping (a second signal stops running work now)", first.name)
+            self.stopping.set()
+            signals.wait()
         self.stop_now()
 
     def stop_now(self) -> None:

@@ -181,13 +181,13 @@ def bwrap_argv(
 # COMMAND`). Its stdin is the read end of a pipe only the runner holds open: the watcher's `read`
 # sees end of file once the runner is gone and kills every process of the namespace (bwrap's init
 # then finds no child and exits). A non-interactive shell gives a background job /dev/null for
-# stdin, so the pipe is kept on fd 3 first; the agent gets neither it nor the runner's stdin.
+# stdin, so the pipe is kept on fd 3 first; the agent gets neither it nor the runner's stdin. The
+# agent runs in the foreground: a background job would start with SIGINT and SIGQUIT ignored.
 GUARD = (
     "exec 3<&0 </dev/null; "
     "{ while read -r _ <&3; do :; done; kill -s KILL -- -1; } & watcher=$!; "
-    '/bin/sh -c "$1" 3<&- & agent=$!; '
     "exec 3<&-; "
-    'wait "$agent"; status=$?; '
+    '/bin/sh -c "$1"; status=$?; '
     'kill -s KILL "$watcher" 2>/dev/null; '
     'exit "$status"'
 )

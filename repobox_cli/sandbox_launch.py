@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from repobox_cli import procs
 from repobox_cli.sandbox import STAGE_DIR
 
 CLONE_NEWNS = 0x00020000
@@ -90,6 +91,7 @@ def main(argv: list[str]) -> int:
         os.setgid(gid)
         os.setuid(uid)
         _die_with_runner(runner_pid)
+        procs.restore_default_signals()
         os.execv(bwrap_argv[0], bwrap_argv)
     except OSError as exc:
         print(f"repobox: cannot start the agent sandbox: {exc}", file=sys.stderr)

@@ -288,6 +288,19 @@ def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld
         assert live_with_marker(marker) == [], f"the agent outlived its runner (attempt {attempt + 1})"
 
 
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_the_agent_starts_with_no_signal_ignored_and_its_exit_status_is_the_jobs(sworld: World, sandbox: str) -> None:
+    world = sworld
+    job_id = world.add_job()
+    result = world.run_burst(AGENT_COMMAND="grep SigIgn /proc/self/status; exit 3", AGENT_SANDBOX=sandbox)
+    assert result.returncode == 0, result.stderr[-2000:]
+    job = world.job(job_id)
+    # Python ignores SIGPIPE and SIGXFSZ and a shell's background job starts with SIGINT and SIGQUIT
+    # ignored: none of it may reach the agent (its children would inherit it).
+    assert "SigIgn:\t0000000000000000" in world.output_text(job_id)
+    assert job["status"] == "failed" and "3" in job.get("error_message", ""), job
+
+
 def test_kill_9_of_the_runner_ends_its_agents_within_seconds(sworld: World, marker: str) -> None:
     world = sworld
     world.add_job()
