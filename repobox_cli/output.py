@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 
 import redis
 
@@ -45,6 +46,8 @@ DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 # Kept for the runner's own lines (a job writes about 15; the notice is one of them).
 RUNNER_RESERVE_LINES = 50
 RUNNER_RESERVE_BYTES = 64 * 1024
+# Used only to retry a push whose reply was lost (see lua/append_output.lua).
+_APPEND_OUTPUT = (resources.files("repobox_cli") / "lua" / "append_output.lua").read_text()
 NOTICE_SLACK_BYTES = 128  # the notice grows a little when its counts are brought up to date
 
 Echo = Callable[[str, str, str], None]  # (line, stream, source), already redacted
@@ -120,6 +123,8 @@ class JobOutput:
         self.cut_lines = 0  # lines past a cap: counted, discarded
         self.cut_bytes = 0
         self._notice: _Notice | None = None
+        # Leading buffered lines whose last push lost its reply: they may be in the list already.
+        self._uncertain = 0
 
     def write(self, line: str, stream: str = "stdout", source: str = "runner", *, reserved: bool = False) -> None:
         """Append one line. `reserved` lines (the runner's own) may use the runner's reserve."""
@@ -201,6 +206,7 @@ class JobOutput:
         if len(self._buffer) > MAX_BUFFERED_LINES:
             del self._buffer[0]
             self.dropped += 1
+            self._uncertain = max(0, self._uncertain - 1)
             self._buffer_shifted_locked()
 
     # the truncation notice ----------------------------------------------------------------
@@ -265,10 +271,18 @@ class JobOutput:
         if updating:
             assert notice is not None and notice.list_index is not None
             pipe.lset(self.key, notice.list_index, notice.item)
-        if self._buffer:
+        if self._buffer and self._uncertain:
+            append = self.client.register_script(_APPEND_OUTPUT)
+            append(keys=[self.key], args=[self.ttl_s, self._uncertain, *self._buffer], client=pipe)
+        elif self._buffer:
             pipe.rpush(self.key, *self._buffer)
             pipe.expire(self.key, self.ttl_s)
-        replies = pipe.execute(raise_on_error=False)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except CONNECTION_ERRORS:
+            self._uncertain = len(self._buffer)  # sent, perhaps applied: the retry must not repeat it
+            raise
+        self._uncertain = 0
         if updating:
             assert notice is not None
             notice.stale = False  # an error (the list was deleted meanwhile) is not worth a retry

@@ -37,7 +37,7 @@ RUNNER_ACL_RULES = (
     "+xreadgroup +xautoclaim +xclaim +xpending +xack +xadd +xrange +xrevrange +xlen +xtrim "
     "+xinfo|groups +xinfo|consumers +xgroup|create +xgroup|delconsumer "
     "+hget +hgetall +hmget +hset +hdel +hexists +get +set +getdel +del +exists +type "
-    "+hsetnx +hincrby +expire +pexpire +rpush +lrange +lset +zadd +zrem +zscore +zcard +zremrangebyscore +scan "
+    "+hsetnx +hincrby +expire +pexpire +rpush +llen +lrange +lset +zadd +zrem +zscore +zcard +zremrangebyscore +scan "
     "~jobs:* ~job:* ~runner:* ~work_session* %R~git_provider:*"
 )
 RUNNER_USER = "repobox-runner"

@@ -129,3 +129,22 @@ def test_output_limits_are_settings_with_minimums() -> None:
     ):
         with pytest.raises(SettingsError, match=name):
             load_settings(env={name: bad}, stderr_is_tty=False)
+
+
+def test_lines_whose_push_lost_its_reply_are_written_once_when_retried(client: redis.Redis) -> None:
+    out = JobOutput(client, JOB_ID, RedisHealth())
+    out.runner("first")
+    applied = client.lrange(KEY, -1, -1)[0]
+    # As after a push whose reply a Redis restart swallowed: it reached the list, and the writer
+    # still holds it, marked uncertain; the next write retries it with a new line.
+    out._buffer[:] = [applied]
+    out._uncertain = 1
+    out.runner("second")
+    assert [o["line"] for o in stored(client)] == ["first", "second"]
+
+    # The same when the push had not reached the list: the uncertain line is written.
+    lost = json.dumps({"line": "third", "stream": "stdout", "source": "runner", "timestamp": 1})
+    out._buffer[:] = [lost]
+    out._uncertain = 1
+    out.runner("fourth")
+    assert [o["line"] for o in stored(client)] == ["first", "second", "third", "fourth"]
