@@ -401,6 +401,26 @@ def _zsh_arguments(specs: list[str], indent: str) -> list[str]:
     return [f"{indent}_arguments -s -S \\", *(f"{indent}    {s} \\" for s in specs[:-1]), f"{indent}    {specs[-1]}"]
 
 
+def _zsh_dispatch(function: str, commands: Sequence[CommandSpec], label: str) -> list[str]:
+    """The end of `function`: each command's case to its own function, then `function`_commands."""
+    return [
+        *(f"                {c.name}) {function}_{c.name} && ret=0 ;;" for c in commands),
+        "            esac",
+        "            ;;",
+        "    esac",
+        "    return ret",
+        "}",
+        "",
+        f"{function}_commands() {{",
+        "    local -a commands",
+        "    commands=(",
+        *(f"        '{_zsh_escape(c.name)}:{_zsh_escape(c.help)}'" for c in commands),
+        "    )",
+        f"    _describe -t commands '{label}' commands",
+        "}",
+    ]
+
+
 def _zsh_command_functions(command: CommandSpec, function: str) -> list[str]:
     """`function` completing `command`'s options and arguments; for a group, its subcommands'."""
     if not command.subcommands:
@@ -417,20 +437,7 @@ def _zsh_command_functions(command: CommandSpec, function: str) -> list[str]:
         "    case $state in",
         "        args)",
         "            case $words[1] in",
-        *(f"                {sub.name}) {function}_{sub.name} && ret=0 ;;" for sub in command.subcommands),
-        "            esac",
-        "            ;;",
-        "    esac",
-        "    return ret",
-        "}",
-        "",
-        f"{function}_commands() {{",
-        "    local -a commands",
-        "    commands=(",
-        *(f"        '{_zsh_escape(c.name)}:{_zsh_escape(c.help)}'" for c in command.subcommands),
-        "    )",
-        f"    _describe -t commands '{PROG} {command.name} command' commands",
-        "}",
+        *_zsh_dispatch(function, command.subcommands, f"{PROG} {command.name} command"),
     ]
     for sub in command.subcommands:
         lines += _zsh_command_functions(sub, f"{function}_{sub.name}")
@@ -458,23 +465,7 @@ def render_zsh(spec: AppSpec) -> str:
         '            curcontext="${curcontext%:*:*}:' + PROG + '-$words[1]:"',
         "            case $words[1] in",
     ]
-    for command in spec.commands:
-        lines.append(f"                {command.name}) {FUNCTION}_{command.name} && ret=0 ;;")
-    lines += [
-        "            esac",
-        "            ;;",
-        "    esac",
-        "    return ret",
-        "}",
-        "",
-        f"{FUNCTION}_commands() {{",
-        "    local -a commands",
-        "    commands=(",
-        *(f"        '{_zsh_escape(c.name)}:{_zsh_escape(c.help)}'" for c in spec.commands),
-        "    )",
-        f"    _describe -t commands '{PROG} command' commands",
-        "}",
-    ]
+    lines += _zsh_dispatch(FUNCTION, spec.commands, f"{PROG} command")
     for command in spec.commands:
         lines += _zsh_command_functions(command, f"{FUNCTION}_{command.name}")
     lines += [

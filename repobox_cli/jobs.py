@@ -30,6 +30,14 @@ def is_final(status: str | None) -> bool:
     return status in FINAL_STATUSES
 
 
+def checked_hash_id(what: str, key_id: str, data: Mapping[str, str]) -> None:
+    """The id in a hash's key is a safe name and matches the hash's own `id` field, if it has one."""
+    validation.safe_name(key_id, f"{what} id")
+    stored = data.get("id", key_id)
+    if stored != key_id:
+        raise JobDataError(f"{what} hash id {stored[:40]!r} does not match {key_id!r}")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -73,10 +81,7 @@ class Job:
     @classmethod
     def decode(cls, job_id: str, data: Mapping[str, str]) -> Job:
         """Raise JobDataError naming the first unusable field."""
-        validation.safe_name(job_id, "job id")
-        stored_id = data.get("id", job_id)
-        if stored_id != job_id:
-            raise JobDataError(f"job hash id {stored_id[:40]!r} does not match {job_id!r}")
+        checked_hash_id("job", job_id, data)
         return cls(
             id=job_id,
             user_id=validation.key_part(data.get("user_id", ""), "user_id"),

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from repobox_cli import validation
 from repobox_cli.errors import JobDataError
-from repobox_cli.jobs import DEFAULT_BRANCH, Job
+from repobox_cli.jobs import DEFAULT_BRANCH, Job, checked_hash_id
 
 SESSION_OUTPUT_TTL_S = 7 * 24 * 3600  # refreshed on every write
 WORK_BRANCH_PREFIX = "repobox/"
@@ -102,10 +102,7 @@ class Session:
     @classmethod
     def decode(cls, session_id: str, data: Mapping[str, str]) -> Session:
         """Raise JobDataError naming the first unusable field."""
-        validation.safe_name(session_id, "session id")
-        stored = data.get("id", session_id)
-        if stored != session_id:
-            raise JobDataError(f"session hash id {stored[:40]!r} does not match {session_id!r}")
+        checked_hash_id("session", session_id, data)
         return cls(
             id=session_id,
             user_id=validation.key_part(data.get("user_id", ""), "user_id"),
