@@ -19,9 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sh
-
-from repobox_cli import clone_cache, metrics, procs, workdir
+from repobox_cli import clone_cache, metrics, workdir
+from repobox_cli.child import Child
 from repobox_cli.control import JobControl
 from repobox_cli.errors import BranchMissing, GitError, JobStopped, RemoteRefused
 from repobox_cli.redaction import basic_auth_value, one_line
@@ -176,7 +175,6 @@ class Git:
         self.paths = paths
         self.control = control
         self.emit = emit
-        self._git = sh.Command("git")
 
     # environment ------------------------------------------------------------------------
     def _env(self, config: Sequence[tuple[str, str]] = (), *, protocol: str = "https") -> dict[str, str]:
@@ -232,37 +230,24 @@ class Git:
         """Run git; its stdout. GitError (git's reason, redacted) or JobStopped on failure."""
         self.control.check()
         errors = _StderrLines(self.emit if stream else None)
-        with procs.spawning() as spawned:
-            cmd = self._git(
-                *args,
-                _env=env,
-                _cwd=str(cwd or self.paths.root),
-                _in=stdin,
-                _bg=True,
-                _bg_exc=False,
-                _new_session=True,
-                _tty_out=False,
-                _err=errors.feed,
-                _err_bufsize=0,
-                _decode_errors="replace",
-            )
-            spawned.add(cmd.pid)
-        self.control.register(cmd.pid)
         try:
-            cmd.wait()
-        except sh.ErrorReturnCode:
-            errors.close()
+            child = Child(["git", *args], env=env, cwd=cwd or self.paths.root, stdin=stdin, on_stderr=errors.feed)
+        except OSError as exc:
+            raise GitError(f"git {step} failed: git could not start: {exc.strerror or exc}") from None
+        self.control.register(child.pid)
+        try:
+            finished = child.finish()
+        finally:
+            self.control.unregister(child.pid)
+        errors.close()
+        if finished.code != 0:
             if self.control.stopped.is_set():
-                raise JobStopped(self.control.describe()) from None
+                raise JobStopped(self.control.describe())
             tail = list(errors.tail)
             error = RemoteRefused if _refusal(step, "\n".join(tail)) else GitError
-            raise error(one_line(_reason(step, tail))) from None
-        finally:
-            self.control.unregister(cmd.pid)
-            procs.forget(cmd.pid)
-        errors.close()
+            raise error(one_line(_reason(step, tail)))
         self.control.check()
-        return str(cmd.stdout if isinstance(cmd.stdout, str) else cmd.stdout.decode("utf-8", "replace"))
+        return finished.stdout
 
     def _in_runner_repo(
         self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False
