@@ -165,13 +165,13 @@ class Executor:
             raise JobDataError("the agent replaced the repository directory: refusing to commit")
         git.reset_runner_config()
         out.runner("Committing changes")
-        commit = git.commit_worktree(base_sha, work_branch, validation.commit_subject(job.prompt))
-        if commit is None:
+        committed = git.commit_worktree(base_sha, validation.commit_subject(job.prompt))
+        if committed is None:
             return _Result(
                 {"status": Status.SUCCESS, "lines_added": 0, "lines_removed": 0},
                 "Job completed successfully: no changes, nothing committed or pushed",
             )
-        added, removed = git.line_counts(base_sha, commit)
+        commit, added, removed = committed.commit, committed.added, committed.removed
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}")
         if not self.options.push:
             return _Result({}, f"Skipping the push (--no-push): committed +{added} -{removed}")

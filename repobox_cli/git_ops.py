@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -156,6 +157,44 @@ class Fetched:
     branch: str
     base_sha: str
     work_sha: str | None
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The agent's change committed on top of its base, with its line counts."""
+
+    commit: str
+    added: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class _Staged:
+    changed: int  # paths the index changes against the base
+    gitlinks: list[str]  # new or changed gitlinks among them
+    added: int
+    removed: int
+
+
+def _parse_staged(listing: str) -> _Staged:
+    """`diff-index --raw --numstat -z --no-renames`: a `:modes shas status` record and its path
+    per change, then `added<TAB>removed<TAB>path` per change (`-` for a binary file: 0 lines)."""
+    tokens = listing.split("\0")
+    changed = added = removed = 0
+    gitlinks: list[str] = []
+    i = 0
+    while i < len(tokens) and tokens[i].startswith(":"):
+        if tokens[i].split(" ")[1] == GITLINK_MODE:
+            gitlinks.append(tokens[i + 1])
+        changed += 1
+        i += 2
+    for record in tokens[i:]:
+        plus, _, rest = record.partition("\t")
+        minus = rest.partition("\t")[0]
+        if plus.isdigit() and minus.isdigit():
+            added += int(plus)
+            removed += int(minus)
+    return _Staged(changed, sorted(gitlinks), added, removed)
 
 
 WORK_REFS = "refs/repobox-work/"  # where a fetch puts the work branch's tip(s), read and dropped
@@ -322,10 +361,12 @@ class Git:
         """Fetch the remote's `branch` into `git_dir` as `base_ref` and, in the same negotiation,
         its `work_branch` if it exists (a pattern refspec: a missing branch is no error)."""
         self._drop_stale_locks(git_dir)
-        self._drop_refs(git_dir, WORK_REFS)
+        # This fetch's own place for the work branch: refs a killed job left under WORK_REFS (in
+        # a mirror) are never read as this job's, and are dropped with this fetch's below.
+        mine = f"{WORK_REFS}{secrets.token_hex(8)}/"
         refspecs = [f"+refs/heads/{branch}:{base_ref}"]
         if work_branch:
-            refspecs.append(f"+refs/heads/{work_branch}*:{WORK_REFS}work*")
+            refspecs.append(f"+refs/heads/{work_branch}*:{mine}work*")
         # One pack per fetch, never loose objects (and git's "Receiving objects" progress).
         env = self._env([*self.auth_config(repo, token), ("fetch.unpackLimit", "1")])
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
@@ -351,7 +392,7 @@ class Git:
         if kind != "commit":
             raise GitError(f"git fetch left no commit for {branch}")
         self._delete_refs(git_dir, [ref for ref in found if ref.startswith(WORK_REFS)])
-        return Fetched(branch, base_sha, found.get(f"{WORK_REFS}work", ("", ""))[1] or None)
+        return Fetched(branch, base_sha, found.get(f"{mine}work", ("", ""))[1] or None)
 
     def copy_from_mirror(self, mirror: Path, sha: str, branch: str) -> None:
         """The runner's repository with the objects reachable from `sha` in the mirror, by the pack
@@ -389,10 +430,6 @@ class Git:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
         return self.run(args, step=step, env=env, stdin=stdin).strip()
-
-    def _drop_refs(self, git_dir: Path, prefix: str) -> None:
-        listed = self._in(git_dir, ["for-each-ref", "--format=%(refname)", prefix], step="clone")
-        self._delete_refs(git_dir, listed.splitlines())
 
     def _delete_refs(self, git_dir: Path, refs: Sequence[str]) -> None:
         if refs:
@@ -458,20 +495,51 @@ class Git:
         self.paths.git_home.mkdir(mode=workdir.PRIVATE_DIR_MODE)
 
     @metrics.timed_step("commit")
-    def commit_worktree(self, base_sha: str, work_branch: str, message: str) -> str | None:
-        """Commit the agent's files on top of `base_sha` as `work_branch`; None if nothing changed."""
+    def commit_worktree(self, base_sha: str, message: str, *, ref: str | None = None) -> Committed | None:
+        """Commit the agent's files on top of `base_sha` (and point `ref` at it, when given), with
+        its line counts; None if nothing changed."""
         self._in_runner_repo(["read-tree", base_sha], step="commit", work_tree=True)
         nested = self._add_files(self.paths.repo)
-        self._drop_nested_repositories(base_sha, nested)
-        tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
-        base_tree = self._in_runner_repo(["rev-parse", f"{base_sha}^{{tree}}"], step="commit")
-        if tree == base_tree:
+        staged = self._staged(base_sha)
+        gitlinks = staged.gitlinks
+        if gitlinks:
+            # A second line of defence after `_add_files`: a new or changed gitlink is put back
+            # as the base tree had that path (a gitlink of the base stays as it was).
+            base = _entries(self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit"))
+            self._restore_from_base(base, gitlinks)
+            staged = self._staged(base_sha)
+        skipped = sorted(set(nested) | set(gitlinks))
+        if skipped:
+            self.emit(_skipped_line(skipped), "stdout")
+        if not staged.changed:
             return None
+        tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
         commit = self._in_runner_repo(
             ["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n"
         )
-        self._in_runner_repo(["update-ref", f"refs/heads/{work_branch}", commit], step="commit")
-        return commit
+        if ref:
+            self._in_runner_repo(["update-ref", ref, commit], step="commit")
+        return Committed(commit, staged.added, staged.removed)
+
+    def _staged(self, base_sha: str) -> _Staged:
+        """What the index changes against `base_sha`: one `diff-index` gives the paths (with the
+        new gitlinks among them) and the line counts."""
+        listing = self._in_runner_repo(
+            [
+                "diff-index",
+                "--cached",
+                "--raw",
+                "--numstat",
+                "-z",
+                "--no-renames",
+                "--no-ext-diff",
+                "--no-textconv",
+                base_sha,
+            ],
+            step="commit",
+            work_tree=True,
+        )
+        return _parse_staged(listing)
 
     def _add_files(self, repo: Path) -> list[str]:
         """`git add --all` of the agent's files, leaving out every nested repository (which git
@@ -488,23 +556,6 @@ class Git:
             stdin="".join(f"{spec}\0" for spec in specs),
         )
         return nested
-
-    def _drop_nested_repositories(self, base_sha: str, nested: list[str]) -> None:
-        """A second line of defence after `_add_files`: any new or changed gitlink still in the
-        index is put back as the base tree had that path (a gitlink of the base stays as it was);
-        one line names every nested repository left out."""
-        staged = _entries(self._in_runner_repo(["ls-files", "--stage", "-z"], step="commit", work_tree=True))
-        links = {path: sha for path, mode, sha in staged if mode == GITLINK_MODE}
-        skipped: list[str] = []
-        base: list[tuple[str, str, str]] = []
-        if links:
-            base = _entries(self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit"))
-            base_links = {path: sha for path, mode, sha in base if mode == GITLINK_MODE}
-            skipped = sorted(path for path, sha in links.items() if base_links.get(path) != sha)
-        if skipped:
-            self._restore_from_base(base, skipped)
-        if nested or skipped:
-            self.emit(_skipped_line(sorted(set(nested) | set(skipped))), "stdout")
 
     def _restore_from_base(self, base: list[tuple[str, str, str]], skipped: list[str]) -> None:
         below = tuple(f"{path}/" for path in skipped)

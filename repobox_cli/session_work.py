@@ -247,7 +247,8 @@ class SessionWork:
                 raise JobDataError("the agent replaced the repository directory: refusing to commit")
             git.reset_runner_config()
             message = f"{validation.commit_subject(job.prompt)}\n\n{job_trailer(job.id)}"
-            commit = git.commit_worktree(parent, work_branch, message)
+            committed = git.commit_worktree(parent, message, ref=f"refs/heads/{work_branch}")
+            commit = committed.commit if committed else None
         except BaseException:
             self._restore(git, parent)
             raise

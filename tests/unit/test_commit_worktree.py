@@ -1,0 +1,160 @@
+"""Committing the agent's files with real git: the commit, its line counts (one `diff-index`
+against the base), nothing committed when nothing changed, and gitlinks never committed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from repobox_cli import workdir
+from repobox_cli.control import JobControl
+from repobox_cli.git_ops import Git
+from repobox_cli.settings import Settings
+from repobox_cli.validation import repo_url
+from tests.support.git_server import clean_git_env
+
+GIT_DEADLINE_S = 30.0
+JOB_TIMEOUT_S = 60.0
+BASE_FILES = {
+    "README.md": "hello\nworld\n",
+    "src/app.py": "a = 1\nb = 2\nc = 3\n",
+    "old.txt": "gone\nsoon\n",
+    "vendor/lib/x.c": "int x;\n",
+}
+
+
+def git(git_dir: Path, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args],
+        env=clean_git_env({"GIT_DIR": str(git_dir)}),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=GIT_DEADLINE_S,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> tuple[Git, str, list[tuple[str, str]]]:
+    """A runner's repository whose `main` holds BASE_FILES, and the agent's clone of it."""
+    settings = Settings(temp_dir=tmp_path / "temp", path_env=os.environ["PATH"])
+    paths = workdir.prepare(settings.temp_dir, str(uuid.uuid4()), uuid.uuid4().hex[:12])
+    lines: list[tuple[str, str]] = []
+    runner_git = Git(settings, paths, JobControl(JOB_TIMEOUT_S), lambda line, stream: lines.append((line, stream)))
+    runner_git.init_bare(paths.git_dir)
+    blobs = [
+        (path, git(paths.git_dir, "hash-object", "-w", "--stdin", stdin=text)) for path, text in BASE_FILES.items()
+    ]
+    index = paths.root / "base-index"
+    env_index = {"GIT_INDEX_FILE": str(index)}
+    for path, blob in blobs:
+        subprocess.run(
+            ["git", "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"],
+            env=clean_git_env({"GIT_DIR": str(paths.git_dir), **env_index}),
+            check=True,
+            timeout=GIT_DEADLINE_S,
+        )
+    tree = subprocess.run(
+        ["git", "write-tree"],
+        env=clean_git_env({"GIT_DIR": str(paths.git_dir), **env_index}),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=GIT_DEADLINE_S,
+    ).stdout.strip()
+    base = git(paths.git_dir, "commit-tree", tree, "-m", "base")
+    git(paths.git_dir, "update-ref", "refs/heads/main", base)
+    runner_git.checkout_for_agent(repo_url("https://git.example.com/acme/app.git"), "main", "repobox/work")
+    return runner_git, base, lines
+
+
+def numstat(git_dir: Path, base: str, commit: str) -> tuple[int, int]:
+    added = removed = 0
+    for line in git(git_dir, "diff", "--numstat", base, commit).splitlines():
+        plus, minus, _ = line.split("\t", 2)
+        if plus != "-":
+            added, removed = added + int(plus), removed + int(minus)
+    return added, removed
+
+
+def test_the_commit_holds_the_agents_files_and_its_line_counts_are_gits_numstat(
+    job: tuple[Git, str, list[tuple[str, str]]],
+) -> None:
+    runner_git, base, _ = job
+    repo = runner_git.paths.repo
+    (repo / "README.md").write_text("hello\nthere\nworld\n")
+    (repo / "src" / "app.py").write_text("a = 1\n")
+    (repo / "old.txt").unlink()
+    (repo / "new dir").mkdir()
+    (repo / "new dir" / "tab\tname.md").write_text("one\ntwo\n")
+    (repo / "logo.bin").write_bytes(b"\x00\x01\x02" * 100)
+    (repo / "vendor" / "lib" / "x.c").chmod(0o755)
+
+    committed = runner_git.commit_worktree(base, "Agent change")
+
+    assert committed is not None
+    git_dir = runner_git.paths.git_dir
+    assert (committed.added, committed.removed) == numstat(git_dir, base, committed.commit) == (3, 4)
+    assert git(git_dir, "rev-parse", f"{committed.commit}^") == base
+    listed = set(git(git_dir, "ls-tree", "-r", "--name-only", "-z", committed.commit).split("\0")) - {""}
+    assert listed == {"README.md", "src/app.py", "new dir/tab\tname.md", "logo.bin", "vendor/lib/x.c"}
+    assert git(git_dir, "log", "-1", "--format=%s", committed.commit) == "Agent change"
+
+
+def test_nothing_changed_commits_nothing_and_moves_no_ref(job: tuple[Git, str, list[tuple[str, str]]]) -> None:
+    runner_git, base, _ = job
+    (runner_git.paths.repo / "README.md").write_text("hello\nworld\n")  # rewritten, same content
+
+    assert runner_git.commit_worktree(base, "Nothing", ref="refs/heads/repobox/work") is None
+    assert git(runner_git.paths.git_dir, "for-each-ref", "--format=%(refname)", "refs/heads/repobox/") == ""
+
+
+def test_a_ref_given_points_at_the_commit(job: tuple[Git, str, list[tuple[str, str]]]) -> None:
+    runner_git, base, _ = job
+    (runner_git.paths.repo / "NEW.md").write_text("new\n")
+
+    committed = runner_git.commit_worktree(base, "Add", ref="refs/heads/repobox/work")
+
+    assert committed is not None
+    assert git(runner_git.paths.git_dir, "rev-parse", "refs/heads/repobox/work") == committed.commit
+
+
+def test_a_gitlink_the_walk_missed_is_put_back_as_the_base_had_that_path(
+    job: tuple[Git, str, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second line of defence: `git add` met nested repositories the walk did not report (one
+    made after it); the index's new gitlinks are replaced by what the base had at that path."""
+    runner_git, base, lines = job
+    repo = runner_git.paths.repo
+    for nested in (repo / "fresh", repo / "src" / "inner"):
+        nested.mkdir()
+        (nested / "y.c").write_text("int y;\n")
+        subprocess.run(["git", "init", "-q", str(nested)], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
+        subprocess.run(
+            ["git", "-C", str(nested), "commit", "-q", "--allow-empty", "-m", "inner"],
+            env=clean_git_env(),
+            check=True,
+            timeout=GIT_DEADLINE_S,
+        )
+    (repo / "README.md").write_text("hello\nworld\nmore\n")
+    monkeypatch.setattr(workdir, "nested_repositories", lambda root: [])
+
+    committed = runner_git.commit_worktree(base, "With nested repositories")
+
+    assert committed is not None
+    git_dir = runner_git.paths.git_dir
+    entries = git(git_dir, "ls-tree", "-r", "-z", committed.commit).split("\0")
+    assert not [entry for entry in entries if entry.startswith("160000")]
+    listed = {entry.split("\t", 1)[1] for entry in entries if entry}
+    assert listed == {"README.md", "src/app.py", "old.txt", "vendor/lib/x.c"}
+    assert (committed.added, committed.removed) == numstat(git_dir, base, committed.commit) == (1, 0)
+    assert (
+        "Skipped 2 nested repositories (committed as the base branch had them): fresh, src/inner",
+        "stdout",
+    ) in lines
