@@ -27,9 +27,9 @@ from repobox_cli import (
     checks,
     completions,
     config_report,
+    engine,
     envscrub,
     keys,
-    metrics,
     sandbox,
     tokens,
     validation,
@@ -39,27 +39,24 @@ from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
 from repobox_cli.errors import BadInput, RepoboxError, SettingsError
+from repobox_cli.failures import DEBUG_ENV, failure, internal_error_line
 from repobox_cli.jobs import Status
-from repobox_cli.keycheck import check_key
 from repobox_cli.logs import setup_logging
 from repobox_cli.output import AGENT_SOURCE
 from repobox_cli.pending import claim_idle, pending_report
-from repobox_cli.redaction import one_line
-from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
+from repobox_cli.redis_conn import connect, open_client
 from repobox_cli.settings import (
     DECRYPT,
     EXEC,
     PENDING,
     RUN,
     SECRET_ENV_NAMES,
-    SandboxMode,
     Settings,
     load_settings,
     options_for,
     setting_sources,
 )
 from repobox_cli.status import StatusReport, status_report
-from repobox_cli.stop_signals import StopSignals
 
 app = typer.Typer(
     name="repobox",
@@ -112,31 +109,18 @@ def one_line_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, BadInput) as exc:
-            fail(str(exc), 2)
-        except RepoboxError as exc:
-            fail(str(exc))
-        except CONNECTION_ERRORS as exc:
-            fail(f"lost connection to Redis: {exc}")
-        except redis.RedisError as exc:
-            fail(f"Redis error: {exc}")
+        except Exception as exc:
+            ended = failure(exc)
+            if ended is None:
+                raise  # a bug: main() words it
+            fail(*ended)
 
     return wrapper  # type: ignore[return-value]
 
 
-def require_sandbox(settings: Settings) -> None:
-    """Refuse to start when the sandbox cannot work (SandboxUnavailable: one line, exit 2); with
-    AGENT_SANDBOX=none, say loudly that agents run unconfined."""
-    if settings.agent_sandbox is SandboxMode.NONE:
-        log.warning("AGENT_SANDBOX=none: agents run without a sandbox and can see this runner (unsafe)")
-        return
-    sandbox.probe(settings)
-
-
 def _connected(settings: Settings, *, full_check: bool = False) -> redis.Redis:
     """The one client of this command, after `check_server` (version and cluster with `full_check`)."""
-    check_server(settings.redis, full=full_check)
-    return open_client(settings.redis, block_ms=settings.block_ms)
+    return connect(settings.redis, block_ms=settings.block_ms, full_check=full_check)
 
 
 @app.command()
@@ -159,29 +143,8 @@ def run(
     """The long-lived worker: consume jobs:stream and run jobs."""
     if check:
         raise typer.Exit(_check(overrides))
-    settings = load_settings(command=RUN, **overrides)
-    settings.require_key()
-    envscrub.scrub(SECRET_ENV_NAMES)
-    setup_logging(settings.log_format)
-    require_sandbox(settings)
-    client = _connected(settings, full_check=True)
-    check_key(client, settings.require_key())
-    from repobox_cli.runner import Runner  # the engine: only `run` pays for importing it
-
-    runner = Runner(settings, client, burst=burst)
-    server = (
-        None
-        if settings.metrics_port is None
-        else metrics.serve(metrics.view_of(runner), settings.metrics_host, settings.metrics_port)
-    )
-    signals = StopSignals()
-    signals.install()
-    try:
-        code = runner.run(signals)
-    finally:
-        if server is not None:
-            server.close()
-    raise typer.Exit(code)
+    load_settings(command=RUN, **overrides)  # a bad option or setting: one line here, exit 2
+    engine.exec_engine(overrides, burst=burst)
 
 
 def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] = checks.run_checks) -> int:
@@ -218,7 +181,7 @@ def exec_job(
     settings.require_key()
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
-    require_sandbox(settings)
+    sandbox.require(settings)
     from repobox_cli.executor import ExecOptions  # the engine: only `exec` pays for importing it
     from repobox_cli.single import SingleJob
 
@@ -670,9 +633,8 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
     except Exception as exc:  # a bug: one line, the traceback only when asked for
-        if os.environ.get("REPOBOX_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             raise
-        reason = one_line(f"internal error ({type(exc).__name__}): {exc}")
-        err_console.print(Text(f"repobox: {reason}; REPOBOX_DEBUG=1 shows the traceback"), soft_wrap=True)
+        err_console.print(Text(f"repobox: {internal_error_line(exc)}"), soft_wrap=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -242,6 +242,12 @@ def server_problem(server: Mapping[str, Any], cluster: Mapping[str, Any]) -> str
     return None
 
 
+def connect(rs: RedisSettings, *, block_ms: int = 0, full_check: bool = False) -> redis.Redis:
+    """A command's one client, after `check_server` (version and cluster with `full_check`)."""
+    check_server(rs, full=full_check)
+    return open_client(rs, block_ms=block_ms)
+
+
 def check_server(rs: RedisSettings, *, full: bool = True) -> None:
     """Reachable (credentials accepted) and, with `full`, a supported version and not a cluster
     node. Fails within a few seconds with one line (RedisUnavailable/SettingsError)."""

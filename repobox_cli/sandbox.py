@@ -25,6 +25,7 @@ user has (`job_uid`): files one job's agent writes are never another's.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ from pathlib import Path
 
 from repobox_cli.errors import SandboxUnavailable
 from repobox_cli.settings import NetworkMode, SandboxMode, Settings
+
+log = logging.getLogger(__name__)
 
 # Per-job uids for a root runner without AGENT_USER: far above real users and the usual
 # /etc/subuid ranges (100000-165535 per user), below 2**31 so every tool treats them as positive.
@@ -278,3 +281,12 @@ def probe(settings: Settings) -> str:
         )
     who = f"uid {ids.uid}" if ids else "the runner's user"
     return f"bubblewrap works (agents run as {who}, network {settings.agent_network})"
+
+
+def require(settings: Settings) -> None:
+    """Refuse to start when the sandbox cannot work (SandboxUnavailable: one line, exit 2); with
+    AGENT_SANDBOX=none, say loudly that agents run unconfined."""
+    if settings.agent_sandbox is SandboxMode.NONE:
+        log.warning("AGENT_SANDBOX=none: agents run without a sandbox and can see this runner (unsafe)")
+        return
+    probe(settings)
