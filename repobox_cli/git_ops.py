@@ -58,6 +58,12 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
 )
 
 
+# Writing a checkout's files waits on the disk more than on the CPU: parallel workers write a
+# 5,000-file checkout 2-4 times faster even on 2 cores. git uses them only from 100 files up.
+CHECKOUT_WORKERS = 8
+SPEED_CONFIG: tuple[tuple[str, str], ...] = (("checkout.workers", str(CHECKOUT_WORKERS)),)
+
+
 def proxy_from_env(env: Mapping[str, str]) -> str:
     """The proxy curl would use for https from the operator's environment, or '' for none."""
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -219,7 +225,7 @@ class Git:
     def _env(self, config: Sequence[tuple[str, str]] = (), *, protocol: str = "https") -> dict[str, str]:
         s = self.settings
         allowed = "https:http" if (protocol == "https" and s.allow_http) else protocol
-        pairs = list(HARDENED_CONFIG) + [(f"protocol.{p}.allow", "always") for p in allowed.split(":")]
+        pairs = [*HARDENED_CONFIG, *SPEED_CONFIG, *((f"protocol.{p}.allow", "always") for p in allowed.split(":"))]
         # The operator's proxy (from the environment) or none: never one planted in a config.
         pairs.append(("http.proxy", proxy_from_env(s.git_env)))
         pairs += list(config)
@@ -416,7 +422,8 @@ class Git:
 
     def repack(self, git_dir: Path) -> None:
         """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""
-        self._in(git_dir, ["repack", "-a", "-d", "--quiet"], step="repack")
+        # With a reachability bitmap: copies out of a mirror then count objects faster.
+        self._in(git_dir, ["repack", "-a", "-d", "-b", "--quiet"], step="repack")
 
     def is_sound(self, git_dir: Path) -> bool:
         """Whether `git_dir` is a repository whose refs reach only objects it has."""
