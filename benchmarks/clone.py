@@ -88,7 +88,7 @@ def _shell_job(bench: Bench, url: str, n: int) -> float:
 
 def run(bench: Bench, quick: bool) -> list[Row]:
     files, commits = (300, 100) if quick else (5000, 2000)
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     url = make_medium_repo(bench, files, commits)
     cache = has_clone_cache()
     cold: list[float] = []
