@@ -401,24 +401,24 @@ class Git:
         return Fetched(branch, base_sha, found.get(f"{mine}work", ("", ""))[1] or None)
 
     def copy_from_mirror(self, mirror: Path, sha: str, branch: str) -> None:
-        """The runner's repository with the objects reachable from `sha` in the mirror, by the pack
-        protocol (never a copy of the mirror's files: it holds other users' objects), as `branch`."""
-        self.init_bare(self.paths.git_dir, branch)
-        env = self._env(protocol="file")
-        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
-        self.run(
-            [
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--no-write-fetch-head",
-                "--",
-                f"file://{mirror}",
-                f"{sha}:refs/heads/{branch}",
-            ],
-            step="clone",
-            env=env,
-        )
+        """The runner's repository at `sha` as `branch`, with its own pack of exactly the objects
+        `sha` reaches, taken from the mirror (never the mirror's files: they also hold other
+        users' objects). It borrows the mirror's objects (alternates) for one `repack`, which
+        reuses the mirror's packed data without the pack protocol's transfer, re-indexing and
+        connectivity walk, then stops borrowing."""
+        git_dir = self.paths.git_dir
+        self.init_bare(git_dir, branch)
+        alternates = git_dir / "objects" / "info" / "alternates"
+        try:
+            alternates.parent.mkdir(mode=workdir.PRIVATE_DIR_MODE, exist_ok=True)
+            alternates.write_text(f"{mirror / 'objects'}\n")
+            self._in(git_dir, ["update-ref", f"refs/heads/{branch}", sha], step="clone")
+            self._in(git_dir, ["repack", "-a", "-d", "-n", "--quiet", "--no-write-bitmap-index"], step="clone")
+        except OSError as exc:
+            raise GitError(f"git clone failed: cannot borrow the mirror's objects: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                alternates.unlink()
 
     def repack(self, git_dir: Path) -> None:
         """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""

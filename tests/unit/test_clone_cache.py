@@ -236,6 +236,27 @@ def test_a_mirror_with_a_truncated_pack_is_rebuilt_and_the_job_clones(
     git(mirror, "fsck", "--full", "--no-dangling")
 
 
+def test_a_mirror_with_a_corrupt_object_in_its_pack_is_rebuilt_and_the_job_gets_sound_objects(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    """Bytes flipped inside a packed object (the pack's length unchanged): copying out of the
+    mirror inflates every object it reuses, fails, and the mirror is rebuilt."""
+    remote = new_remote(git_server)
+    tip = new_job(settings).clone(remote).base_sha
+    mirror = mirror_of(settings, remote)
+    for pack in (mirror / "objects" / "pack").glob("*.pack"):
+        data = bytearray(pack.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+        pack.chmod(0o600)
+        pack.write_bytes(bytes(data))
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+    assert job.warnings == ["Warning: the clone cache's copy of this repository was damaged: rebuilding it"]
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+
+
 def test_an_unusable_cache_directory_means_one_warning_and_a_direct_clone(
     tmp_path: Path, settings: Settings, git_server: GitHttpsServer
 ) -> None:
