@@ -5,9 +5,9 @@ last job on that repository, and fills its own repository from the mirror on thi
   covers with an empty tmpfs, and never an AGENT_SANDBOX_PATHS entry) holds `<key>.git`, the
   mirror, and `<key>.lock`, its lock file, with key = sha256 of the URL (scheme and host lower-cased).
 - Authorisation: a job always fetches from the remote through its own token first (the remote
-  checks it), into the mirror. Its repository is then filled from the mirror by git's pack
-  protocol (`file://`), wanting only the commit that job's own fetch returned: it receives the
-  objects reachable from that commit, which is what the remote would have sent that token, and
+  checks it), into the mirror. Its repository is then filled from the mirror by one repack of
+  what the commit that job's own fetch returned reaches (`Git.copy_from_mirror`, borrowing the
+  mirror's objects for that one command): the objects the remote would have sent that token,
   never other objects the mirror holds (fetched by other users' tokens).
 - Self-contained: the job's repository has its own pack, no `objects/info/alternates` into here.
 - Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
