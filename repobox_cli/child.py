@@ -6,8 +6,10 @@ loop: starting a child costs a fork and an exec, not the thread set-up of a proc
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import selectors
+import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,8 +37,12 @@ class Child:
         cwd: Path,
         stdin: str | None,
         on_stderr: Callable[[str], None],
+        stdout_errors: str = "replace",
     ) -> None:
-        self._input = stdin.encode() if stdin is not None else b""
+        # Surrogate escapes (file names that are not UTF-8, as os.listdir gives them) go back to
+        # the bytes they stand for.
+        self._input = stdin.encode("utf-8", "surrogateescape") if stdin is not None else b""
+        self._stdout_errors = stdout_errors
         self._on_stderr = on_stderr
         with procs.spawning() as spawned:
             # OSError (no such program, no such directory) is the caller's to word.
@@ -92,15 +98,20 @@ class Child:
             if tail:
                 self._on_stderr(tail)
         except BaseException:
-            process.kill()  # never wait below for a child nobody reads any more
+            # Never wait below for a child nobody reads any more: its whole group goes (git's own
+            # helpers too: remote-https, index-pack, checkout workers).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
             raise
         finally:
             for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     pipe.close()
-            code = process.wait()
-            procs.forget(process.pid)
-        return Finished(code, b"".join(stdout).decode("utf-8", "replace"))
+            try:
+                code = process.wait()
+            finally:
+                procs.forget(process.pid)
+        return Finished(code, b"".join(stdout).decode("utf-8", self._stdout_errors))
 
     def _write(self, selector: selectors.BaseSelector, written: int) -> int:
         """Write the next part of stdin; the bytes written. Closes stdin at the end, or when the

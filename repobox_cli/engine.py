@@ -30,8 +30,10 @@ def exec_engine(overrides: Mapping[str, Any], *, burst: bool) -> NoReturn:
     """Become the engine. The options given (None: not given) travel as JSON in OPTIONS_ENV, the
     same values `load_settings` got here (never on a command line; wiped once read)."""
     given = {name: value for name, value in overrides.items() if value is not None}
-    env = {**os.environ, OPTIONS_ENV: json.dumps(given)}
-    argv = [sys.executable, "-m", MODULE, *([BURST] if burst else [])]
+    env = {**os.environ, OPTIONS_ENV: json.dumps(given, default=str)}  # paths as text
+    # -P: the directory `repobox run` was started in is not put on sys.path (a json.py or a
+    # repobox_cli/ there would be imported by the runner instead of the real ones).
+    argv = [sys.executable, "-P", "-m", MODULE, *([BURST] if burst else [])]
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -178,29 +178,20 @@ class Committed:
 class _Staged:
     changed: int  # paths the index changes against the base
     gitlinks: list[str]  # new or changed gitlinks among them
-    added: int
-    removed: int
 
 
 def _parse_staged(listing: str) -> _Staged:
-    """`diff-index --raw --numstat -z --no-renames`: a `:modes shas status` record and its path
-    per change, then `added<TAB>removed<TAB>path` per change (`-` for a binary file: 0 lines)."""
+    """`diff-index --raw -z --no-renames`: a `:modes shas status` record and its path per change."""
     tokens = listing.split("\0")
-    changed = added = removed = 0
+    changed = 0
     gitlinks: list[str] = []
-    i = 0
-    while i < len(tokens) and tokens[i].startswith(":"):
-        if tokens[i].split(" ")[1] == GITLINK_MODE:
-            gitlinks.append(tokens[i + 1])
+    for meta, path in zip(tokens[::2], tokens[1::2], strict=False):
+        if not meta.startswith(":"):
+            break
+        if meta.split(" ")[1] == GITLINK_MODE:
+            gitlinks.append(path)
         changed += 1
-        i += 2
-    for record in tokens[i:]:
-        plus, _, rest = record.partition("\t")
-        minus = rest.partition("\t")[0]
-        if plus.isdigit() and minus.isdigit():
-            added += int(plus)
-            removed += int(minus)
-    return _Staged(changed, sorted(gitlinks), added, removed)
+    return _Staged(changed, sorted(gitlinks))
 
 
 WORK_REFS = "refs/repobox-work/"  # where a fetch puts the work branch's tip(s), read and dropped
@@ -271,12 +262,22 @@ class Git:
         cwd: Path | None = None,
         stdin: str | None = None,
         stream: bool = False,
+        paths: bool = False,
     ) -> str:
-        """Run git; its stdout. GitError (git's reason, redacted) or JobStopped on failure."""
+        """Run git; its stdout. GitError (git's reason, redacted) or JobStopped on failure. With
+        `paths`, bytes that are not UTF-8 (in file names) come back as surrogate escapes, which
+        stdin turns back into the same bytes; otherwise as replacement characters."""
         self.control.check()
         errors = _StderrLines(self.emit if stream else None)
         try:
-            child = Child(["git", *args], env=env, cwd=cwd or self.paths.root, stdin=stdin, on_stderr=errors.feed)
+            child = Child(
+                ["git", *args],
+                env=env,
+                cwd=cwd or self.paths.root,
+                stdin=stdin,
+                on_stderr=errors.feed,
+                stdout_errors="surrogateescape" if paths else "replace",
+            )
         except OSError as exc:
             raise GitError(f"git {step} failed: git could not start: {exc.strerror or exc}") from None
         self.control.register(child.pid)
@@ -295,14 +296,14 @@ class Git:
         return finished.stdout
 
     def _in_runner_repo(
-        self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False
+        self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False, paths: bool = False
     ) -> str:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
         if work_tree:
             env["GIT_WORK_TREE"] = str(self.paths.repo)
             env["GIT_INDEX_FILE"] = str(self.paths.index_file)
-        return self.run(args, step=step, env=env, stdin=stdin).strip()
+        return self.run(args, step=step, env=env, stdin=stdin, paths=paths).strip()
 
     # steps ------------------------------------------------------------------------------
     def remote_refs(self, repo: RepoUrl, token: str, refs: Sequence[str]) -> RemoteRefs:
@@ -512,8 +513,8 @@ class Git:
         if gitlinks:
             # A second line of defence after `_add_files`: a new or changed gitlink is put back
             # as the base tree had that path (a gitlink of the base stays as it was).
-            base = _entries(self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit"))
-            self._restore_from_base(base, gitlinks)
+            listed = self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit", paths=True)
+            self._restore_from_base(_entries(listed), gitlinks)
             staged = self._staged(base_sha)
         skipped = sorted(set(nested) | set(gitlinks))
         if skipped:
@@ -521,30 +522,25 @@ class Git:
         if not staged.changed:
             return None
         tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
+        added, removed = self.line_counts(base_sha, tree)
         commit = self._in_runner_repo(
             ["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n"
         )
         if ref:
             self._in_runner_repo(["update-ref", ref, commit], step="commit")
-        return Committed(commit, staged.added, staged.removed)
+        return Committed(commit, added, removed)
 
     def _staged(self, base_sha: str) -> _Staged:
-        """What the index changes against `base_sha`: one `diff-index` gives the paths (with the
-        new gitlinks among them) and the line counts."""
-        listing = self._in_runner_repo(
-            [
-                "diff-index",
-                "--cached",
-                "--raw",
-                "--numstat",
-                "-z",
-                "--no-renames",
-                "--no-ext-diff",
-                "--no-textconv",
-                base_sha,
-            ],
+        """The paths the index changes against `base_sha`, and the new gitlinks among them. No work
+        tree and `--ignore-submodules=none`: no .gitmodules the agent wrote hides a gitlink."""
+        env = self._env()
+        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
+        env["GIT_INDEX_FILE"] = str(self.paths.index_file)
+        listing = self.run(
+            ["diff-index", "--cached", "--raw", "-z", "--no-renames", "--ignore-submodules=none", base_sha],
             step="commit",
-            work_tree=True,
+            env=env,
+            paths=True,
         )
         return _parse_staged(listing)
 
@@ -577,7 +573,8 @@ class Git:
         )
 
     def line_counts(self, base_sha: str, commit: str) -> tuple[int, int]:
-        """(lines added, lines removed) between base and commit; binary files count 0."""
+        """(lines added, lines removed) between base and `commit` (or a tree); binary files count 0.
+        In the bare repository: no attributes file of the agent's changes what counts."""
         out = self._in_runner_repo(
             ["diff", "--numstat", "--no-ext-diff", "--no-textconv", "--no-renames", base_sha, commit],
             step="diff",

@@ -25,7 +25,7 @@ def test_run_becomes_the_engine_in_the_same_process_with_the_options_it_was_give
     wait_for(lambda: "started:" in runner.log(), START_DEADLINE_S, "the runner to start")
 
     cmdline = proc_text(runner.pid, "cmdline")
-    assert cmdline[1:3] == ["-m", MODULE]
+    assert cmdline[1:4] == ["-P", "-m", MODULE]
     assert world.redis_server.url not in " ".join(cmdline) and runner_id not in " ".join(cmdline)
     assert world.client.exists(f"runner:heartbeat:{runner_id}")
     job_id = world.add_job()
@@ -61,3 +61,32 @@ def test_an_engine_given_options_that_are_not_json_refuses_in_one_line(world: Wo
     assert done.stderr.strip().splitlines() == [
         f"repobox: {OPTIONS_ENV} is not what `repobox run` writes: start the runner with `repobox run`"
     ]
+
+
+def test_path_options_reach_the_engine(world: World) -> None:
+    temp_dir = world.temp_dir / "given-temp"
+    runner = world.start_runner("--temp-dir", str(temp_dir), name="paths")
+    wait_for(lambda: "started:" in runner.log() or runner.process.poll() is not None, START_DEADLINE_S, "start")
+    assert runner.process.poll() is None, runner.log()[-2000:]
+    job_id = world.add_job()
+    wait_for(lambda: world.job(job_id).get("status") == "success", JOB_DEADLINE_S, "the job to succeed")
+    assert (temp_dir / "cache").is_dir()  # CACHE_DIR's default follows the TEMP_DIR given
+
+
+def test_modules_in_the_directory_run_is_started_from_are_never_imported(world: World, tmp_path: Path) -> None:
+    """A `json.py` or `repobox_cli/` where an operator happens to start the runner."""
+    script = Path(sys.executable).parent / "repobox"
+    assert script.exists(), f"the repobox script is installed beside {sys.executable}"
+    here = tmp_path / "shared"
+    (here / "repobox_cli").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    planted = f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n"
+    for name in ("json.py", "redis.py", "repobox_cli/__init__.py", "repobox_cli/engine.py"):
+        (here / name).write_text(planted)
+
+    done = subprocess.run(
+        [str(script), "run", "--burst"], env=world.env(), cwd=here, capture_output=True, text=True, timeout=60
+    )
+
+    assert not marker.exists()
+    assert done.returncode == 0, done.stderr[-2000:]

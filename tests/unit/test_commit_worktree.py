@@ -158,3 +158,67 @@ def test_a_gitlink_the_walk_missed_is_put_back_as_the_base_had_that_path(
         "Skipped 2 nested repositories (committed as the base branch had them): fresh, src/inner",
         "stdout",
     ) in lines
+
+
+def test_a_gitmodules_file_saying_ignore_all_does_not_hide_a_new_gitlink(
+    job: tuple[Git, str, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner_git, base, _ = job
+    repo = runner_git.paths.repo
+    (repo / "fresh").mkdir()
+    subprocess.run(["git", "init", "-q", str(repo / "fresh")], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
+    subprocess.run(
+        ["git", "-C", str(repo / "fresh"), "commit", "-q", "--allow-empty", "-m", "inner"],
+        env=clean_git_env(),
+        check=True,
+        timeout=GIT_DEADLINE_S,
+    )
+    (repo / ".gitmodules").write_text('[submodule "fresh"]\n\tpath = fresh\n\turl = ./fresh\n\tignore = all\n')
+    monkeypatch.setattr(workdir, "nested_repositories", lambda root: [])
+
+    committed = runner_git.commit_worktree(base, "A gitlink hidden by .gitmodules")
+
+    assert committed is not None
+    entries = git(runner_git.paths.git_dir, "ls-tree", "-r", "-z", committed.commit).split("\0")
+    assert not [entry for entry in entries if entry.startswith("160000")]
+
+
+def test_line_counts_ignore_the_agents_gitattributes(job: tuple[Git, str, list[tuple[str, str]]]) -> None:
+    runner_git, base, _ = job
+    repo = runner_git.paths.repo
+    (repo / ".gitattributes").write_text("* -diff binary\n")
+    (repo / "README.md").write_text("hello\nworld\none\ntwo\n")
+
+    committed = runner_git.commit_worktree(base, "Hide the counts")
+
+    assert committed is not None
+    assert (committed.added, committed.removed) == (3, 0)  # two README lines and the attributes line
+
+
+def test_a_nested_repository_whose_name_is_not_utf8_is_left_out_by_name(
+    job: tuple[Git, str, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner_git, base, lines = job
+    repo = runner_git.paths.repo
+    name = os.fsdecode(b"bad\xff")
+    nested = repo / name
+    nested.mkdir()
+    subprocess.run(["git", "init", "-q", str(nested)], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
+    subprocess.run(
+        ["git", "-C", str(nested), "commit", "-q", "--allow-empty", "-m", "inner"],
+        env=clean_git_env(),
+        check=True,
+        timeout=GIT_DEADLINE_S,
+    )
+    (repo / "README.md").write_text("hello\nworld\nmore\n")
+    for walk_finds_it in (True, False):
+        if not walk_finds_it:
+            monkeypatch.setattr(workdir, "nested_repositories", lambda root: [])
+
+        committed = runner_git.commit_worktree(base, "With a nested repository named in Latin-1")
+
+        assert committed is not None
+        entries = git(runner_git.paths.git_dir, "ls-tree", "-r", "-z", committed.commit).split("\0")
+        assert not [entry for entry in entries if entry.startswith("160000")]
+        assert any(line.startswith("Skipped 1 nested repository") for line, _ in lines)
+        lines.clear()
