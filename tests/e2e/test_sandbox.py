@@ -285,7 +285,28 @@ def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld
         deadline = time.monotonic() + RUNNER_DEATH_BOUND_S
         while live_with_marker(marker) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert live_with_marker(marker) == [], f"the agent outlived its runner (attempt {attempt + 1})"
+        survivors = live_with_marker(marker)
+        assert survivors == [], f"the agent outlived its runner (attempt {attempt + 1}): {describe(survivors)}"
+
+
+def describe(pids: list[int]) -> str:
+    """Each process with its parents (pid, state, name, command line's start): what a failure needs."""
+    lines = []
+    for pid in pids:
+        chain = []
+        current = pid
+        while current > 1 and len(chain) < 6:
+            try:
+                stat = Path(f"/proc/{current}/stat").read_bytes()
+                cmdline = Path(f"/proc/{current}/cmdline").read_bytes().replace(b"\0", b" ")[:100]
+            except OSError:
+                break
+            name = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
+            state, ppid = stat[stat.rfind(b")") + 2 :].split()[:2]
+            chain.append(f"{current} {state.decode()} {name} {cmdline.decode(errors='replace')!r}")
+            current = int(ppid)
+        lines.append(" <- ".join(chain))
+    return "; ".join(lines)
 
 
 @pytest.mark.parametrize("sandbox", ["bwrap", "none"])
