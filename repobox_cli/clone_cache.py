@@ -287,11 +287,14 @@ class EarlyCopy:
             self.discard()
             return False
         git_dir = self.git.paths.git_dir
-        if not workdir.remove_tree(git_dir):
-            self.discard()
-            return False
-        os.rename(self.staging, git_dir)
-        return True
+        try:
+            if workdir.remove_tree(git_dir):
+                os.rename(self.staging, git_dir)
+                return True
+        except OSError as exc:
+            log.warning("clone cache: cannot adopt the early copy: %s", _reason(exc))
+        self.discard()
+        return False
 
     def discard(self) -> None:
         self._thread.join()
