@@ -9,6 +9,9 @@ last job on that repository, and fills its own repository from the mirror on thi
   what the commit that job's own fetch returned reaches (`Git.copy_from_mirror`, borrowing the
   mirror's objects for that one command): the objects the remote would have sent that token,
   never other objects the mirror holds (fetched by other users' tokens).
+- Early copy: while the fetch asks the remote, the mirror's last commit of the branch is copied
+  into a staging directory of the job's own (`EarlyCopy`); it becomes the job's repository only
+  if the fetch returns that same commit, else it is removed unread.
 - Self-contained: the job's repository has its own pack, no `objects/info/alternates` into here.
 - Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
   a job copies out of it. Waiting polls, so a cancelled job stops waiting, and ends after
@@ -30,6 +33,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +59,8 @@ LOCK_POLL_S = 0.05
 # one repository never queue behind each other (a burst of them runs as fast as without a cache).
 LOCK_WAIT_S = 1.0
 MAX_PACKS = 32
+STAGING_NAME = "git-early"  # beside the runner's repository: where an early copy is staged
+SHA_HEX_CHARS = (40, 64)  # sha-1, sha-256
 CACHED_REFS = "refs/cached/"  # one ref per base branch fetched, named by the branch's hash (no D/F clashes)
 
 Warn = Callable[[str], None]
@@ -218,10 +224,17 @@ def _through_cache(
 ) -> Fetched:
     mirror = cache.mirror(repo.url)
     with cache.locked(mirror, git.control) as fd:
-        fetched = _fetch_into_mirror(git, mirror, repo, token, branch, work_branch, warn)
+        early = EarlyCopy.start(git, mirror, branch)
+        try:
+            fetched = _fetch_into_mirror(git, mirror, repo, token, branch, work_branch, warn)
+        except BaseException:
+            if early is not None:
+                early.discard()
+            raise
         cache.downgrade(fd)
         try:
-            git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
+            if early is None or not early.adopt(fetched.base_sha):
+                git.copy_from_mirror(mirror.path, fetched.base_sha, branch)
         except GitError as exc:
             # The mirror lacks objects its refs reach (a damaged pack fsck's connectivity check
             # does not read): rebuild it now, unless another job is copying out of it.
@@ -237,6 +250,64 @@ def _through_cache(
     if removed:
         log.info("clone cache: removed %d least recently used mirror(s) to stay under CACHE_MAX_BYTES", len(removed))
     return fetched
+
+
+class EarlyCopy:
+    """The job's repository copied from the mirror's last commit of its branch while the fetch
+    asks the remote, in a staging directory of the job's own: adopted only when the fetch returns
+    that same commit (the remote has then checked this job's token for it), else removed unread.
+    A repeat job then costs the larger of the fetch and the copy, not their sum."""
+
+    def __init__(self, git: Git, mirror: Mirror, branch: str, sha: str) -> None:
+        self.git = git
+        self.sha = sha
+        self.staging = git.paths.root / STAGING_NAME
+        self._failed = False
+        self._thread = threading.Thread(
+            target=self._copy, args=(mirror, branch), name=f"{threading.current_thread().name}-copy", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def start(cls, git: Git, mirror: Mirror, branch: str) -> EarlyCopy | None:
+        """None when the mirror has no commit of `branch` yet."""
+        sha = _cached_sha(mirror, branch)
+        return cls(git, mirror, branch, sha) if sha else None
+
+    def _copy(self, mirror: Mirror, branch: str) -> None:
+        try:
+            self.git.copy_from_mirror(mirror.path, self.sha, branch, into=self.staging)
+        except Exception:  # noqa: BLE001 - a guess that failed: the copy is made again after the fetch
+            self._failed = True
+
+    def adopt(self, sha: str) -> bool:
+        """Make the staged copy the job's repository if it is of `sha`; whether it was."""
+        self._thread.join()
+        if self._failed or sha != self.sha:
+            self.discard()
+            return False
+        git_dir = self.git.paths.git_dir
+        try:
+            if workdir.remove_tree(git_dir):
+                os.rename(self.staging, git_dir)
+                return True
+        except OSError as exc:
+            log.warning("clone cache: cannot adopt the early copy: %s", _reason(exc))
+        self.discard()
+        return False
+
+    def discard(self) -> None:
+        self._thread.join()
+        workdir.remove_tree(self.staging)
+
+
+def _cached_sha(mirror: Mirror, branch: str) -> str | None:
+    """The mirror's commit of `branch` from its loose ref file (a fetch writes one), or None."""
+    try:
+        text = (mirror.path / cached_ref(branch)).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if len(text) in SHA_HEX_CHARS and all(c in "0123456789abcdef" for c in text) else None
 
 
 def _fetch_into_mirror(

@@ -401,13 +401,14 @@ class Git:
         self._delete_refs(git_dir, [ref for ref in found if ref.startswith(WORK_REFS)])
         return Fetched(branch, base_sha, found.get(f"{mine}work", ("", ""))[1] or None)
 
-    def copy_from_mirror(self, mirror: Path, sha: str, branch: str) -> None:
+    def copy_from_mirror(self, mirror: Path, sha: str, branch: str, *, into: Path | None = None) -> None:
         """The runner's repository at `sha` as `branch`, with its own pack of exactly the objects
         `sha` reaches, taken from the mirror (never the mirror's files: they also hold other
         users' objects). It borrows the mirror's objects (alternates) for one `repack`, which
         reuses the mirror's packed data without the pack protocol's transfer, re-indexing and
-        connectivity walk, then stops borrowing."""
-        git_dir = self.paths.git_dir
+        connectivity walk, then stops borrowing. `into`: another directory than the runner's
+        repository (a staging copy)."""
+        git_dir = into or self.paths.git_dir
         self.init_bare(git_dir, branch)
         alternates = git_dir / "objects" / "info" / "alternates"
         try:

@@ -149,6 +149,79 @@ def test_the_work_branch_tip_comes_from_the_same_fetch_and_a_missing_base_branch
     assert git(mirror, "for-each-ref", "refs/repobox-work/").stdout == ""
 
 
+def spy_on_copies(monkeypatch: pytest.MonkeyPatch) -> list[Path | None]:
+    """Where each copy out of a mirror went (None: the runner's repository), the copies still real."""
+    calls: list[Path | None] = []
+    real = Git.copy_from_mirror
+
+    def spy(self: Git, mirror: Path, sha: str, branch: str, *, into: Path | None = None) -> None:
+        calls.append(into)
+        real(self, mirror, sha, branch, into=into)
+
+    monkeypatch.setattr(Git, "copy_from_mirror", spy)
+    return calls
+
+
+def advance(remote: Remote, branch: str = "main") -> str:
+    """A new commit on the remote's `branch` (its tree unchanged); the commit."""
+    bare = remote.server.repo_path(remote.name)
+    parent = git(bare, "rev-parse", f"refs/heads/{branch}").stdout.strip()
+    commit = git(bare, "commit-tree", f"{parent}^{{tree}}", "-p", parent, "-m", "moved on").stdout.strip()
+    git(bare, "update-ref", f"refs/heads/{branch}", commit)
+    return commit
+
+
+def test_a_repeat_clone_adopts_the_copy_made_while_the_remote_was_asked(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = new_remote(git_server)
+    first = new_job(settings).clone(remote)
+    copies = spy_on_copies(monkeypatch)
+    job = new_job(settings)
+    staging = job.git.paths.root / clone_cache.STAGING_NAME
+
+    assert job.clone(remote) == first
+
+    assert copies == [staging]  # one copy, made early, adopted
+    assert_self_contained(job.git_dir, first.base_sha)
+    assert not staging.exists()
+
+
+def test_when_the_branch_moved_on_the_early_copy_is_dropped_and_the_job_gets_the_new_commit(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = new_remote(git_server)
+    first = new_job(settings).clone(remote)
+    tip = advance(remote)
+    copies = spy_on_copies(monkeypatch)
+    job = new_job(settings)
+    staging = job.git.paths.root / clone_cache.STAGING_NAME
+
+    fetched = job.clone(remote)
+
+    assert fetched.base_sha == tip != first.base_sha
+    assert copies == [staging, None]
+    assert_self_contained(job.git_dir, tip)
+    assert not staging.exists()
+
+
+def test_an_early_copy_of_a_branch_hidden_from_the_jobs_token_is_never_kept(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, private={"secret.txt": "another user's secret\n"})
+    private_tip = new_job(settings).clone(remote, "private").base_sha
+    other = dataclasses.replace(remote, token=f"tok-{uuid.uuid4().hex}")
+    git_server.allow_token(other.token)
+    git_server.hide_refs(other.token, "refs/heads/private")
+    job = new_job(settings)
+
+    with pytest.raises(BranchMissing):
+        job.clone(other, "private")
+
+    assert not (job.git.paths.root / clone_cache.STAGING_NAME).exists()
+    assert git(job.git_dir, "cat-file", "-e", private_tip, check=False).returncode != 0
+
+
 def test_two_jobs_cloning_one_repository_at_once_both_get_it_and_the_mirror_stays_sound(
     settings: Settings, git_server: GitHttpsServer
 ) -> None:
