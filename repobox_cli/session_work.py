@@ -248,21 +248,26 @@ class SessionWork:
             git.reset_runner_config()
             message = f"{validation.commit_subject(job.prompt)}\n\n{job_trailer(job.id)}"
             committed = git.commit_worktree(parent, message, ref=f"refs/heads/{work_branch}")
-            commit = committed.commit if committed else None
         except BaseException:
             self._restore(git, parent)
             raise
-        if commit:
-            self._ensure_current(active)
-            with self.executor.provider_token(job, repo) as token:
-                git.push_ref(repo, token, commit, checkpoint_ref(_session_job(active).session_id))
-            self._claim(active, paths, commit)
-        return self._prompt_done(git, out, base_sha, parent, commit)
+        if committed is None:
+            return self._prompt_done(git, out, base_sha, parent, None, (0, 0))
+        self._ensure_current(active)
+        with self.executor.provider_token(job, repo) as token:
+            git.push_ref(repo, token, committed.commit, checkpoint_ref(_session_job(active).session_id))
+        self._claim(active, paths, committed.commit)
+        return self._prompt_done(git, out, base_sha, parent, committed.commit, (committed.added, committed.removed))
 
     @staticmethod
-    def _prompt_done(git: Git, out: JobOutput, base_sha: str, parent: str, commit: str | None) -> _Done:
-        """A prompt's result: its own line counts (`parent` → `commit`) and the session's totals."""
-        added, removed = git.line_counts(parent, commit) if commit else (0, 0)
+    def _prompt_done(
+        git: Git, out: JobOutput, base_sha: str, parent: str, commit: str | None, own: tuple[int, int] | None = None
+    ) -> _Done:
+        """A prompt's result: its own line counts (`parent` → `commit`; `own` when the commit step
+        counted them already) and the session's totals."""
+        if own is None:
+            own = git.line_counts(parent, commit) if commit else (0, 0)
+        added, removed = own
         total_added, total_removed = git.line_counts(base_sha, commit or parent)
         out.runner(f"Committed {commit[:12]}: +{added} -{removed}" if commit else "No changes from this prompt")
         return _Done(
