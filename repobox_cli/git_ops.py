@@ -296,13 +296,23 @@ class Git:
         return finished.stdout
 
     def _in_runner_repo(
-        self, args: Sequence[str], *, step: str, stdin: str | None = None, work_tree: bool = False, paths: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        step: str,
+        stdin: str | None = None,
+        work_tree: bool = False,
+        index: bool = False,
+        paths: bool = False,
     ) -> str:
+        """git in the runner's repository; with `work_tree`, over the agent's files and the runner's
+        index; with `index` alone, the index without the files (nothing the agent wrote is read)."""
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
+        if work_tree or index:
+            env["GIT_INDEX_FILE"] = str(self.paths.index_file)
         if work_tree:
             env["GIT_WORK_TREE"] = str(self.paths.repo)
-            env["GIT_INDEX_FILE"] = str(self.paths.index_file)
         return self.run(args, step=step, env=env, stdin=stdin, paths=paths).strip()
 
     # steps ------------------------------------------------------------------------------
@@ -534,13 +544,10 @@ class Git:
     def _staged(self, base_sha: str) -> _Staged:
         """The paths the index changes against `base_sha`, and the new gitlinks among them. No work
         tree and `--ignore-submodules=none`: no .gitmodules the agent wrote hides a gitlink."""
-        env = self._env()
-        env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(self.paths.git_dir)
-        env["GIT_INDEX_FILE"] = str(self.paths.index_file)
-        listing = self.run(
+        listing = self._in_runner_repo(
             ["diff-index", "--cached", "--raw", "-z", "--no-renames", "--ignore-submodules=none", base_sha],
             step="commit",
-            env=env,
+            index=True,
             paths=True,
         )
         return _parse_staged(listing)
