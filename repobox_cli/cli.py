@@ -143,8 +143,7 @@ def run(
     """The long-lived worker: consume jobs:stream and run jobs."""
     if check:
         raise typer.Exit(_check(overrides))
-    load_settings(command=RUN, **overrides)  # a bad option or setting: one line here, exit 2
-    engine.exec_engine(overrides, burst=burst)
+    engine.exec_engine(overrides, burst=burst)  # which reads the settings, and refuses bad ones
 
 
 def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] = checks.run_checks) -> int:
