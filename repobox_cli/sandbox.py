@@ -183,15 +183,15 @@ def bwrap_argv(
 # The agent's command under a guard, as the sandbox's first process (`sh -c GUARD repobox-agent
 # COMMAND`). Its stdin is the read end of a pipe only the runner holds open: the watcher's `read`
 # sees end of file once the runner is gone and kills every process of the namespace, pass after
-# pass until none is left (a process forked during a pass can escape it, and bwrap's init waits
-# for every process it inherits, not only for the first: one pass could leave the sandbox alive).
+# pass until none is left (a process forked during a pass can escape it), at most 100 passes (a
+# process that cannot be signalled still counts as found: never a loop without end).
 # A non-interactive shell gives a background job /dev/null for stdin, so the pipe is kept on fd 3
 # first; the agent gets neither it nor the runner's stdin. The agent runs in the foreground: a
 # background job would start with SIGINT and SIGQUIT ignored.
 GUARD = (
     "exec 3<&0 </dev/null; "
     "{ while read -r _ <&3; do :; done; "
-    "while kill -s KILL -- -1 2>/dev/null; do :; done; } & watcher=$!; "
+    "n=0; while [ $n -lt 100 ] && kill -s KILL -- -1 2>/dev/null; do n=$((n+1)); done; } & watcher=$!; "
     "exec 3<&-; "
     '/bin/sh -c "$1"; status=$?; '
     'kill -s KILL "$watcher" 2>/dev/null; '
