@@ -66,6 +66,21 @@ def clean_git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def git_in(
+    git_dir: Path, *args: str, stdin: str | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """git on the repository `git_dir` (GIT_DIR, plus `env`), isolated from any config; its result."""
+    return subprocess.run(
+        ["git", *args],
+        env=clean_git_env({"GIT_DIR": str(git_dir), **(env or {})}),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=GIT_DEADLINE_S,
+        check=check,
+    )
+
+
 def _git(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     result = subprocess.run(
         ["git", *args],

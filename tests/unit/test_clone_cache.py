@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import subprocess
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from repobox_cli.git_ops import Fetched, Git
 from repobox_cli.redaction import basic_auth_value
 from repobox_cli.settings import RUN, Settings, load_settings
 from repobox_cli.validation import RepoUrl, repo_url
-from tests.support.git_server import GitHttpsServer, clean_git_env
+from tests.support.git_server import GitHttpsServer
+from tests.support.git_server import git_in as git
 from tests.support.tls import TestCA
 
 JOB_TIMEOUT_S = 60.0
@@ -55,17 +55,6 @@ class Job:
     @property
     def notes(self) -> list[str]:
         return [line for line, stream in self.lines if line.startswith("Cloning directly") and stream == "stdout"]
-
-
-def git(git_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args],
-        env=clean_git_env({"GIT_DIR": str(git_dir)}),
-        capture_output=True,
-        text=True,
-        timeout=GIT_DEADLINE_S,
-        check=check,
-    )
 
 
 @pytest.fixture
@@ -219,7 +208,9 @@ def test_an_early_copy_of_a_branch_hidden_from_the_jobs_token_is_never_kept(
         job.clone(other, "private")
 
     assert not (job.git.paths.root / clone_cache.STAGING_NAME).exists()
-    assert git(job.git_dir, "cat-file", "-e", private_tip, check=False).returncode != 0
+    # No repository the job left anywhere in its directory holds the hidden branch's commit.
+    for objects in job.git.paths.root.rglob("objects"):
+        assert git(objects.parent, "cat-file", "-e", private_tip, check=False).returncode != 0, objects
 
 
 def test_two_jobs_cloning_one_repository_at_once_both_get_it_and_the_mirror_stays_sound(

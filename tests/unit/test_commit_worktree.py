@@ -15,7 +15,7 @@ from repobox_cli.control import JobControl
 from repobox_cli.git_ops import Git
 from repobox_cli.settings import Settings
 from repobox_cli.validation import repo_url
-from tests.support.git_server import clean_git_env
+from tests.support.git_server import clean_git_env, git_in
 
 GIT_DEADLINE_S = 30.0
 JOB_TIMEOUT_S = 60.0
@@ -27,17 +27,15 @@ BASE_FILES = {
 }
 
 
-def git(git_dir: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["git", *args],
-        env=clean_git_env({"GIT_DIR": str(git_dir)}),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=GIT_DEADLINE_S,
-        check=True,
-    )
-    return done.stdout.strip()
+def git(git_dir: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    return git_in(git_dir, *args, stdin=stdin, env=env).stdout.strip()
+
+
+def nested_repository(path: Path) -> None:
+    """A repository with one commit at `path`, inside the agent's clone."""
+    path.mkdir(exist_ok=True)
+    for args in (["init", "-q", str(path)], ["-C", str(path), "commit", "-q", "--allow-empty", "-m", "inner"]):
+        subprocess.run(["git", *args], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
 
 
 @pytest.fixture
@@ -51,23 +49,10 @@ def job(tmp_path: Path) -> tuple[Git, str, list[tuple[str, str]]]:
     blobs = [
         (path, git(paths.git_dir, "hash-object", "-w", "--stdin", stdin=text)) for path, text in BASE_FILES.items()
     ]
-    index = paths.root / "base-index"
-    env_index = {"GIT_INDEX_FILE": str(index)}
+    index = {"GIT_INDEX_FILE": str(paths.root / "base-index")}
     for path, blob in blobs:
-        subprocess.run(
-            ["git", "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"],
-            env=clean_git_env({"GIT_DIR": str(paths.git_dir), **env_index}),
-            check=True,
-            timeout=GIT_DEADLINE_S,
-        )
-    tree = subprocess.run(
-        ["git", "write-tree"],
-        env=clean_git_env({"GIT_DIR": str(paths.git_dir), **env_index}),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=GIT_DEADLINE_S,
-    ).stdout.strip()
+        git(paths.git_dir, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
+    tree = git(paths.git_dir, "write-tree", env=index)
     base = git(paths.git_dir, "commit-tree", tree, "-m", "base")
     git(paths.git_dir, "update-ref", "refs/heads/main", base)
     runner_git.checkout_for_agent(repo_url("https://git.example.com/acme/app.git"), "main", "repobox/work")
@@ -133,15 +118,8 @@ def test_a_gitlink_the_walk_missed_is_put_back_as_the_base_had_that_path(
     runner_git, base, lines = job
     repo = runner_git.paths.repo
     for nested in (repo / "fresh", repo / "src" / "inner"):
-        nested.mkdir()
+        nested_repository(nested)
         (nested / "y.c").write_text("int y;\n")
-        subprocess.run(["git", "init", "-q", str(nested)], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
-        subprocess.run(
-            ["git", "-C", str(nested), "commit", "-q", "--allow-empty", "-m", "inner"],
-            env=clean_git_env(),
-            check=True,
-            timeout=GIT_DEADLINE_S,
-        )
     (repo / "README.md").write_text("hello\nworld\nmore\n")
     monkeypatch.setattr(workdir, "nested_repositories", lambda root: [])
 
@@ -165,14 +143,7 @@ def test_a_gitmodules_file_saying_ignore_all_does_not_hide_a_new_gitlink(
 ) -> None:
     runner_git, base, _ = job
     repo = runner_git.paths.repo
-    (repo / "fresh").mkdir()
-    subprocess.run(["git", "init", "-q", str(repo / "fresh")], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
-    subprocess.run(
-        ["git", "-C", str(repo / "fresh"), "commit", "-q", "--allow-empty", "-m", "inner"],
-        env=clean_git_env(),
-        check=True,
-        timeout=GIT_DEADLINE_S,
-    )
+    nested_repository(repo / "fresh")
     (repo / ".gitmodules").write_text('[submodule "fresh"]\n\tpath = fresh\n\turl = ./fresh\n\tignore = all\n')
     monkeypatch.setattr(workdir, "nested_repositories", lambda root: [])
 
@@ -201,15 +172,7 @@ def test_a_nested_repository_whose_name_is_not_utf8_is_left_out_by_name(
     runner_git, base, lines = job
     repo = runner_git.paths.repo
     name = os.fsdecode(b"bad\xff")
-    nested = repo / name
-    nested.mkdir()
-    subprocess.run(["git", "init", "-q", str(nested)], env=clean_git_env(), check=True, timeout=GIT_DEADLINE_S)
-    subprocess.run(
-        ["git", "-C", str(nested), "commit", "-q", "--allow-empty", "-m", "inner"],
-        env=clean_git_env(),
-        check=True,
-        timeout=GIT_DEADLINE_S,
-    )
+    nested_repository(repo / name)
     (repo / "README.md").write_text("hello\nworld\nmore\n")
     for walk_finds_it in (True, False):
         if not walk_finds_it:
