@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
+from functools import partial
 
 import redis
 
@@ -21,7 +22,7 @@ from repobox_cli import metrics, validation
 from repobox_cli.active import ActiveJob
 from repobox_cli.control import JobControl
 from repobox_cli.errors import JobDataError
-from repobox_cli.jobs import is_final, now_ms
+from repobox_cli.jobs import Status, StreamEntry, is_final, now_ms
 from repobox_cli.kinds import WorkKind
 from repobox_cli.leases import Attempt, BeginOutcome, Leases
 from repobox_cli.logs import JobLog
@@ -41,6 +42,7 @@ class StartOutcome(StrEnum):
     ACTIVE = "active"  # the job runs elsewhere (a duplicate entry, `exec`): wait behind others
     RETRY = "retry"  # Redis went away mid-begin: try the same attempt again
     SETTLED = "settled"  # final, missing or no longer ours: the entry is done here
+    LOAD = "load"  # the job is another user's than its entry says: read it first, then admit it
 
     @property
     def keeps_waiting(self) -> bool:
@@ -89,8 +91,11 @@ class Admission:
     # -- one delivered entry ---------------------------------------------------------------
     def admit_safely(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
         """`admit`, logging (never raising) what goes wrong with one entry, but for Redis outages."""
+        self._safely(entry_id, lambda: self.admit(entry_id, fields, deliveries=deliveries))
+
+    def _safely(self, entry_id: str, admit: Callable[[], None]) -> None:
         try:
-            self.admit(entry_id, fields, deliveries=deliveries)
+            admit()
         except CONNECTION_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - boundary: one bad entry must not stop the runner
@@ -113,6 +118,19 @@ class Admission:
             )
             self.reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
             return
+        user = self.kind.entry_user(entry)
+        if user is not None:  # the begin script reads the job itself
+            waiting = Waiting(entry, user)
+            outcome = self.try_start(waiting)
+            if outcome is not StartOutcome.LOAD:
+                if outcome.keeps_waiting:
+                    self.waiting.add(waiting)
+                return
+        self._admit_loaded(entry)
+
+    def _admit_loaded(self, entry: StreamEntry) -> None:
+        """Read what the entry names first, then settle, forward or start it."""
+        entry_id = entry.entry_id
         try:
             job = self.kind.load(entry)
         except redis.ResponseError as exc:  # WRONGTYPE: the key is not a hash
@@ -136,7 +154,7 @@ class Admission:
                 extra={"job_id": job.id, "user_id": job.user_id},
             )
             return
-        waiting = Waiting(entry, job)
+        waiting = Waiting(entry, job.user_id, job)
         if self.try_start(waiting).keeps_waiting:
             self.waiting.add(waiting)
 
@@ -150,19 +168,27 @@ class Admission:
                 continue
             # ACTIVE: its job runs elsewhere; let the user's other entries go first.
             self.waiting.settle(head, to_back=outcome is StartOutcome.ACTIVE)
+            if outcome is StartOutcome.LOAD:
+                self._safely(head.entry_id, partial(self._admit_loaded, head.entry))
 
     # -- starting ----------------------------------------------------------------------------
     def try_start(self, waiting: Waiting) -> StartOutcome:
         """Start the job if a worker and a user slot are free. A job that must wait is marked as
-        waiting in Redis (its takeover will not count a delivery)."""
+        waiting in Redis (its takeover will not count a delivery). A job not yet read is read by
+        the begin script (`WorkKind.entry_user`): LOAD when it is another user's than its entry says."""
         job = waiting.job
-        attempt = Attempt(job.id, job.user_id, self.consumer, waiting.entry_id, waiting.attempt_id)
+        job_id = job.id if job is not None else waiting.entry.job_id
+        attempt = Attempt(job_id, waiting.user_id, self.consumer, waiting.entry_id, waiting.attempt_id)
         if self.stopping.is_set() or not self.pool.reserve():
             self._mark_waiting(waiting)
             return StartOutcome.NO_WORKER
         try:
             result = self.leases.begin(
-                attempt, limit=self.kind.user_limit(), lease_ms=self.lease_ms, started_at=now_ms()
+                attempt,
+                limit=self.kind.user_limit(),
+                lease_ms=self.lease_ms,
+                started_at=now_ms(),
+                read=job is None,
             )
         except CONNECTION_ERRORS as exc:
             self.pool.release()
@@ -172,6 +198,13 @@ class Admission:
             self.pool.release()
             raise
         if result.outcome is BeginOutcome.OK:
+            if job is None:
+                try:
+                    job = self.kind.decode_record(waiting.entry, result.record or {})
+                except JobDataError as exc:
+                    self.pool.release()
+                    self._fail_begun(waiting, attempt, f"job refused: {exc}")
+                    return StartOutcome.SETTLED
             control = JobControl(self.settings.job_timeout_s)
             output = self.kind.open_output(job, self.health)
             self.pool.start(
@@ -184,8 +217,10 @@ class Admission:
         if result.outcome in (BeginOutcome.BUSY, BeginOutcome.ACTIVE):
             self._mark_waiting(waiting)
             return StartOutcome(result.outcome.value)
+        if result.outcome is BeginOutcome.OTHER_USER:
+            return StartOutcome.LOAD
         if result.outcome is BeginOutcome.FINAL:
-            self._skip_final(waiting.entry_id, job.id, job.user_id, str(result.final_status))
+            self._skip_final(waiting.entry_id, job_id, waiting.user_id, str(result.final_status))
         elif result.outcome is BeginOutcome.MISSING:
             self.reject(waiting.entry_id, waiting.entry.fields, "job hash missing")
         else:
@@ -210,6 +245,15 @@ class Admission:
             self.leases.acknowledge(self.consumer, entry_id)
         else:
             deferred.append(entry_id)
+
+    def _fail_begun(self, waiting: Waiting, attempt: Attempt, reason: str) -> None:
+        """A job the begin script read and that cannot be used: it is begun, so it fails as a
+        running attempt does (its slot freed, its entry acknowledged), with the reason."""
+        reason = one_line(reason)
+        self.log.warning("entry %s: %s", waiting.entry_id, reason, extra={"job_id": attempt.job_id})
+        self.kind.rejected(waiting.entry.fields, reason, self.health)
+        self.leases.finish(attempt, now_ms(), {"status": Status.FAILED, "error_message": reason})
+        self.pool.count("refused")
 
     def reject(
         self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False, deliveries: int = 1

@@ -36,7 +36,16 @@ class JobKind:
 
     def load(self, entry: StreamEntry) -> Job | None:
         data = self.client.hgetall(keys.job(entry.job_id))
-        return Job.decode(entry.job_id, data) if data else None
+        return self.decode_record(entry, data) if data else None
+
+    def entry_user(self, entry: StreamEntry) -> str | None:
+        try:
+            return validation.key_part(entry.fields.get("user_id", ""), "user_id")
+        except JobDataError:
+            return None  # `load` reads the hash, which is the truth
+
+    def decode_record(self, entry: StreamEntry, data: Mapping[str, str]) -> Job:
+        return Job.decode(entry.job_id, data)
 
     def execute(self, active: ActiveJob) -> RunOutcome:
         return self.executor.execute(active)

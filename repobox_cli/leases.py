@@ -49,6 +49,7 @@ class BeginOutcome(StrEnum):
     LOST = "lost"  # the entry is no longer this runner's
     MISSING = "missing"  # no job hash
     FINAL = "final"  # the job is already success/failed/cancelled
+    OTHER_USER = "user"  # the job is not the user's the entry named (asked with `read=True`): untouched
 
 
 class FinishOutcome(StrEnum):
@@ -83,13 +84,15 @@ class BeginResult:
     outcome: BeginOutcome
     final_status: Status | None = None  # set with FINAL
     previous_consumer: str = ""  # set when an unfinished earlier attempt is being taken over
+    record: dict[str, str] | None = None  # the job's fields, with OK when begun with `read=True`
 
 
-def _begin_result(raw: str) -> BeginResult:
-    word, _, rest = raw.partition(":")
+def _begin_result(raw: Sequence[str], *, read: bool) -> BeginResult:
+    word, _, rest = raw[0].partition(":")
     outcome = BeginOutcome(word)
     if outcome is BeginOutcome.OK:
-        return BeginResult(outcome, previous_consumer=rest.split("|", 1)[-1] if rest else "")
+        record = dict(zip(raw[1::2], raw[2::2], strict=True)) if read else None
+        return BeginResult(outcome, previous_consumer=rest.split("|", 1)[-1] if rest else "", record=record)
     if outcome is BeginOutcome.FINAL:
         return BeginResult(outcome, final_status=Status(rest))
     return BeginResult(outcome)
@@ -129,9 +132,12 @@ class Leases:
         self._forward = load(_script("forward.lua"))
 
     # -- an attempt's life ------------------------------------------------------------------
-    def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int) -> BeginResult:
+    def begin(self, attempt: Attempt, *, limit: int, lease_ms: int, started_at: int, read: bool = False) -> BeginResult:
         """Atomically: still ours, job exists and is not final, a user slot is free; then mark it
-        running and make this attempt the current one. Retrying after a lost reply is safe."""
+        running and make this attempt the current one. Retrying after a lost reply is safe.
+
+        With `read`, the job was not read first: `attempt.user_id` is the user its entry names; a
+        job of another user is left untouched (OTHER_USER), and OK carries the job's fields."""
         raw = self.durability.apply(
             self.client,
             lambda conn: self._begin(
@@ -151,12 +157,13 @@ class Leases:
                     lease_ms,
                     started_at,
                     ATTEMPT_KEY_TTL_S,
+                    attempt.user_id if read else "",
                 ],
                 client=conn,
             ),
             f"beginning job {attempt.job_id}",
         )
-        return _begin_result(str(raw))
+        return _begin_result([str(part) for part in raw], read=read)
 
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""

@@ -20,8 +20,8 @@ Shared state lives in thread-safe objects with their own locks: `WorkerPool` (ru
 reservations) and each lane's `WaitingQueues`. No Redis call is ever made under either lock; each
 sweeper's cursor has its own lock, taken only by sweeps. Flags between threads are `threading.Event`s.
 
-One job's path: `cli.run` → `Runner.run` → `Runner._consume` → `Lane.read_once` → `Admission.admit` (decode, load,
-begin) → `WorkerPool.start` → `JobKind.execute` → `Executor.execute` (its steps; `Leases.finish`).
+One job's path: `cli.run` → `Runner.run` → `Runner._consume` → `Lane.read_once` → `Admission.admit` (decode,
+begin, which reads the job) → `WorkerPool.start` → `JobKind.execute` → `Executor.execute` (its steps; `Leases.finish`).
 """
 
 from __future__ import annotations

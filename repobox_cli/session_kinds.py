@@ -68,6 +68,12 @@ class _SessionKind:
     def execute(self, active: ActiveJob) -> RunOutcome:
         return self.work.execute(active)
 
+    def entry_user(self, entry: StreamEntry) -> str | None:
+        return None  # a session's record is read, and its entry perhaps forwarded, before it begins
+
+    def decode_record(self, entry: StreamEntry, data: Mapping[str, str]) -> Job:
+        raise JobDataError(f"a {self.name} entry is loaded before it begins")
+
     def forward(self, entry_id: str, job: Job, consumer: str) -> str:
         """Prompts and pushes go to the live runner holding the session's working copy."""
         if self.step is Step.INIT or not isinstance(job, SessionJob):

@@ -18,10 +18,12 @@ from repobox_cli.leases import new_attempt_id
 @dataclass
 class Waiting:
     """An admitted entry not yet running. Its attempt id is fixed, so a retried begin after a
-    lost reply is recognised as the same attempt."""
+    lost reply is recognised as the same attempt. `job` is None until the begin script reads it
+    (`WorkKind.entry_user`): `user_id` is then the user the entry names."""
 
     entry: StreamEntry
-    job: Job
+    user_id: str
+    job: Job | None = None
     attempt_id: str = field(default_factory=new_attempt_id)
 
     @property
@@ -40,7 +42,7 @@ class WaitingQueues:
         with self._lock:
             if waiting.entry_id in self._ids:
                 return
-            self._queues.setdefault(waiting.job.user_id, deque()).append(waiting)
+            self._queues.setdefault(waiting.user_id, deque()).append(waiting)
             self._ids.add(waiting.entry_id)
 
     def __contains__(self, entry_id: object) -> bool:
@@ -68,7 +70,7 @@ class WaitingQueues:
         """`head` is done waiting (started, refused, gone): remove it if it is still its user's
         head; with `to_back`, move it behind the user's other entries instead."""
         with self._lock:
-            queue = self._queues.get(head.job.user_id)
+            queue = self._queues.get(head.user_id)
             if not queue or queue[0] is not head:
                 return
             queue.popleft()
@@ -77,7 +79,7 @@ class WaitingQueues:
             else:
                 self._ids.discard(head.entry_id)
             if not queue:
-                del self._queues[head.job.user_id]
+                del self._queues[head.user_id]
 
     def drop(self, entry_ids: set[str]) -> None:
         """Forget entries that are no longer this runner's."""

@@ -374,3 +374,38 @@ def test_an_idle_runner_exits_promptly_on_sigterm_and_burst_exits_promptly_when_
     burst_s = time.monotonic() - start
     # Generous bounds (process start included for burst); the figures belong in a benchmark.
     assert signal_exit_s < 1.0 and burst_s < 5.0, (signal_exit_s, burst_s)
+
+
+def test_an_entry_naming_another_user_counts_its_job_against_the_job_hashs_user(world: World) -> None:
+    """The runner begins a job straight from its stream entry's user_id, but the job hash is the
+    truth: an entry that names someone else must not let the job's user past their limit."""
+    alice, mallory = world.user("alice"), world.user("mallory")
+    job_id = world.add_job(user=alice, enqueue=False)
+    fields = {name: world.job(job_id)[name] for name in ("provider_id", "repo_url", "prompt", "environment")}
+    far_future_ms = int(time.time() * 1000) + 3_600_000
+    world.client.zadd(f"runner:slots:{alice}", {"another-attempt|elsewhere": far_future_ms})  # alice at her limit
+    entry_id = world.client.xadd("jobs:stream", {"job_id": job_id, "user_id": mallory, **fields})
+    runner = world.start_runner(MAX_JOBS_PER_USER="1")
+    try:
+        wait_for(lambda: world.client.exists(f"runner:waiting:{entry_id}"), 30, "the job to wait for alice's slot")
+        assert world.job(job_id)["status"] == "pending"
+        assert world.client.exists(f"runner:slots:{mallory}") == 0
+
+        world.client.zrem(f"runner:slots:{alice}", "another-attempt|elsewhere")
+        wait_for(lambda: world.job(job_id)["status"] == "success", 60, "the job to run once alice's slot is free")
+    finally:
+        runner.stop()
+    assert "Traceback" not in runner.log()
+
+
+def test_a_job_hash_that_cannot_be_used_fails_with_its_reason_and_frees_the_users_slot(world: World) -> None:
+    """Read by the begin script after the job became running: it still ends failed, with one clear
+    reason in error_message and the output, its slot freed and its entry acknowledged."""
+    job_id = world.add_job(branch="main;rm -rf /")
+    assert world.run_burst(MAX_JOBS_PER_USER="1").returncode == 0
+    job = world.job(job_id)
+    assert job["status"] == "failed" and job["error_message"].startswith("job refused: "), job
+    assert "branch" in job["error_message"]
+    assert job["error_message"] in world.output_text(job_id)
+    assert world.client.zcard(f"runner:slots:{world.default_user}") == 0
+    assert world.client.xpending("jobs:stream", "jobs:stream:runners")["pending"] == 0

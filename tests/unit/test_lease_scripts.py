@@ -16,6 +16,7 @@ from repobox_cli.jobs import Status
 from repobox_cli.leases import (
     Attempt,
     BeginOutcome,
+    BeginResult,
     FinishOutcome,
     Leases,
     new_attempt_id,
@@ -133,6 +134,51 @@ def test_begin_of_a_final_job_is_final_with_its_status(client: redis.Redis, leas
     result = leases.begin(attempt, limit=LIMIT, lease_ms=LEASE_MS, started_at=1)
 
     assert (result.outcome, result.final_status) == (BeginOutcome.FINAL, Status.CANCELLED)
+
+
+def test_begin_that_reads_the_job_returns_its_fields_with_ok_and_again_when_retried(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client)
+    client.hset(keys.job(attempt.job_id), mapping={"prompt": "Add a test file", "branch": "main"})
+
+    first = leases.begin(attempt, limit=LIMIT, lease_ms=LEASE_MS, started_at=7, read=True)
+    again = leases.begin(attempt, limit=LIMIT, lease_ms=LEASE_MS, started_at=7, read=True)
+
+    stored = client.hgetall(keys.job(attempt.job_id))
+    assert first.outcome is BeginOutcome.OK and first.record == stored
+    assert stored["status"] == "running" and stored["prompt"] == "Add a test file"
+    assert again.outcome is BeginOutcome.OK and again.record == stored
+    assert client.zcard(keys.user_slots(USER)) == 1
+
+
+def test_begin_that_reads_a_job_of_another_user_than_its_entry_writes_nothing(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client, user="google:987654321")
+    claimed = Attempt(attempt.job_id, USER, attempt.consumer, attempt.entry_id, attempt.attempt_id)
+
+    result = leases.begin(claimed, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True)
+
+    assert (result.outcome, result.record) == (BeginOutcome.OTHER_USER, None)
+    assert client.hget(keys.job(attempt.job_id), "status") == "pending"
+    assert client.get(keys.job_attempt(attempt.job_id)) is None
+    assert client.exists(keys.user_slots(USER), keys.user_slots("google:987654321")) == 0
+
+
+def test_begin_that_reads_the_job_still_refuses_a_final_or_busy_job_without_its_fields(
+    client: redis.Redis, leases: Leases
+) -> None:
+    final = delivered_job(client, status="success")
+    assert leases.begin(final, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True) == BeginResult(
+        BeginOutcome.FINAL, final_status=Status.SUCCESS
+    )
+    for _ in range(LIMIT):
+        begin(leases, delivered_job(client))
+    extra = delivered_job(client)
+    assert leases.begin(extra, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True) == BeginResult(
+        BeginOutcome.BUSY
+    )
 
 
 # -- renew and check ---------------------------------------------------------------------------

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
-from repobox_cli.jobs import Job, StreamEntry
+from repobox_cli.jobs import StreamEntry
 from repobox_cli.waiting import Waiting, WaitingQueues
 
 DEADLINE_S = 10.0
 
 
 def waiting(entry_id: str, user: str) -> Waiting:
-    job = Job(
-        id=f"job-{entry_id}",
-        user_id=user,
-        provider_id="p",
-        repo_url="https://x/y",
-        branch="main",
-        prompt="p",
-        environment="",
-        status="pending",
-    )
-    return Waiting(StreamEntry(entry_id, job.id, {"job_id": job.id}), job)
+    """An entry admitted but not yet read (the begin script reads its job): queued by its user."""
+    job_id = str(uuid.uuid4())
+    return Waiting(StreamEntry(entry_id, job_id, {"job_id": job_id, "user_id": user}), user)
 
 
 def test_heads_are_each_users_oldest_entry() -> None:
