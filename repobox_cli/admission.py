@@ -119,7 +119,9 @@ class Admission:
             self.reject(entry_id, entry.fields, reason, dead_letter=True, deliveries=deliveries)
             return
         user = self.kind.entry_user(entry)
-        if user is not None:  # the begin script reads the job itself
+        # With a worker free, the begin script reads the job itself. Without one, the job is read
+        # first, so that final, missing and unusable ones are settled at once, not held waiting.
+        if user is not None and self.pool.free() > 0 and not self.stopping.is_set():
             waiting = Waiting(entry, user)
             outcome = self.try_start(waiting)
             if outcome is not StartOutcome.LOAD:
@@ -169,7 +171,11 @@ class Admission:
             # ACTIVE: its job runs elsewhere; let the user's other entries go first.
             self.waiting.settle(head, to_back=outcome is StartOutcome.ACTIVE)
             if outcome is StartOutcome.LOAD:
-                self._safely(head.entry_id, partial(self._admit_loaded, head.entry))
+                try:
+                    self._safely(head.entry_id, partial(self._admit_loaded, head.entry))
+                except CONNECTION_ERRORS:
+                    self.waiting.add(head)  # still this runner's: read again once Redis is back
+                    raise
 
     # -- starting ----------------------------------------------------------------------------
     def try_start(self, waiting: Waiting) -> StartOutcome:
@@ -197,14 +203,14 @@ class Admission:
         except BaseException:
             self.pool.release()
             raise
+        if job is None and result.record is not None:
+            try:
+                job = waiting.job = self.kind.decode_record(waiting.entry, result.record)
+            except JobDataError as exc:
+                self.pool.release()
+                return self._refuse_read(waiting, attempt, result.outcome, f"job refused: {exc}")
         if result.outcome is BeginOutcome.OK:
-            if job is None:
-                try:
-                    job = self.kind.decode_record(waiting.entry, result.record or {})
-                except JobDataError as exc:
-                    self.pool.release()
-                    self._fail_begun(waiting, attempt, f"job refused: {exc}")
-                    return StartOutcome.SETTLED
+            assert job is not None  # read=True always carries the fields with OK
             control = JobControl(self.settings.job_timeout_s)
             output = self.kind.open_output(job, self.health)
             self.pool.start(
@@ -246,14 +252,24 @@ class Admission:
         else:
             deferred.append(entry_id)
 
-    def _fail_begun(self, waiting: Waiting, attempt: Attempt, reason: str) -> None:
-        """A job the begin script read and that cannot be used: it is begun, so it fails as a
-        running attempt does (its slot freed, its entry acknowledged), with the reason."""
+    def _refuse_read(self, waiting: Waiting, attempt: Attempt, outcome: BeginOutcome, reason: str) -> StartOutcome:
+        """A job the begin script read and that cannot be used. Not begun (busy, active): refused
+        like any entry. Begun: failed as a running attempt fails (its slot freed, its entry
+        acknowledged), with the reason; if Redis is away meanwhile it stays waiting, and its retried
+        begin (the same attempt) fails it again."""
+        if outcome is not BeginOutcome.OK:
+            self.reject(waiting.entry_id, waiting.entry.fields, reason)
+            return StartOutcome.SETTLED
         reason = one_line(reason)
         self.log.warning("entry %s: %s", waiting.entry_id, reason, extra={"job_id": attempt.job_id})
-        self.kind.rejected(waiting.entry.fields, reason, self.health)
-        self.leases.finish(attempt, now_ms(), {"status": Status.FAILED, "error_message": reason})
+        try:
+            self.kind.rejected(waiting.entry.fields, reason, self.health)
+            self.leases.finish(attempt, now_ms(), {"status": Status.FAILED, "error_message": reason})
+        except CONNECTION_ERRORS as exc:
+            self.health.lost(exc)
+            return StartOutcome.RETRY
         self.pool.count("refused")
+        return StartOutcome.SETTLED
 
     def reject(
         self, entry_id: str, fields: Mapping[str, str], reason: str, *, dead_letter: bool = False, deliveries: int = 1

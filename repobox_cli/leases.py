@@ -84,18 +84,17 @@ class BeginResult:
     outcome: BeginOutcome
     final_status: Status | None = None  # set with FINAL
     previous_consumer: str = ""  # set when an unfinished earlier attempt is being taken over
-    record: dict[str, str] | None = None  # the job's fields, with OK when begun with `read=True`
+    record: dict[str, str] | None = None  # the job's fields, with OK, BUSY and ACTIVE when begun with `read=True`
 
 
 def _begin_result(raw: Sequence[str], *, read: bool) -> BeginResult:
     word, _, rest = raw[0].partition(":")
     outcome = BeginOutcome(word)
-    if outcome is BeginOutcome.OK:
-        record = dict(zip(raw[1::2], raw[2::2], strict=True)) if read else None
-        return BeginResult(outcome, previous_consumer=rest.split("|", 1)[-1] if rest else "", record=record)
     if outcome is BeginOutcome.FINAL:
         return BeginResult(outcome, final_status=Status(rest))
-    return BeginResult(outcome)
+    record = dict(zip(raw[1::2], raw[2::2], strict=True)) if read and len(raw) > 1 else None
+    previous = rest.split("|", 1)[-1] if rest else ""
+    return BeginResult(outcome, previous_consumer=previous, record=record)
 
 
 class Leases:
@@ -137,7 +136,8 @@ class Leases:
         running and make this attempt the current one. Retrying after a lost reply is safe.
 
         With `read`, the job was not read first: `attempt.user_id` is the user its entry names; a
-        job of another user is left untouched (OTHER_USER), and OK carries the job's fields."""
+        job of another user is left untouched (OTHER_USER), and OK, BUSY and ACTIVE carry the
+        job's fields."""
         raw = self.durability.apply(
             self.client,
             lambda conn: self._begin(

@@ -2,19 +2,19 @@
 -- holds a live slot lease, and a user slot is free; then mark it running and make this attempt
 -- the current one. Idempotent: a retried call for the same attempt answers 'ok:' again.
 -- With an expected user (ARGV[9], the user the stream entry names; '' for none) the caller has
--- not read the job: a job of another user is left alone ('user'), and 'ok' carries the job's
--- fields, so a pickup costs one round trip after the read.
--- Returns {'ok:<previous token or empty>', field, value, ...} | {'lost'} | {'missing'} |
--- {'final:<status>'} | {'active'} | {'busy'} | {'user'}.
+-- not read the job: a job of another user is left alone ('user'), and 'ok', 'active' and 'busy'
+-- carry the job's fields, so a pickup costs one round trip after the read.
+-- Returns {'ok:<previous token or empty>', field, value, ...} | {'active', …} | {'busy', …} |
+-- {'lost'} | {'missing'} | {'final:<status>'} | {'user'}.
 local job_key, attempt_key, slots_key, stream, waiting_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, entry, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit, lease_ms, started_at, attempt_ttl_s = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local expected_user = ARGV[9]
 
-local function ok(previous)
-  if expected_user == '' then return {'ok:' .. previous} end
+local function with_job(word)
+  if expected_user == '' then return {word} end
   local reply = redis.call('HGETALL', job_key)
-  table.insert(reply, 1, 'ok:' .. previous)
+  table.insert(reply, 1, word)
   return reply
 end
 
@@ -24,12 +24,12 @@ if expected_user ~= '' and redis.call('HGET', job_key, 'user_id') ~= expected_us
 local status = redis.call('HGET', job_key, 'status')
 if is_final(status) then return {'final:' .. status} end
 local previous = redis.call('GET', attempt_key) or ''
-if previous == token then return ok('') end
+if previous == token then return with_job('ok:') end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
 -- Another attempt whose slot lease is still alive is running somewhere: never run beside it.
-if previous ~= '' and redis.call('ZSCORE', slots_key, previous) then return {'active'} end
-if redis.call('ZCARD', slots_key) >= limit then return {'busy'} end
+if previous ~= '' and redis.call('ZSCORE', slots_key, previous) then return with_job('active') end
+if redis.call('ZCARD', slots_key) >= limit then return with_job('busy') end
 redis.call('ZADD', slots_key, now + lease_ms, token)
 redis.call('PEXPIRE', slots_key, 2 * lease_ms)
 redis.call('SET', attempt_key, token, 'EX', attempt_ttl_s)
@@ -39,4 +39,4 @@ if entry ~= '' then
   redis.call('DEL', waiting_key)
 end
 if string.sub(previous, -#FINISHED_SUFFIX) == FINISHED_SUFFIX then previous = '' end
-return ok(previous)
+return with_job('ok:' .. previous)

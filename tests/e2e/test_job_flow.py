@@ -405,7 +405,23 @@ def test_a_job_hash_that_cannot_be_used_fails_with_its_reason_and_frees_the_user
     assert world.run_burst(MAX_JOBS_PER_USER="1").returncode == 0
     job = world.job(job_id)
     assert job["status"] == "failed" and job["error_message"].startswith("job refused: "), job
-    assert "branch" in job["error_message"]
+    assert "branch" in job["error_message"] and job.get("started_at"), "refused once begun"
     assert job["error_message"] in world.output_text(job_id)
     assert world.client.zcard(f"runner:slots:{world.default_user}") == 0
     assert world.client.xpending("jobs:stream", "jobs:stream:runners")["pending"] == 0
+
+
+def test_a_job_that_cannot_be_used_is_refused_at_once_even_while_its_user_is_at_the_limit(world: World) -> None:
+    """Read by the begin script that found the user's slots full: refused then, not held for a slot."""
+    far_future_ms = int(time.time() * 1000) + 3_600_000
+    world.client.zadd(f"runner:slots:{world.default_user}", {"another-attempt|elsewhere": far_future_ms})
+    job_id = world.add_job(branch="../escape")
+    runner = world.start_runner(MAX_JOBS_PER_USER="1")
+    try:
+        wait_for(lambda: world.job(job_id)["status"] == "failed", 30, "the job to be refused")
+    finally:
+        runner.stop()
+    job = world.job(job_id)
+    assert job["error_message"].startswith("job refused: ") and "branch" in job["error_message"], job
+    assert not job.get("started_at")
+    assert world.client.zcard(f"runner:slots:{world.default_user}") == 1  # only the other attempt's

@@ -326,6 +326,33 @@ def test_job_cancelled_while_queued_is_never_started(world: World) -> None:
     assert slots_held(world.client, world.user("alice")) == 0
 
 
+def test_entries_taken_over_while_every_worker_is_busy_are_settled_at_once_when_final(world: World) -> None:
+    """A dead runner's entries of cancelled jobs, taken over while this runner's only worker is
+    busy, are acknowledged at the takeover: not held waiting for a worker to read them."""
+    sleep = f"sleep 30.{uuid.uuid4().int % 10**6:06d}"
+    runner = world.start_runner(name="r1", MAX_CONCURRENT_JOBS="1", CLAIM_MIN_IDLE="2", AGENT_COMMAND=sleep)
+    wait_ready(world, ["r1"])
+    busy = world.add_job(user=world.user("alice"))
+    wait_agent_running(world, busy)
+    cancelled, ghost_entries = [], set()
+    for _ in range(3):
+        job_id = world.add_job(user=world.user("bob"), enqueue=False)
+        world.client.hset(f"job:{job_id}", "status", "cancelled")
+        fields = {k: world.job(job_id)[k] for k in ("user_id", "provider_id", "repo_url", "prompt", "environment")}
+        world.client.xadd(STREAM, {"job_id": job_id, **fields})
+        ghost_entries.add(world.client.xreadgroup(GROUP, "ghost", {STREAM: ">"}, count=1)[0][1][0][0])
+        cancelled.append(job_id)
+
+    wait_for(lambda: pending_count(world.client) == 1, 20, "the ghost's entries to be taken over and acknowledged")
+    assert world.job(busy)["status"] == "running", "the ghost's entries waited for the busy worker"
+    still = {p["message_id"] for p in world.client.xpending_range(STREAM, GROUP, min="-", max="+", count=10)}
+    assert not still & ghost_entries
+    assert all(world.job(j)["status"] == "cancelled" and not world.job(j).get("started_at") for j in cancelled)
+    world.client.hset(f"job:{busy}", "status", "cancelled")
+    _assert_clean_end(world, [world.user("alice"), world.user("bob")])
+    runner.stop()
+
+
 CANCEL_DEADLINE_S = 2.0
 
 

@@ -166,7 +166,7 @@ def test_begin_that_reads_a_job_of_another_user_than_its_entry_writes_nothing(
     assert client.exists(keys.user_slots(USER), keys.user_slots("google:987654321")) == 0
 
 
-def test_begin_that_reads_the_job_still_refuses_a_final_or_busy_job_without_its_fields(
+def test_begin_that_reads_the_job_refuses_a_final_job_and_carries_the_fields_of_a_busy_one(
     client: redis.Redis, leases: Leases
 ) -> None:
     final = delivered_job(client, status="success")
@@ -176,9 +176,11 @@ def test_begin_that_reads_the_job_still_refuses_a_final_or_busy_job_without_its_
     for _ in range(LIMIT):
         begin(leases, delivered_job(client))
     extra = delivered_job(client)
-    assert leases.begin(extra, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True) == BeginResult(
-        BeginOutcome.BUSY
-    )
+
+    busy = leases.begin(extra, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True)
+
+    assert busy.outcome is BeginOutcome.BUSY
+    assert busy.record == client.hgetall(keys.job(extra.job_id)) and busy.record["status"] == "pending"
 
 
 # -- renew and check ---------------------------------------------------------------------------
