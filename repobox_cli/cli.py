@@ -12,29 +12,26 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-import redis
 import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+# Only what defining the commands needs: a command imports the Redis client and the engine's
+# modules when it runs, so `--help`, `decrypt` and `completion` start without them.
 from repobox_cli import (
     __version__,
-    admin,
-    checks,
     completions,
     config_report,
-    engine,
     envscrub,
     keys,
     sandbox,
     tokens,
     validation,
 )
-from repobox_cli.active import RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.crypto import decrypt as decrypt_token
 from repobox_cli.crypto import mask_token, token_kind
@@ -42,9 +39,7 @@ from repobox_cli.errors import BadInput, RepoboxError, SettingsError
 from repobox_cli.failures import DEBUG_ENV, failure, internal_error_line
 from repobox_cli.jobs import Status
 from repobox_cli.logs import setup_logging
-from repobox_cli.output import AGENT_SOURCE
-from repobox_cli.pending import claim_idle, pending_report
-from repobox_cli.redis_conn import connect, open_client
+from repobox_cli.output_limits import AGENT_SOURCE
 from repobox_cli.settings import (
     DECRYPT,
     EXEC,
@@ -56,7 +51,12 @@ from repobox_cli.settings import (
     options_for,
     setting_sources,
 )
-from repobox_cli.status import StatusReport, status_report
+
+if TYPE_CHECKING:
+    import redis
+
+    from repobox_cli import admin, checks
+    from repobox_cli.status import StatusReport
 
 app = typer.Typer(
     name="repobox",
@@ -120,6 +120,8 @@ def one_line_errors(func: F) -> F:
 
 def _connected(settings: Settings, *, full_check: bool = False) -> redis.Redis:
     """The one client of this command, after `check_server` (version and cluster with `full_check`)."""
+    from repobox_cli.redis_conn import connect
+
     return connect(settings.redis, block_ms=settings.block_ms, full_check=full_check)
 
 
@@ -143,11 +145,17 @@ def run(
     """The long-lived worker: consume jobs:stream and run jobs."""
     if check:
         raise typer.Exit(_check(overrides))
+    from repobox_cli import engine
+
     engine.exec_engine(overrides, burst=burst)  # which reads the settings, and refuses bad ones
 
 
-def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] = checks.run_checks) -> int:
-    """`run --check` (and `config --check`): one line per check; 0 when every check passed, else 2."""
+def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks.Check]] | None = None) -> int:
+    """`run --check` (and `config --check`: `checks.host_checks`): one line per check; 0 when every
+    check passed, else 2."""
+    from repobox_cli import checks
+
+    run_checks = run_checks or checks.run_checks
     try:
         settings = load_settings(command=RUN, **options)
     except SettingsError as exc:
@@ -181,7 +189,8 @@ def exec_job(
     envscrub.scrub(SECRET_ENV_NAMES)
     setup_logging(settings.log_format)
     sandbox.require(settings)
-    from repobox_cli.executor import ExecOptions  # the engine: only `exec` pays for importing it
+    from repobox_cli.active import RunOutcome  # the engine: only `exec` pays for importing it
+    from repobox_cli.executor import ExecOptions
     from repobox_cli.single import SingleJob
 
     single = SingleJob(
@@ -276,6 +285,8 @@ def pending(
     """The group's pending entries, lag, consumers and dead letters."""
     if min_idle is not None and not 0 <= min_idle < float("inf"):
         raise SettingsError("--min-idle must be a finite number of seconds, 0 or more")
+    from repobox_cli.pending import claim_idle, pending_report
+
     settings = load_settings(command=PENDING, **overrides)
     client = _connected(settings)
     idle_s = settings.claim_min_idle_s if min_idle is None else min_idle
@@ -374,6 +385,8 @@ def status(
     **overrides: Any,
 ) -> None:
     """Live runners, user slots in use, the stream, dead letters, jobs finished in the last hour."""
+    from repobox_cli.status import status_report
+
     client = _connected(load_settings(command=PENDING, **overrides))
     if as_json:
         out_console.print_json(json.dumps(status_report(client).as_json()))
@@ -403,6 +416,8 @@ def config(
 ) -> None:
     """The settings `run` would use, where each comes from (option, env, file, default); secrets hidden."""
     if check:
+        from repobox_cli import checks
+
         raise typer.Exit(_check(overrides, checks.host_checks))
     settings = load_settings(command=RUN, **overrides)
     table = Table(box=None, pad_edge=False)
@@ -442,6 +457,8 @@ def enqueue(
     **overrides: Any,
 ) -> None:
     """Create a job exactly as the web app does (hash, user index, stream entry); print its id."""
+    from repobox_cli import admin
+
     client = _connected(load_settings(command=PENDING, **overrides))
     job_id = admin.enqueue(client, admin.NewJob(user, provider, repo, prompt, branch, environment))
     out_console.print(job_id)
@@ -458,6 +475,8 @@ def logs(
     **overrides: Any,
 ) -> None:
     """The job's output as the web app shows it."""
+    from repobox_cli import admin
+
     client = _connected(load_settings(command=PENDING, **overrides))
     for line in admin.output_lines(client, job_id, follow=follow):
         _render_web_line(line)
@@ -475,6 +494,8 @@ def cancel(
     **overrides: Any,
 ) -> None:
     """What the web app's cancel does: a queued job never starts, a running one is stopped."""
+    from repobox_cli import admin
+
     status = admin.cancel(_connected(load_settings(command=PENDING, **overrides)), job_id)
     out_console.print(f"job {job_id}: {status}")
 
@@ -487,6 +508,8 @@ def retry(
     **overrides: Any,
 ) -> None:
     """Put a failed, cancelled or dead-lettered job back to pending and enqueue it again."""
+    from repobox_cli import admin
+
     admin.retry(_connected(load_settings(command=PENDING, **overrides)), job_id)
     out_console.print(f"job {job_id}: pending (enqueued again)")
 
@@ -501,7 +524,11 @@ def health(
 ) -> None:
     """A liveness/readiness probe, by exit code: 0 healthy, 1 Redis unreachable, 2 bad settings,
     3 no consumer group, 4 runner gone, 5 runner's heartbeat stale."""
+    from repobox_cli import admin
+
     try:
+        from repobox_cli.redis_conn import open_client
+
         settings = load_settings(command=PENDING, **overrides)
         client = open_client(settings.redis, socket_timeout_s=HEALTH_TIMEOUT_S)
     except SettingsError as exc:

@@ -3,11 +3,10 @@ Shared by the CLI and the runner's engine process (which has no Typer or rich)."
 
 from __future__ import annotations
 
-import redis
+import sys
 
 from repobox_cli.errors import BadInput, RepoboxError, SettingsError
 from repobox_cli.redaction import one_line
-from repobox_cli.redis_conn import CONNECTION_ERRORS
 
 DEBUG_ENV = "REPOBOX_DEBUG"
 
@@ -18,6 +17,12 @@ def failure(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), 2
     if isinstance(exc, RepoboxError):
         return str(exc), 1
+    if "redis" not in sys.modules:
+        return None  # not a Redis error: nothing imported the client (`--help` does not pay for it)
+    import redis
+
+    from repobox_cli.redis_conn import CONNECTION_ERRORS
+
     if isinstance(exc, CONNECTION_ERRORS):
         return f"lost connection to Redis: {exc}", 1
     if isinstance(exc, redis.RedisError):

@@ -12,7 +12,8 @@ from repobox_cli.errors import JobDataError
 from repobox_cli.executor import Executor
 from repobox_cli.jobs import Job, StreamEntry
 from repobox_cli.leases import Leases
-from repobox_cli.output import JobOutput, OutputLimits
+from repobox_cli.output import JobOutput
+from repobox_cli.output_limits import OutputLimits
 from repobox_cli.redis_conn import RedisHealth
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import redis
-
 from repobox_cli import __version__
 from repobox_cli.errors import SettingsError
 
 if TYPE_CHECKING:
+    import redis
     from prometheus_client import Counter, Histogram
     from prometheus_client.registry import Collector
 
@@ -209,6 +208,8 @@ def _engine_samples(v: EngineView) -> Iterator[Any]:
 
 
 def _group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    import redis  # loaded already: this runs in the runner, which holds a client
+
     try:
         groups = client.xinfo_groups(stream)
     except (redis.RedisError, OSError) as exc:  # Redis away or no stream yet: no sample this scrape

@@ -29,6 +29,7 @@ import redis
 
 from repobox_cli import keys
 from repobox_cli.jobs import output_line
+from repobox_cli.output_limits import AGENT_SOURCE, OutputLimits
 from repobox_cli.redaction import redact
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
 
@@ -36,41 +37,14 @@ log = logging.getLogger(__name__)
 
 OUTPUT_TTL_S = 86400
 RUNNER_SOURCE = "runner"
-# The web app's one name for agent output, whatever the agent is (its types know no other).
-AGENT_SOURCE = "claude"
 ERROR_PREFIX = "Error: "
 MAX_BUFFERED_LINES = 100_000  # while Redis is away; beyond this the oldest are dropped, and counted
 MAX_LINE_BYTES = 4 * 1024
-DEFAULT_MAX_OUTPUT_LINES = 10_000
-DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
-# Kept for the runner's own lines (a job writes about 15; the notice is one of them).
-RUNNER_RESERVE_LINES = 50
-RUNNER_RESERVE_BYTES = 64 * 1024
 # Used only to retry a push whose reply was lost (see lua/append_output.lua).
 _APPEND_OUTPUT = (resources.files("repobox_cli") / "lua" / "append_output.lua").read_text()
 NOTICE_SLACK_BYTES = 128  # the notice grows a little when its counts are brought up to date
 
 Echo = Callable[[str, str, str], None]  # (line, stream, source), already redacted
-
-
-@dataclass(frozen=True)
-class OutputLimits:
-    """How much of one job's output reaches Redis (and the local echo)."""
-
-    max_lines: int = DEFAULT_MAX_OUTPUT_LINES
-    max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
-
-    # The smallest limits that leave the agent as much as the runner's reserve.
-    MIN_LINES = 2 * RUNNER_RESERVE_LINES
-    MIN_BYTES = 2 * RUNNER_RESERVE_BYTES
-
-    @property
-    def shared_lines(self) -> int:
-        return self.max_lines - RUNNER_RESERVE_LINES
-
-    @property
-    def shared_bytes(self) -> int:
-        return self.max_bytes - RUNNER_RESERVE_BYTES
 
 
 def cut_line(line: str, max_bytes: int = MAX_LINE_BYTES) -> str:

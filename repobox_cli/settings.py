@@ -22,7 +22,7 @@ from typing import Any
 from repobox_cli.claude_events import CLAUDE_COMMAND
 from repobox_cli.crypto import EncryptionKey, parse_key
 from repobox_cli.errors import SettingsError
-from repobox_cli.output import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINES, OutputLimits
+from repobox_cli.output_limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINES, OutputLimits
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"

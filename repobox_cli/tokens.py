@@ -9,9 +9,8 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import redis
 
 from repobox_cli import keys, validation, workdir
 from repobox_cli.control import JobControl
@@ -20,6 +19,9 @@ from repobox_cli.errors import BadInput, DecryptError, GitError, JobDataError, J
 from repobox_cli.git_ops import Git, RemoteRefs
 from repobox_cli.redaction import registered
 from repobox_cli.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
 
 MAX_TOKEN_BYTES = 4 * 1024  # as the runner accepts (executor): git sends it in a header
 CHECK_TIMEOUT_S = 60.0

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from repobox_cli.demo.flow import DemoResult, Step
-from repobox_cli.output import AGENT_SOURCE
+from repobox_cli.output_limits import AGENT_SOURCE
 
 # The job's own steps, from the runner's output lines: (name, first line starts with, last line starts with).
 JOB_PHASES = (

@@ -11,13 +11,8 @@ import pytest
 import redis
 
 from repobox_cli.errors import SettingsError
-from repobox_cli.output import (
-    MAX_LINE_BYTES,
-    RUNNER_RESERVE_LINES,
-    JobOutput,
-    OutputLimits,
-    cut_line,
-)
+from repobox_cli.output import MAX_LINE_BYTES, JobOutput, cut_line
+from repobox_cli.output_limits import RUNNER_RESERVE_LINES, OutputLimits
 from repobox_cli.redis_conn import RedisHealth
 from repobox_cli.settings import load_settings
 from tests.support.redis_server import RedisServer
