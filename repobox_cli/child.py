@@ -11,6 +11,7 @@ import os
 import selectors
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from pathlib import Path
 from repobox_cli import procs
 
 READ_BYTES = 65536
+# After the child exits, how long its pipes may stay open: a process it left behind in another
+# session (not killed with its group) could hold them for ever.
+PIPE_GRACE_S = 5.0
+POLL_S = 0.5  # how often an open pipe's wait checks whether the child has exited
 
 
 @dataclass(frozen=True)
@@ -66,34 +71,10 @@ class Child:
         """Write stdin, read stdout and stderr until both end, wait; the exit status (negative:
         killed by that signal) and stdout, decoded with replacement characters."""
         process = self.process
-        assert process.stdout is not None and process.stderr is not None
         stdout: list[bytes] = []
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         try:
-            with selectors.DefaultSelector() as selector:
-                if process.stdin is not None:
-                    if self._input:
-                        os.set_blocking(process.stdin.fileno(), False)
-                        selector.register(process.stdin, selectors.EVENT_WRITE)
-                    else:
-                        process.stdin.close()
-                selector.register(process.stdout, selectors.EVENT_READ)
-                selector.register(process.stderr, selectors.EVENT_READ)
-                written = 0
-                while selector.get_map():
-                    for key, _ in selector.select():
-                        fileobj = key.fileobj
-                        if fileobj is process.stdin:
-                            written += self._write(selector, written)
-                            continue
-                        chunk = os.read(key.fd, READ_BYTES)
-                        if not chunk:
-                            selector.unregister(fileobj)
-                            continue
-                        if fileobj is process.stdout:
-                            stdout.append(chunk)
-                        else:
-                            self._on_stderr(decoder.decode(chunk))
+            self._pump(stdout, decoder)
             tail = decoder.decode(b"", final=True)
             if tail:
                 self._on_stderr(tail)
@@ -112,6 +93,40 @@ class Child:
             finally:
                 procs.forget(process.pid)
         return Finished(code, b"".join(stdout).decode("utf-8", self._stdout_errors))
+
+    def _pump(self, stdout: list[bytes], decoder: codecs.IncrementalDecoder) -> None:
+        """Move the bytes until every pipe has ended, or PIPE_GRACE_S after the child exited."""
+        process = self.process
+        assert process.stdout is not None and process.stderr is not None
+        with selectors.DefaultSelector() as selector:
+            if process.stdin is not None:
+                if self._input:
+                    os.set_blocking(process.stdin.fileno(), False)
+                    selector.register(process.stdin, selectors.EVENT_WRITE)
+                else:
+                    process.stdin.close()
+            selector.register(process.stdout, selectors.EVENT_READ)
+            selector.register(process.stderr, selectors.EVENT_READ)
+            written = 0
+            exited_at: float | None = None
+            while selector.get_map():
+                ready = selector.select(POLL_S)
+                if exited_at is None and process.poll() is not None:
+                    exited_at = time.monotonic()
+                if exited_at is not None and time.monotonic() - exited_at > PIPE_GRACE_S:
+                    return  # what it wrote so far is its output
+                for key, _ in ready:
+                    fileobj = key.fileobj
+                    if fileobj is process.stdin:
+                        written += self._write(selector, written)
+                        continue
+                    chunk = os.read(key.fd, READ_BYTES)
+                    if not chunk:
+                        selector.unregister(fileobj)
+                    elif fileobj is process.stdout:
+                        stdout.append(chunk)
+                    else:
+                        self._on_stderr(decoder.decode(chunk))
 
     def _write(self, selector: selectors.BaseSelector, written: int) -> int:
         """Write the next part of stdin; the bytes written. Closes stdin at the end, or when the
