@@ -1,4 +1,4 @@
-"""Item 8: CLI start, `repobox --version` and `repobox pending` on an empty Redis, wall time and
+"""Item 8: CLI start, `repobox --version`, `--help` and `pending` on an empty Redis, wall time and
 peak RSS, against `python -c pass` (the interpreter's own start), interleaved. Run as
 `python -m repobox_cli` (what the `repobox` script does, and what PYTHONPATH can point elsewhere)."""
 
@@ -36,6 +36,7 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     commands = {
         "python": [sys.executable, "-c", "pass"],
         "version": [sys.executable, "-m", "repobox_cli", "--version"],
+        "help": [sys.executable, "-m", "repobox_cli", "--help"],
         "pending": [sys.executable, "-m", "repobox_cli", "pending"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -47,7 +48,7 @@ def run(bench: Bench, quick: bool) -> list[Row]:
             peaks[name].append(peak_kib)
     base = median(times["python"])
     rows = []
-    for name, target_s in (("version", 0.120), ("pending", None)):
+    for name, target_s in (("version", 0.120), ("help", None), ("pending", None)):
         value = median(times[name])
         mib = median(peaks[name]) / 1024
         rows.append(

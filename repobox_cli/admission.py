@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from functools import partial
@@ -24,7 +24,7 @@ from repobox_cli.control import JobControl
 from repobox_cli.errors import JobDataError
 from repobox_cli.jobs import Status, StreamEntry, is_final, now_ms
 from repobox_cli.kinds import WorkKind
-from repobox_cli.leases import Attempt, BeginOutcome, Leases
+from repobox_cli.leases import Attempt, BeginOutcome, BeginResult, Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
@@ -102,8 +102,45 @@ class Admission:
             # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
             self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
 
-    def admit(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
-        """Decide what to do with one delivered entry; never raises for bad data."""
+    def admit_many(self, entries: Sequence[tuple[str, Mapping[str, str] | None]]) -> None:
+        """Admit entries read together: those whose jobs the begin script reads begin together,
+        in one round trip (`Leases.begin_many`); the rest one by one. Never raises for one entry's
+        bad data; on a Redis outage the entries already given a worker wait to begin again."""
+        together: list[Waiting] = []
+        try:
+            for entry_id, fields in entries:
+                self._safely(entry_id, partial(self.admit, entry_id, fields, deliveries=1, together=together))
+        except BaseException:
+            self._hold(together)
+            raise
+        if together:
+            self._after_begins(together, self._begin_reserved(together))
+
+    def _after_begins(self, waitings: list[Waiting], outcomes: list[StartOutcome]) -> None:
+        for waiting, outcome in zip(waitings, outcomes, strict=True):
+            if outcome.keeps_waiting:
+                self.waiting.add(waiting)
+            elif outcome is StartOutcome.LOAD:
+                self._safely(waiting.entry_id, partial(self._admit_loaded, waiting.entry))
+
+    def _hold(self, reserved: list[Waiting]) -> None:
+        """Entries holding a reserved worker whose begin did not run (or whose outcome was not
+        seen): the workers are released and the entries wait; a retried begin is the same attempt."""
+        for waiting in reserved:
+            self.pool.release()
+            self.waiting.add(waiting)
+
+    def admit(
+        self,
+        entry_id: str,
+        fields: Mapping[str, str] | None,
+        *,
+        deliveries: int,
+        together: list[Waiting] | None = None,
+    ) -> None:
+        """Decide what to do with one delivered entry; never raises for bad data. With `together`,
+        an entry whose job the begin script may read is given a worker and added there, to begin
+        with the others (`admit_many`)."""
         if self.pool.has(self.kind.name, entry_id) or entry_id in self.waiting:
             return
         try:
@@ -123,6 +160,12 @@ class Admission:
         # first, so that final, missing and unusable ones are settled at once, not held waiting.
         if user is not None and self.pool.free() > 0 and not self.stopping.is_set():
             waiting = Waiting(entry, user)
+            if together is not None:
+                if self.pool.reserve():
+                    together.append(waiting)
+                    return
+                self._admit_loaded(entry)
+                return
             outcome = self.try_start(waiting)
             if outcome is not StartOutcome.LOAD:
                 if outcome.keeps_waiting:
@@ -182,27 +225,46 @@ class Admission:
         """Start the job if a worker and a user slot are free. A job that must wait is marked as
         waiting in Redis (its takeover will not count a delivery). A job not yet read is read by
         the begin script (`WorkKind.entry_user`): LOAD when it is another user's than its entry says."""
-        job = waiting.job
-        job_id = job.id if job is not None else waiting.entry.job_id
-        attempt = Attempt(job_id, waiting.user_id, self.consumer, waiting.entry_id, waiting.attempt_id)
         if self.stopping.is_set() or not self.pool.reserve():
             self._mark_waiting(waiting)
             return StartOutcome.NO_WORKER
+        return self._begin_reserved([waiting])[0]
+
+    def _begin_reserved(self, waitings: list[Waiting]) -> list[StartOutcome]:
+        """Begin entries that each hold a reserved worker, in one round trip; each worker is
+        started or released by the outcome."""
+        attempts = [
+            Attempt(w.job.id if w.job else w.entry.job_id, w.user_id, self.consumer, w.entry_id, w.attempt_id)
+            for w in waitings
+        ]
         try:
-            result = self.leases.begin(
-                attempt,
+            results = self.leases.begin_many(
+                [(attempt, waiting.job is None) for attempt, waiting in zip(attempts, waitings, strict=True)],
                 limit=self.kind.user_limit(),
                 lease_ms=self.lease_ms,
                 started_at=now_ms(),
-                read=job is None,
             )
         except CONNECTION_ERRORS as exc:
-            self.pool.release()
+            for _ in waitings:
+                self.pool.release()
             self.health.lost(exc)
-            return StartOutcome.RETRY  # the begin may have run: the same attempt id is retried
+            return [StartOutcome.RETRY] * len(waitings)  # the begins may have run: the same attempts are retried
         except BaseException:
-            self.pool.release()
+            for _ in waitings:
+                self.pool.release()
             raise
+        outcomes: list[StartOutcome] = []
+        for index, (waiting, attempt, result) in enumerate(zip(waitings, attempts, results, strict=True)):
+            try:
+                outcomes.append(self._begun(waiting, attempt, result))
+            except BaseException:
+                self._hold(waitings[index + 1 :])
+                raise
+        return outcomes
+
+    def _begun(self, waiting: Waiting, attempt: Attempt, result: BeginResult) -> StartOutcome:
+        """What a begin's result means for its entry; its reserved worker is started or released."""
+        job = waiting.job
         if job is None and result.record is not None:
             try:
                 job = waiting.job = self.kind.decode_record(waiting.entry, result.record)
@@ -226,7 +288,7 @@ class Admission:
         if result.outcome is BeginOutcome.OTHER_USER:
             return StartOutcome.LOAD
         if result.outcome is BeginOutcome.FINAL:
-            self._skip_final(waiting.entry_id, job_id, waiting.user_id, str(result.final_status))
+            self._skip_final(waiting.entry_id, attempt.job_id, waiting.user_id, str(result.final_status))
         elif result.outcome is BeginOutcome.MISSING:
             self.reject(waiting.entry_id, waiting.entry.fields, "job hash missing")
         else:

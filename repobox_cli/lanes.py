@@ -113,11 +113,10 @@ class Lane:
         if entries:
             self.idle.clear()  # before admitting: burst mode must not end while these begin
         with self.admission.batch():  # acks of entries whose jobs are already final: one round trip
-            for entry_id, fields in entries:
-                if self.stopping.is_set():
-                    self.release_unstarted([entry_id])
-                    continue
-                self.admission.admit_safely(entry_id, fields, deliveries=1)
+            if self.stopping.is_set():
+                self.release_unstarted([entry_id for entry_id, _ in entries])
+            else:
+                self.admission.admit_many(entries)
         if not entries:
             self.idle.set()
         return bool(entries)

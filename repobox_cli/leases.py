@@ -138,32 +138,58 @@ class Leases:
         With `read`, the job was not read first: `attempt.user_id` is the user its entry names; a
         job of another user is left untouched (OTHER_USER), and OK, BUSY and ACTIVE carry the
         job's fields."""
+        script_keys, args = self._begin_call(attempt, limit, lease_ms, started_at, read)
         raw = self.durability.apply(
             self.client,
-            lambda conn: self._begin(
-                keys=[
-                    self.record_key(attempt.job_id),
-                    keys.job_attempt(attempt.job_id),
-                    self.slots_key(attempt.user_id),
-                    self.stream,
-                    keys.waiting_entry(attempt.entry_id),
-                ],
-                args=[
-                    self.group,
-                    attempt.consumer,
-                    attempt.entry_id,
-                    attempt.token,
-                    limit,
-                    lease_ms,
-                    started_at,
-                    ATTEMPT_KEY_TTL_S,
-                    attempt.user_id if read else "",
-                ],
-                client=conn,
-            ),
+            lambda conn: self._begin(keys=script_keys, args=args, client=conn),
             f"beginning job {attempt.job_id}",
         )
         return _begin_result([str(part) for part in raw], read=read)
+
+    def begin_many(
+        self, starts: Sequence[tuple[Attempt, bool]], *, limit: int, lease_ms: int, started_at: int
+    ) -> list[BeginResult]:
+        """`begin` for several (attempt, read) at once, in one round trip: each script is atomic on
+        its own, as one by one. With replicas to wait for, one by one (`Durability` confirms each
+        write on the connection that made it). A reply that is an error (the script not loaded
+        on a restarted server) is retried alone, which loads it, or raises."""
+        if len(starts) == 1 or self.durability.replicas > 0:
+            return [self.begin(a, limit=limit, lease_ms=lease_ms, started_at=started_at, read=r) for a, r in starts]
+        pipe = self.client.pipeline(transaction=False)
+        calls = [self._begin_call(attempt, limit, lease_ms, started_at, read) for attempt, read in starts]
+        for script_keys, args in calls:
+            pipe.evalsha(self._begin.sha, len(script_keys), *script_keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        results = []
+        for (attempt, read), reply in zip(starts, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.append(self.begin(attempt, limit=limit, lease_ms=lease_ms, started_at=started_at, read=read))
+            else:
+                results.append(_begin_result([str(part) for part in reply], read=read))
+        return results
+
+    def _begin_call(
+        self, attempt: Attempt, limit: int, lease_ms: int, started_at: int, read: bool
+    ) -> tuple[list[str], list[str | int]]:
+        script_keys = [
+            self.record_key(attempt.job_id),
+            keys.job_attempt(attempt.job_id),
+            self.slots_key(attempt.user_id),
+            self.stream,
+            keys.waiting_entry(attempt.entry_id),
+        ]
+        args: list[str | int] = [
+            self.group,
+            attempt.consumer,
+            attempt.entry_id,
+            attempt.token,
+            limit,
+            lease_ms,
+            started_at,
+            ATTEMPT_KEY_TTL_S,
+            attempt.user_id if read else "",
+        ]
+        return script_keys, args
 
     def renew(self, attempt: Attempt, lease_ms: int) -> bool:
         """Extend the entry's claim and the user slot; False when the attempt is no longer current."""

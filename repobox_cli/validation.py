@@ -130,7 +130,7 @@ def _parse_http_url(value: str, scheme: str) -> RepoUrl:
     host = (parts.hostname or "").lower()
     if not host or not _HOST_RE.match(host):
         raise JobDataError("repo_url has no valid host")
-    if parts.query or parts.fragment:
+    if parts.query or parts.fragment or "?" in value or "#" in value:  # an empty one too: `https://h/x?`
         raise JobDataError("repo_url must not have a query or fragment")
     if not _URL_PATH_RE.match(parts.path) or "/../" in parts.path + "/":
         raise JobDataError("repo_url has no valid repository path")

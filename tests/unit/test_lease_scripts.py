@@ -183,6 +183,25 @@ def test_begin_that_reads_the_job_refuses_a_final_job_and_carries_the_fields_of_
     assert busy.record == client.hgetall(keys.job(extra.job_id)) and busy.record["status"] == "pending"
 
 
+def test_begin_many_gives_each_attempt_the_outcome_begin_alone_would(client: redis.Redis, leases: Leases) -> None:
+    running = delivered_job(client)
+    final = delivered_job(client, status="cancelled")
+    other = delivered_job(client, user="google:987654321")
+    claimed_other = Attempt(other.job_id, USER, other.consumer, other.entry_id, other.attempt_id)
+    client.script_flush()  # a restarted server: the pipelined script is not loaded
+
+    results = leases.begin_many(
+        [(running, True), (final, True), (claimed_other, True)], limit=LIMIT, lease_ms=LEASE_MS, started_at=1
+    )
+
+    assert [r.outcome for r in results] == [BeginOutcome.OK, BeginOutcome.FINAL, BeginOutcome.OTHER_USER]
+    assert results[0].record == client.hgetall(keys.job(running.job_id))
+    assert client.hget(keys.job(running.job_id), "status") == "running"
+    assert client.hget(keys.job(other.job_id), "status") == "pending"
+    again = leases.begin_many([(running, True)], limit=LIMIT, lease_ms=LEASE_MS, started_at=1)
+    assert again[0].outcome is BeginOutcome.OK and client.zcard(keys.user_slots(USER)) == 1
+
+
 # -- renew and check ---------------------------------------------------------------------------
 
 

@@ -210,6 +210,8 @@ def test_repo_url_accepts(url: str, host: str, port: int | None, origin: str) ->
         ("https://ghp_token@github.com/o/r", "credentials"),
         ("https://github.com/o/r?x=1", "query or fragment"),
         ("https://github.com/o/r#frag", "query or fragment"),
+        ("https://github.com/o/r?", "query or fragment"),
+        ("https://github.com/o/r#", "query or fragment"),
         ("https://github.com", "no valid repository path"),
         ("https://github.com/", "no valid repository path"),
         ("https://github.com/../../etc", "no valid repository path"),
