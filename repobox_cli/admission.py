@@ -90,8 +90,8 @@ class Admission:
 
     # -- one delivered entry ---------------------------------------------------------------
     def admit_safely(self, entry_id: str, fields: Mapping[str, str] | None, *, deliveries: int) -> None:
-        """`admit`, logging (never raising) what goes wrong with one entry, but for Redis outages."""
-        self._safely(entry_id, lambda: self.admit(entry_id, fields, deliveries=deliveries))
+        """`admit_many` for one entry."""
+        self.admit_many([(entry_id, fields, deliveries)])
 
     def _safely(self, entry_id: str, admit: Callable[[], None]) -> None:
         try:
@@ -102,14 +102,15 @@ class Admission:
             # It stays pending: a sweep re-delivers it later, and MAX_DELIVERIES bounds the tries.
             self.log.error("entry %s could not be admitted: %s: %s", entry_id, type(exc).__name__, one_line(str(exc)))
 
-    def admit_many(self, entries: Sequence[tuple[str, Mapping[str, str] | None]]) -> None:
-        """Admit entries read together: those whose jobs the begin script reads begin together,
-        in one round trip (`Leases.begin_many`); the rest one by one. Never raises for one entry's
-        bad data; on a Redis outage the entries already given a worker wait to begin again."""
+    def admit_many(self, entries: Sequence[tuple[str, Mapping[str, str] | None, int]]) -> None:
+        """Admit delivered entries (id, fields, delivery count): those whose jobs the begin script
+        reads begin together, in one round trip (`Leases.begin_many`); the rest one by one. Never
+        raises for one entry's bad data (it is logged, and stays pending), only for a Redis
+        outage: then the entries already given a worker wait to begin again."""
         together: list[Waiting] = []
         try:
-            for entry_id, fields in entries:
-                self._safely(entry_id, partial(self.admit, entry_id, fields, deliveries=1, together=together))
+            for entry_id, fields, deliveries in entries:
+                self._safely(entry_id, partial(self.admit, entry_id, fields, deliveries, together))
         except BaseException:
             self._hold(together)
             raise
@@ -130,17 +131,10 @@ class Admission:
             self.pool.release()
             self.waiting.add(waiting)
 
-    def admit(
-        self,
-        entry_id: str,
-        fields: Mapping[str, str] | None,
-        *,
-        deliveries: int,
-        together: list[Waiting] | None = None,
-    ) -> None:
-        """Decide what to do with one delivered entry; never raises for bad data. With `together`,
-        an entry whose job the begin script may read is given a worker and added there, to begin
-        with the others (`admit_many`)."""
+    def admit(self, entry_id: str, fields: Mapping[str, str] | None, deliveries: int, together: list[Waiting]) -> None:
+        """Decide what to do with one delivered entry; never raises for bad data. An entry whose
+        job the begin script may read is given a worker and added to `together`, to begin with
+        the others (`admit_many`)."""
         if self.pool.has(self.kind.name, entry_id) or entry_id in self.waiting:
             return
         try:
@@ -158,19 +152,9 @@ class Admission:
         user = self.kind.entry_user(entry)
         # With a worker free, the begin script reads the job itself. Without one, the job is read
         # first, so that final, missing and unusable ones are settled at once, not held waiting.
-        if user is not None and self.pool.free() > 0 and not self.stopping.is_set():
-            waiting = Waiting(entry, user)
-            if together is not None:
-                if self.pool.reserve():
-                    together.append(waiting)
-                    return
-                self._admit_loaded(entry)
-                return
-            outcome = self.try_start(waiting)
-            if outcome is not StartOutcome.LOAD:
-                if outcome.keeps_waiting:
-                    self.waiting.add(waiting)
-                return
+        if user is not None and not self.stopping.is_set() and self.pool.reserve():
+            together.append(Waiting(entry, user))
+            return
         self._admit_loaded(entry)
 
     def _admit_loaded(self, entry: StreamEntry) -> None:

@@ -116,7 +116,7 @@ class Lane:
             if self.stopping.is_set():
                 self.release_unstarted([entry_id for entry_id, _ in entries])
             else:
-                self.admission.admit_many(entries)
+                self.admission.admit_many([(entry_id, fields, 1) for entry_id, fields in entries])
         if not entries:
             self.idle.set()
         return bool(entries)
@@ -238,7 +238,7 @@ class Lane:
                 item.entry_id,
                 item.deliveries,
             )
-            self.admission.admit_safely(item.entry_id, item.fields, deliveries=item.deliveries)
+        self.admission.admit_many([(item.entry_id, item.fields, item.deliveries) for item in claimed])
         return bool(claimed)
 
     def tidy(self) -> None:
