@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -95,38 +96,30 @@ def _run_sandboxed(
     settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit, ids: AgentIds | None
 ) -> None:
     binds = [*sandbox.extra_binds(settings), *(Bind(d, d, writable=True) for d in (paths.repo, paths.home, paths.tmp))]
-    info_read, info_write = os.pipe()
-    try:
-        # The sandbox's stdin; only this process holds the write end (close-on-exec), so the kernel
-        # closes it when the runner dies and the guard in the sandbox ends everything (sandbox.GUARD).
-        alive_read, alive_write = os.pipe()
-    except OSError:
-        os.close(info_read)
-        os.close(info_write)
-        raise
-    try:
+    command = ["/bin/sh", "-c", settings.agent_command]
+    with sandbox.lifeline() as keeper_stdin:
+        info_read, info_write = os.pipe()
         try:
-            argv = sandbox.launch_argv(
-                settings, binds, paths.repo, sandbox.guarded(settings.agent_command), ids, info_fd=info_write
-            )
-            process = _spawn_sandbox(argv, agent_environment(settings, job, paths), alive_read, info_write)
+            try:
+                argv = sandbox.launch_argv(settings, binds, paths.repo, command, ids, info_fd=info_write)
+                process = _spawn_sandbox(argv, agent_environment(settings, job, paths), keeper_stdin, info_write)
+            finally:
+                os.close(info_write)
+            child = _sandbox_child(info_read)
+            # A stop sends SIGTERM: the keeper then kills the sandbox and all below it (a SIGKILL
+            # would end the keeper first, and with it what it is there to do).
+            code = _supervise(process, control, emit, stop_signal=signal.SIGTERM)
+            _wait_gone(child)
         finally:
-            os.close(info_write)
-            os.close(alive_read)
-        child = _sandbox_child(info_read)
-        code = _supervise(process, control, emit)
-        _wait_gone(child)
-    finally:
-        os.close(info_read)
-        os.close(alive_write)
+            os.close(info_read)
     _raise_for(control, code)
 
 
 def _spawn_sandbox(argv: list[str], env: dict[str, str], stdin: int, info_fd: int) -> subprocess.Popen[bytes]:
     with procs.spawning() as spawned:
         try:
-            # Started from this worker thread, which waits for it: bwrap's --die-with-parent
-            # follows this thread, so the sandbox dies with the job and with the runner.
+            # The sandbox's keeper (sandbox_launch): it ends the sandbox when the job is stopped
+            # and when the runner dies, at whatever point of the sandbox's set-up.
             process = subprocess.Popen(
                 argv,
                 cwd="/",
@@ -202,10 +195,17 @@ def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobCont
     _raise_for(control, code)
 
 
-def _supervise(process: subprocess.Popen[bytes], control: JobControl, emit: Emit, *, reap: bool = False) -> int:
-    """Stream the output, wait for the exit status; the job's control can kill the process group.
-    With `reap`, also kill whatever the agent left running outside its reaper."""
-    control.register(process.pid)
+def _supervise(
+    process: subprocess.Popen[bytes],
+    control: JobControl,
+    emit: Emit,
+    *,
+    reap: bool = False,
+    stop_signal: int = signal.SIGKILL,
+) -> int:
+    """Stream the output, wait for the exit status; a stop sends `stop_signal` to the process
+    group. With `reap`, also kill whatever the agent left running outside its reaper."""
+    control.register(process.pid, stop_signal)
     assert process.stdout is not None and process.stderr is not None
     readers = [
         threading.Thread(target=_pump, args=(process.stdout, "stdout", emit), daemon=True),

@@ -1,7 +1,8 @@
-"""A job's control: why it must stop (if it must), its deadline, the process groups to kill."""
+"""A job's control: why it must stop (if it must), its deadline, the process groups to signal."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from enum import StrEnum
@@ -27,18 +28,18 @@ class JobControl:
         self.stopped = threading.Event()
         self.reason: StopReason | None = None
         self._lock = threading.RLock()  # a signal handler may cancel while this thread holds it
-        self._groups: set[int] = set()
+        self._groups: dict[int, int] = {}  # process group -> the signal that stops it
 
-    def register(self, pgid: int) -> None:
+    def register(self, pgid: int, signum: int = signal.SIGKILL) -> None:
         with self._lock:
-            self._groups.add(pgid)
+            self._groups[pgid] = signum
             stopped = self.stopped.is_set()
         if stopped:
-            procs.kill_group(pgid)
+            procs.kill_group(pgid, signum)
 
     def unregister(self, pgid: int) -> None:
         with self._lock:
-            self._groups.discard(pgid)
+            self._groups.pop(pgid, None)
 
     def cancel(self, reason: StopReason) -> bool:
         """Stop the job: kill its process groups. True the first time only."""
@@ -47,9 +48,9 @@ class JobControl:
                 return False
             self.reason = reason
             self.stopped.set()
-            groups = list(self._groups)
-        for pgid in groups:
-            procs.kill_group(pgid)
+            groups = list(self._groups.items())
+        for pgid, signum in groups:
+            procs.kill_group(pgid, signum)
         return True
 
     def expired(self) -> bool:

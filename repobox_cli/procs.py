@@ -120,9 +120,27 @@ def _kill(pids: Iterable[int]) -> int:
     return count
 
 
-def kill_group(pgid: int) -> None:
+def kill_group(pgid: int, signum: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, signum)
+
+
+def _kill_below(me: int) -> bool:
+    """One pass: kill every process below `me`, then reap what was re-parented to it."""
+    found = descendants([me], list_processes()) - {me}
+    _kill(found)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    return bool(found)
+
+
+def kill_all_below(me: int) -> None:
+    """For a subreaper with nothing left to wait for (the reaper, the sandbox's keeper): kill
+    everything below it, pass after pass until one finds nothing."""
+    for _ in range(MAX_KILL_PASSES):
+        if not _kill_below(me):
+            break
 
 
 def _leftovers(session_id: int) -> set[int]:

@@ -9,25 +9,12 @@ runner kills every such orphan, whatever it claims to be.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 
 from repobox_cli import procs
 
 SIGNAL_EXIT_BASE = 128
-
-
-def _kill_below(me: int) -> bool:
-    found = procs.descendants([me], procs.list_processes()) - {me}
-    for pid in found:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    return bool(found)
 
 
 def _switch_user(spec: str) -> None:
@@ -58,10 +45,7 @@ def main(argv: list[str]) -> int:
             print(f"repobox: cannot start the agent: {exc}", file=sys.stderr)
         os._exit(127)
     _, status = os.waitpid(child, 0)
-    me = os.getpid()
-    for _ in range(procs.MAX_KILL_PASSES):
-        if not _kill_below(me):
-            break
+    procs.kill_all_below(os.getpid())
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else SIGNAL_EXIT_BASE - code
 

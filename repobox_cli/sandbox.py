@@ -8,33 +8,33 @@ jobs, the runner's bare repository (`git/`) and git's HOME are never visible, ev
 extra path contains TEMP_DIR.
 
 Containment is by construction: bwrap's pid 1 is the namespace's init, so when the agent's
-command exits (or bwrap is killed) the kernel kills everything left in the namespace;
-`--die-with-parent` ties bwrap to the worker thread that started it, so `kill -9` of the runner
-ends the sandbox too. That tie is made by each of bwrap's processes after it starts, so a runner
-killed while the sandbox is still being set up would leave an orphan that never gets the signal:
-the agent's command therefore runs under `guarded`, whose watcher reads the runner's end of a
-pipe (the sandbox's stdin) and kills everything in the namespace at end of file, which the kernel
-delivers when the runner dies however and whenever it dies, before or after the guard starts.
+command exits (or bwrap is killed) the kernel kills everything left in the namespace. Every
+sandbox starts through its keeper (`repobox_cli.sandbox_launch`), a subreaper that is bwrap's
+parent: it kills the sandbox and whatever is left below it when the runner dies (its lifeline, a
+pipe only the runner holds, ends), when the job is stopped (SIGTERM) and when bwrap exits.
 
-A root runner never lets the agent be root outside the namespace: it starts bwrap through
-`repobox_cli.sandbox_launch`, which bind-mounts the sources into a private staging tmpfs (the
-unprivileged user could not traverse, say, a 0700 TEMP_DIR or /root) and then drops to the
-agent's uid before exec. That uid is AGENT_USER, or one uid per job taken from a range no real
-user has (`job_uid`): files one job's agent writes are never another's.
+A root runner never lets the agent be root outside the namespace: its keeper bind-mounts the
+sources into a private staging tmpfs (the unprivileged user could not traverse, say, a 0700
+TEMP_DIR or /root) and then drops to the agent's uid before it starts bwrap. That uid is
+AGENT_USER, or one uid per job taken from a range no real user has (`job_uid`): files one job's
+agent writes are never another's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from repobox_cli.errors import SandboxUnavailable
+from repobox_cli.sandbox_launch import NO_IDS, STAGE_DIR
 from repobox_cli.settings import NetworkMode, SandboxMode, Settings
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 # /etc/subuid ranges (100000-165535 per user), below 2**31 so every tool treats them as positive.
 JOB_UID_BASE = 2_000_000_000
 JOB_UID_SPAN = 100_000_000
-# Where sandbox_launch mounts its staging tmpfs, in its own mount namespace only.
-STAGE_DIR = Path("/tmp")
 PROBE_TIMEOUT_S = 30.0
 HOSTNAME = "repobox-agent"
 
@@ -180,28 +178,17 @@ def bwrap_argv(
     return [*args, "--chdir", str(chdir), "--", *command]
 
 
-# The agent's command under a guard, as the sandbox's first process (`sh -c GUARD repobox-agent
-# COMMAND`). Its stdin is the read end of a pipe only the runner holds open: the watcher's `read`
-# sees end of file once the runner is gone and kills every process of the namespace, pass after
-# pass until none is left (a process forked during a pass can escape it), at most 100 passes (a
-# process that cannot be signalled still counts as found: never a loop without end).
-# A non-interactive shell gives a background job /dev/null for stdin, so the pipe is kept on fd 3
-# first; the agent gets neither it nor the runner's stdin. The agent runs in the foreground: a
-# background job would start with SIGINT and SIGQUIT ignored.
-GUARD = (
-    "exec 3<&0 </dev/null; "
-    "{ while read -r _ <&3; do :; done; "
-    "n=0; while [ $n -lt 100 ] && kill -s KILL -- -1 2>/dev/null; do n=$((n+1)); done; } & watcher=$!; "
-    "exec 3<&-; "
-    '/bin/sh -c "$1"; status=$?; '
-    'kill -s KILL "$watcher" 2>/dev/null; '
-    'exit "$status"'
-)
-
-
-def guarded(command: str) -> list[str]:
-    """The sandbox's command for an agent's shell command: see GUARD."""
-    return ["/bin/sh", "-c", GUARD, "repobox-agent", command]
+@contextlib.contextmanager
+def lifeline() -> Iterator[int]:
+    """A keeper's lifeline: the read end of a pipe, for the keeper's stdin. The write end stays in
+    this process only (close-on-exec) until the block ends; its end tells the keeper to kill the
+    sandbox, and the kernel ends it too when the runner dies."""
+    read_end, write_end = os.pipe()
+    try:
+        yield read_end
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def ordered(binds: list[Bind]) -> list[Bind]:
@@ -219,28 +206,19 @@ def launch_argv(
     *,
     info_fd: int | None = None,
 ) -> list[str]:
-    """The whole argument list that starts the sandbox: bwrap itself, or, as root, bwrap through
-    sandbox_launch (staging, then the drop to `ids`)."""
+    """The whole argument list that starts the sandbox: its keeper, then bwrap's (as root, the
+    keeper stages the binds' sources and drops to `ids` first)."""
     bwrap = find_bwrap(settings)
     staged = os.geteuid() == 0
     inner = bwrap_argv(settings, bwrap, binds, chdir, command, staged=staged, info_fd=info_fd)
     if not staged:
-        return inner
-    if ids is None:
+        who, sources = NO_IDS, []
+    elif ids is None:
         raise SandboxUnavailable("a root runner needs an unprivileged uid for the agent")
-    sources = [str(b.source) for b in ordered(binds)]
+    else:
+        who, sources = f"{ids.uid}:{ids.gid}", [str(b.source) for b in ordered(binds)]
     # -I: nothing from the environment or the working directory can replace repobox_cli.
-    return [
-        sys.executable,
-        "-I",
-        "-m",
-        "repobox_cli.sandbox_launch",
-        f"{ids.uid}:{ids.gid}",
-        str(os.getpid()),
-        str(len(sources)),
-        *sources,
-        *inner,
-    ]
+    return [sys.executable, "-I", "-m", "repobox_cli.sandbox_launch", who, str(len(sources)), *sources, *inner]
 
 
 def extra_binds(settings: Settings) -> list[Bind]:
@@ -264,15 +242,16 @@ def probe(settings: Settings) -> str:
             ids,
         )
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=PROBE_TIMEOUT_S,
-                check=False,
-                env={"PATH": settings.path_env},
-            )
+            with lifeline() as stdin:
+                done = subprocess.run(
+                    argv,
+                    stdin=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=PROBE_TIMEOUT_S,
+                    check=False,
+                    env={"PATH": settings.path_env},
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SandboxUnavailable(f"the agent sandbox cannot start ({exc}): {FIX_HINT}") from None
     if done.returncode != 0:

@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from repobox_cli import sandbox
+from repobox_cli.agent import _sandbox_child
+from repobox_cli.settings import load_settings
 from tests.support.security_helpers import fresh_token
 from tests.support.world import World, python_paths, wait_for
 
@@ -252,8 +256,8 @@ def test_agent_processes_left_behind_are_gone_before_the_push(
 
 def sandbox_being_set_up(tag: str) -> bool:
     """True once bwrap has cloned the namespace's init (a bwrap whose parent is a bwrap, `tag` in
-    its argv): from then until that init ties itself to its parent, only the guard ends the
-    sandbox when the runner dies."""
+    its argv): from then until bwrap's first process lets it go on, that init waits for the
+    first, and waits for ever if the first dies; only the sandbox's keeper can end it then."""
     for pid in live_with_marker(tag):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
@@ -287,6 +291,62 @@ def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld
             time.sleep(0.02)
         survivors = live_with_marker(marker)
         assert survivors == [], f"the agent outlived its runner (attempt {attempt + 1}): {describe(survivors)}"
+
+
+@pytest.mark.parametrize("ending", ["bwrap-killed", "runner-gone"])
+def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str, tmp_path: Path, ending: str) -> None:
+    """bwrap's first process clones the namespace's init, which then waits until the first lets
+    it go on: if the first dies in between (as `--die-with-parent` kills it when its parent dies),
+    the init waits for ever, unless the keeper ends it. `--userns-block-fd` holds bwrap's first
+    process in that window for as long as the test needs; nothing else is changed."""
+    temp_dir = tmp_path / "work"
+    clone = temp_dir / "clone"
+    clone.mkdir(parents=True)
+    settings = load_settings({"TEMP_DIR": str(temp_dir), "AGENT_SANDBOX_PATHS": ":".join(map(str, python_paths()))})
+    ids = sandbox.agent_ids(settings, "0")
+    if ids is not None:
+        os.chown(clone, ids.uid, ids.gid)
+    command = ["/bin/sh", "-c", python_agent("import time; time.sleep(60)", marker)]
+    binds = [*sandbox.extra_binds(settings), sandbox.Bind(clone, clone, writable=True)]
+    info_read, info_write = os.pipe()
+    block_read, block_write = os.pipe()
+    argv = sandbox.launch_argv(settings, binds, clone, command, ids, info_fd=info_write)
+    at = argv.index("--info-fd")
+    argv[at:at] = ["--userns-block-fd", str(block_read)]
+    try:
+        with sandbox.lifeline() as stdin:
+            keeper = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(info_write, block_read),
+            )
+            os.close(info_write)
+            os.close(block_read)
+            init = _sandbox_child(info_read)  # as the runner reads it
+            assert init is not None
+            bwrap = parent_of(init)
+            assert parent_of(bwrap) == keeper.pid
+            if ending == "bwrap-killed":
+                os.kill(bwrap, signal.SIGKILL)
+                keeper.wait(timeout=10)  # the runner is alive: only the keeper can end the init
+        if ending == "runner-gone":  # the lifeline has ended, as when the runner dies
+            keeper.wait(timeout=10)
+        assert keeper.returncode != 0
+        survivors = live_with_marker(marker)
+        assert survivors == [], f"the sandbox's init outlived bwrap: {describe(survivors)}"
+    finally:
+        os.close(info_read)
+        os.close(block_write)
+
+
+def parent_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
 
 
 def describe(pids: list[int]) -> str:
