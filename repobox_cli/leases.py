@@ -294,17 +294,20 @@ class Leases:
 
     def acknowledge_many(self, consumer: str, entry_ids: Sequence[str]) -> list[bool]:
         """`acknowledge` for each entry, in one round trip (a pipeline of the same script: each
-        entry still checked for ownership on its own)."""
+        entry still checked for ownership on its own). By its sha, so the pipeline asks no
+        `SCRIPT EXISTS` first; a reply that is an error (the script not loaded on a restarted
+        server) is retried alone, which loads it, or raises."""
         if len(entry_ids) <= 1:
             return [self.acknowledge(consumer, entry_id) for entry_id in entry_ids]
         pipe = self.client.pipeline(transaction=False)
         for entry_id in entry_ids:
-            self._reject(
-                keys=[self.stream, keys.NO_KEY, keys.NO_KEY, keys.waiting_entry(entry_id)],
-                args=[self.group, consumer, entry_id, "", 0, "{}", 1],
-                client=pipe,
-            )
-        return [bool(done) for done in pipe.execute()]
+            ack_keys = [self.stream, keys.NO_KEY, keys.NO_KEY, keys.waiting_entry(entry_id)]
+            pipe.evalsha(self._reject.sha, len(ack_keys), *ack_keys, self.group, consumer, entry_id, "", 0, "{}", 1)
+        replies = pipe.execute(raise_on_error=False)
+        return [
+            self.acknowledge(consumer, entry_id) if isinstance(reply, Exception) else bool(reply)
+            for entry_id, reply in zip(entry_ids, replies, strict=True)
+        ]
 
     def release_unstarted(self, consumer: str, entry_ids: Sequence[str]) -> list[str]:
         """Hand back entries `consumer` holds but never started: claimable at once, marked as only

@@ -344,14 +344,25 @@ def test_acknowledge_acks_without_touching_a_final_job(client: redis.Redis, leas
     assert client.hgetall(keys.job(attempt.job_id))["status"] == "success"
 
 
+def script_exists_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats").get("cmdstat_script|exists", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["scripts-loaded", "server-restarted"])
 def test_acknowledge_many_acks_ours_in_one_call_and_leaves_an_entry_another_runner_took(
-    client: redis.Redis, leases: Leases
+    client: redis.Redis, leases: Leases, restarted: bool
 ) -> None:
     ours = [delivered_job(client, status="success") for _ in range(3)]
     taken = delivered_job(client, status="success")
     client.xclaim(keys.JOBS_STREAM, keys.RUNNERS_GROUP, "r2", 0, [taken.entry_id])
+    if restarted:
+        client.script_flush()  # the pipelined script is not loaded: each ack is retried alone
+    exists_asked = script_exists_calls(client)
 
     done = leases.acknowledge_many("r1", [a.entry_id for a in ours] + [taken.entry_id])
+
+    assert script_exists_calls(client) == exists_asked, "the pipeline asked SCRIPT EXISTS first: a round trip more"
 
     assert done == [True, True, True, False]
     assert all(owner(client, a.entry_id) is None for a in ours)
