@@ -49,6 +49,14 @@ def restore_default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def switch_user(spec: str) -> None:
+    """Become UID:GID (`spec`), with no supplementary groups: the agent's user."""
+    uid, gid = (int(part) for part in spec.split(":", 1))
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
 def harden_process() -> None:
     """Process-wide settings for a runner: private files; orphans re-parented to us."""
     os.umask(RUNNER_UMASK)

@@ -17,14 +17,6 @@ from repobox_cli import procs
 SIGNAL_EXIT_BASE = 128
 
 
-def _switch_user(spec: str) -> None:
-    """In the child, before exec: become the agent's user, with no supplementary groups."""
-    uid, gid = (int(part) for part in spec.split(":", 1))
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-
-
 def main(argv: list[str]) -> int:
     as_user = None
     if len(argv) == 4 and argv[1] == "--as":
@@ -39,7 +31,7 @@ def main(argv: list[str]) -> int:
             os.umask(procs.AGENT_UMASK)
             procs.restore_default_signals()
             if as_user:
-                _switch_user(as_user)
+                procs.switch_user(as_user)
             os.execv("/bin/sh", ["/bin/sh", "-c", argv[1]])
         except OSError as exc:
             print(f"repobox: cannot start the agent: {exc}", file=sys.stderr)

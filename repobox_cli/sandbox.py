@@ -8,7 +8,8 @@ jobs, the runner's bare repository (`git/`) and git's HOME are never visible, ev
 extra path contains TEMP_DIR.
 
 Containment is by construction: bwrap's pid 1 is the namespace's init, so when the agent's
-command exits (or bwrap is killed) the kernel kills everything left in the namespace. Every
+command exits (or bwrap is killed, once the sandbox is set up) the kernel kills everything left in
+the namespace. Every
 sandbox starts through its keeper (`repobox_cli.sandbox_launch`), a subreaper that is bwrap's
 parent: it kills the sandbox and whatever is left below it when the runner dies (its lifeline, a
 pipe only the runner holds, ends), when the job is stopped (SIGTERM) and when bwrap exits.
@@ -242,20 +243,13 @@ def probe(settings: Settings) -> str:
             ids,
         )
         try:
-            with lifeline() as stdin:
-                done = subprocess.run(
-                    argv,
-                    stdin=stdin,
-                    capture_output=True,
-                    text=True,
-                    timeout=PROBE_TIMEOUT_S,
-                    check=False,
-                    env={"PATH": settings.path_env},
-                )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            code, stderr = _run_kept(argv, {"PATH": settings.path_env})
+        except OSError as exc:
             raise SandboxUnavailable(f"the agent sandbox cannot start ({exc}): {FIX_HINT}") from None
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        if code is None:
+            raise SandboxUnavailable(f"the agent sandbox did not start within {PROBE_TIMEOUT_S:g} s: {FIX_HINT}")
+    if code != 0:
+        reason = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
         raise SandboxUnavailable(
             f"the agent sandbox cannot start on this host ({reason}): make sure bubblewrap works and "
             f"unprivileged user namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1, "
@@ -263,6 +257,27 @@ def probe(settings: Settings) -> str:
         )
     who = f"uid {ids.uid}" if ids else "the runner's user"
     return f"bubblewrap works (agents run as {who}, network {settings.agent_network})"
+
+
+def _run_kept(argv: list[str], env: dict[str, str]) -> tuple[int | None, str]:
+    """Run a keeper to its end: its exit status (None after PROBE_TIMEOUT_S) and its stderr. On
+    time-out it gets SIGTERM, on which it ends the sandbox, then itself; SIGKILL only if it has
+    not ended PROBE_TIMEOUT_S later (a keeper killed outright may leave a sandbox in set-up)."""
+    with lifeline() as stdin:
+        process = subprocess.Popen(
+            argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            _, stderr = process.communicate(timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.communicate(timeout=PROBE_TIMEOUT_S)  # the keeper ends what it keeps, then itself
+            except subprocess.TimeoutExpired:
+                process.kill()  # a keeper that cannot act on SIGTERM (stuck staging a hung mount)
+                process.wait()  # not its pipe: what the keeper left behind may hold it
+            return None, ""
+    return process.returncode, stderr
 
 
 def require(settings: Settings) -> None:

@@ -1,18 +1,22 @@
 """`python -I -m repobox_cli.sandbox_launch UID:GID|- N SOURCE... BWRAP_ARGV...`: a sandbox's keeper.
 
-Every sandbox starts through this process, which the job's worker thread starts and waits for.
+Every sandbox starts through this process, which the job's worker thread (or the start-up probe)
+starts and waits for.
 The keeper is a child subreaper and bwrap's parent; its stdin is the read end of a pipe whose
 write end only the runner holds (the lifeline), so the kernel closes it however and whenever the
 runner dies.
-- At end of file on the lifeline, or on SIGTERM (the job is stopped), it kills bwrap and then
-  everything still below it, pass after pass, and exits.
+- At end of file on the lifeline, or on SIGTERM (the job is stopped; SIGINT, SIGHUP and SIGQUIT
+  alike), it kills bwrap and then everything still below it, pass after pass, and exits. It does
+  so too if anything else ends its wait. Only SIGKILL ends the keeper alone: the runner never
+  sends it one.
 - When bwrap exits, it kills whatever bwrap left below it and exits with bwrap's status
   (128 + the signal's number when bwrap was killed).
 Why bwrap's own `--die-with-parent` is not enough: each of bwrap's two processes ties itself to
 its parent only once it runs, and during set-up the namespace's init waits for bwrap's first
 process. If that process dies first (its parent died, or it was killed), the init is re-parented
 and waits for ever. Here it is re-parented to the keeper, which kills it. bwrap still runs with
-`--die-with-parent`, tied to the keeper, so a keeper killed outright still ends a running sandbox.
+`--die-with-parent`, tied to the keeper, so a keeper killed outright still ends a sandbox that
+is running; one killed during the set-up may leave the init behind.
 
 bwrap gets /dev/null for stdin, never the lifeline. The keeper keeps none of the descriptors it
 hands to bwrap (its --info-fd, say), so the runner sees their end when bwrap closes them.
@@ -88,13 +92,6 @@ def stage(sources: list[str]) -> None:
         os.close(fd)
 
 
-def _drop_to(ids: str) -> None:
-    uid, gid = (int(part) for part in ids.split(":", 1))
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-
-
 def _start(argv: list[str]) -> int:
     """Fork and exec `argv`, tied to this process (SIGKILL when it dies); stdin /dev/null."""
     keeper = os.getpid()
@@ -111,7 +108,8 @@ def _start(argv: list[str]) -> int:
             os.execv(argv[0], argv)
         except OSError as exc:
             print(f"repobox: cannot start the agent sandbox: {exc}", file=sys.stderr)
-        os._exit(EXIT_CANNOT_START)
+        finally:
+            os._exit(EXIT_CANNOT_START)
     _close_handed_over()
     return pid
 
@@ -143,7 +141,7 @@ def keep(child: int, wake: int) -> int:
             ready, _, _ = select.select([pidfd, 0, wake], [], [])
             if pidfd in ready:
                 break
-            if wake in ready or _lifeline_ended():
+            if wake in ready or (0 in ready and _lifeline_ended()):
                 os.kill(child, signal.SIGKILL)
                 break
     finally:
@@ -151,15 +149,20 @@ def keep(child: int, wake: int) -> int:
     return os.waitpid(child, 0)[1]
 
 
+# A stop (SIGTERM from the runner), and what a terminal or an operator might send: each ends the
+# sandbox the same way, never the keeper alone (its death would leave a sandbox in set-up behind).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
 def _ignore(signum: int, frame: object) -> None:
-    """SIGTERM's handler: the wake-up descriptor carries it to `keep`."""
+    """The stop signals' handler: the wake-up descriptor carries them to `keep`."""
 
 
 def main(argv: list[str]) -> int:
     try:
         ids, count = argv[1], int(argv[2])
         sources, bwrap_argv = argv[3 : 3 + count], argv[3 + count :]
-        if not bwrap_argv or (ids == NO_IDS) != (count == 0):
+        if not bwrap_argv or count < 0 or (ids == NO_IDS) != (count == 0):
             raise ValueError(ids)
     except (IndexError, ValueError):
         print("usage: python -m repobox_cli.sandbox_launch UID:GID|- N SOURCE... BWRAP_ARGV...", file=sys.stderr)
@@ -168,17 +171,27 @@ def main(argv: list[str]) -> int:
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGTERM, _ignore)
-    procs.become_subreaper()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ignore)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if not procs.become_subreaper():
+        print("repobox: cannot start the agent sandbox: no child subreaper on this system", file=sys.stderr)
+        return EXIT_CANNOT_START
     try:
         if ids != NO_IDS:
             stage(sources)
-            _drop_to(ids)
+            procs.switch_user(ids)
         child = _start(bwrap_argv)
     except OSError as exc:
         print(f"repobox: cannot start the agent sandbox: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
-    status = keep(child, wake_read)
+    try:
+        status = keep(child, wake_read)
+    except Exception as exc:  # noqa: BLE001 - whatever ended the wait, the sandbox must not outlive it
+        os.kill(child, signal.SIGKILL)  # not reaped: `keep` raised before its wait returned
+        procs.kill_all_below(os.getpid())
+        print(f"repobox: the agent sandbox's keeper failed: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     procs.kill_all_below(os.getpid())
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else SIGNAL_EXIT_BASE - code

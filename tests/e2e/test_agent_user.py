@@ -65,7 +65,7 @@ def test_agent_runs_as_another_user_and_cannot_reach_the_runner(
         assert committed("parent.txt") == "denied"
     else:  # the sandbox shows the attempt directory with only the agent's own directories in it
         assert committed("parent-listing.txt").split() == ["home", "repo", "tmp"]
-    # No ancestor the agent can see (its reaper, then the runner; or the sandbox's init, its keeper and the runner)
+    # No ancestor the agent can see (its reaper, then the runner; in the sandbox, only its namespace's init)
     # shows it an environment holding the runner's ENCRYPTION_KEY.
     assert committed("runner_env.txt") == "denied"
     assert "probe done" in world.output_text(job_id)

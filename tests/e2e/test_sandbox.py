@@ -293,7 +293,7 @@ def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld
         assert survivors == [], f"the agent outlived its runner (attempt {attempt + 1}): {describe(survivors)}"
 
 
-@pytest.mark.parametrize("ending", ["bwrap-killed", "runner-gone"])
+@pytest.mark.parametrize("ending", ["bwrap-killed", "job-stopped", "runner-gone"])
 def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str, tmp_path: Path, ending: str) -> None:
     """bwrap's first process clones the namespace's init, which then waits until the first lets
     it go on: if the first dies in between (as `--die-with-parent` kills it when its parent dies),
@@ -317,6 +317,7 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
         with sandbox.lifeline() as stdin:
             keeper = subprocess.Popen(
                 argv,
+                start_new_session=True,
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -331,6 +332,9 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
             if ending == "bwrap-killed":
                 os.kill(bwrap, signal.SIGKILL)
                 keeper.wait(timeout=10)  # the runner is alive: only the keeper can end the init
+            if ending == "job-stopped":
+                os.killpg(keeper.pid, signal.SIGTERM)  # as JobControl stops a sandbox: its whole group
+                keeper.wait(timeout=10)
         if ending == "runner-gone":  # the lifeline has ended, as when the runner dies
             keeper.wait(timeout=10)
         assert keeper.returncode != 0

@@ -9,11 +9,11 @@ the same cases with bwrap itself, where the window is a few microseconds wide.""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +31,7 @@ if os.fork() == 0:
     os.setsid()
     os.read(read_end, 1)  # never returns: this process holds the write end too
     os._exit(0)
+print("forked", flush=True)
 if then == "die":
     os.kill(os.getpid(), signal.SIGKILL)  # the parent dies in the middle of the set-up
 if then == "exit-3":
@@ -55,7 +56,7 @@ def marker(tmp_path: Path) -> Iterator[bytes]:
 class Kept:
     """A keeper started as the runner starts it: own session, the lifeline's read end for stdin."""
 
-    def __init__(self, program: list[str]) -> None:
+    def __init__(self, program: list[str], pass_fds: tuple[int, ...] = ()) -> None:
         lifeline_read, self.lifeline = os.pipe()
         try:
             self.process = subprocess.Popen(
@@ -64,9 +65,20 @@ class Kept:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         finally:
             os.close(lifeline_read)
+
+    def line(self) -> str:
+        """The program's next line of output (read without a deadline of its own: the test's
+        keeper is bounded by the program, which prints right after it starts)."""
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().decode().strip()
+
+    def wait_forked(self) -> None:
+        """Until the program has forked the child that waits for ever."""
+        assert self.line() == "forked"
 
     def end_lifeline(self) -> None:
         os.close(self.lifeline)
@@ -83,13 +95,6 @@ def stand_in(then: str, marker: bytes) -> list[str]:
     return [sys.executable, "-c", STAND_IN, then, marker.decode()]
 
 
-def wait_started(marker: bytes, count: int) -> None:
-    deadline = time.monotonic() + KEEPER_EXIT_S
-    while len(processes_with_marker(marker)) < count:
-        assert time.monotonic() < deadline, "the program never started"
-        time.sleep(0.01)
-
-
 def test_keeper_kills_what_a_program_dying_during_set_up_left_waiting(marker: bytes) -> None:
     kept = Kept(stand_in("die", marker))
     code, _, err = kept.wait()
@@ -99,17 +104,18 @@ def test_keeper_kills_what_a_program_dying_during_set_up_left_waiting(marker: by
 
 def test_keeper_ends_the_program_and_all_below_it_when_the_lifeline_ends(marker: bytes) -> None:
     kept = Kept(stand_in("sleep", marker))
-    wait_started(marker, 2)
+    kept.wait_forked()
     kept.end_lifeline()  # what the kernel does when the runner dies, however it dies
     code, _, err = kept.wait()
     assert code == 128 + signal.SIGKILL, err
     assert wait_gone(marker) == []
 
 
-def test_keeper_ends_the_program_and_all_below_it_on_sigterm(marker: bytes) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["TERM", "INT", "HUP"])
+def test_keeper_ends_the_program_and_all_below_it_on_a_stop_signal(marker: bytes, signum: int) -> None:
     kept = Kept(stand_in("sleep", marker))
-    wait_started(marker, 2)
-    os.killpg(kept.process.pid, signal.SIGTERM)  # how a job's stop reaches it
+    kept.wait_forked()
+    os.killpg(kept.process.pid, signum)  # SIGTERM: how a job's stop reaches it
     code, _, err = kept.wait()
     assert code != 0, err
     assert wait_gone(marker) == []
@@ -130,16 +136,25 @@ def test_keeper_whose_lifeline_is_already_gone_leaves_nothing(marker: bytes) -> 
     assert wait_gone(marker) == []
 
 
-def test_program_gets_dev_null_for_stdin_and_nothing_of_the_keepers(marker: bytes) -> None:
-    kept = Kept(stand_in("report-stdin", marker))
-    assert kept.process.stdout is not None
-    line = kept.process.stdout.readline().decode()
-    kept.end_lifeline()
-    kept.wait()
-    stdin, fds = line.split(" ", 1)
+def test_program_gets_dev_null_for_stdin_and_the_keeper_keeps_nothing_it_handed_over(marker: bytes) -> None:
+    handed_read, handed_write = os.pipe()  # stands for bwrap's --info-fd
+    try:
+        kept = Kept(stand_in("report-stdin", marker), pass_fds=(handed_write,))
+        kept.wait_forked()
+        stdin, fds = kept.line().split(" ", 1)
+        keepers = os.listdir(f"/proc/{kept.process.pid}/fd")
+        kept.end_lifeline()
+        kept.wait()
+    finally:
+        os.close(handed_read)
+        os.close(handed_write)
     assert stdin == "/dev/null"
-    # stdin, stdout, stderr, and what the stand-in opened itself: its pipe, the listing's own.
-    assert fds.strip() == "[0, 1, 2, 3, 4, 5]", fds
+    # stdin, stdout, stderr, what was handed over, what the stand-in opened itself (its pipe, the
+    # listing's own), and nothing of the keeper's.
+    program_fds = set(ast.literal_eval(fds))
+    assert handed_write in program_fds, fds
+    assert program_fds - {handed_write} == {0, 1, 2, 3, 4, 5}, fds
+    assert str(handed_write) not in keepers, "the keeper still holds what it handed to the program"
 
 
 @pytest.mark.parametrize("argv", [[], ["-"], ["-", "x", "/bin/true"], ["0:0", "0", "/bin/true"], ["-", "0"]])
