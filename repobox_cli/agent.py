@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
@@ -105,11 +106,13 @@ def _run_sandboxed(
                 process = _spawn_sandbox(argv, agent_environment(settings, job, paths), keeper_stdin, info_write)
             finally:
                 os.close(info_write)
-            child = _sandbox_child(info_read)
+            init = _sandbox_child(info_read)
             # A stop sends SIGTERM: the keeper then kills the sandbox and all below it (a SIGKILL
-            # would end the keeper first, and with it what it is there to do).
+            # would end the keeper first, and with it what it is there to do). JobControl sends
+            # SIGKILL only if the keeper is still there after its grace; `_wait_gone` then ends
+            # what the keeper could not.
             code = _supervise(process, control, emit, stop_signal=signal.SIGTERM)
-            _wait_gone(child)
+            _wait_gone(init)
         finally:
             os.close(info_read)
     _raise_for(control, code)
@@ -138,8 +141,23 @@ def _spawn_sandbox(argv: list[str], env: dict[str, str], stdin: int, info_fd: in
     return process
 
 
-def _sandbox_child(info_read: int) -> int | None:
-    """The host pid of the sandbox's init, from bwrap's --info-fd; None if it never started."""
+@dataclass(frozen=True)
+class SandboxInit:
+    """The sandbox's init, as bwrap's --info-fd names it: its host pid and its PID namespace."""
+
+    pid: int
+    pid_namespace: int | None  # None when this bwrap does not report it: then only waited for
+
+    def is_running(self) -> bool:
+        """The pid is still this sandbox's init (not a reuse of it): it is in the sandbox's namespace."""
+        try:
+            return os.stat(f"/proc/{self.pid}/ns/pid").st_ino == self.pid_namespace
+        except OSError:
+            return False
+
+
+def _sandbox_child(info_read: int) -> SandboxInit | None:
+    """The sandbox's init, from bwrap's --info-fd; None if it never started."""
     data = b""
     deadline = time.monotonic() + SANDBOX_INFO_S
     while time.monotonic() < deadline:
@@ -149,28 +167,46 @@ def _sandbox_child(info_read: int) -> int | None:
             break
         data += chunk
         try:
-            pid = json.loads(data).get("child-pid")
+            info = json.loads(data)
         except ValueError:
             continue  # not all of it yet
-        return pid if isinstance(pid, int) else None
+        pid, namespace = info.get("child-pid"), info.get("pid-namespace")
+        if not isinstance(pid, int):
+            return None
+        return SandboxInit(pid, namespace if isinstance(namespace, int) else None)
     return None
 
 
-def _wait_gone(pid: int | None) -> None:
-    """Wait until the sandbox's init has exited: the kernel lets it exit only once everything else
-    in its PID namespace is gone, so nothing of the agent remains when this returns."""
-    if pid is None:
+def _wait_gone(init: SandboxInit | None) -> None:
+    """After the keeper has exited: wait until the sandbox's init has exited. The kernel lets it
+    exit only once everything else in its PID namespace is gone, so nothing of the agent remains
+    when this returns. An init still there (its keeper was killed from outside while bwrap was
+    setting up, which leaves the init waiting for ever) is killed here, once its namespace shows
+    that the pid is still the sandbox's."""
+    if init is None:
         return
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.pidfd_open(init.pid)
     except ProcessLookupError:
         return
     try:
-        ready, _, _ = select.select([pidfd], [], [], SANDBOX_GONE_S)
+        if _ended(pidfd, 0.0):
+            return
+        if init.pid_namespace is not None:
+            if not init.is_running():
+                return  # the pid is no longer the sandbox's init: that has ended
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        ended = _ended(pidfd, SANDBOX_GONE_S)
     finally:
         os.close(pidfd)
-    if not ready:
+    procs.reap_orphans()  # the init (and its bwrap) were re-parented to the runner when the keeper died
+    if not ended:
         raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
+
+
+def _ended(pidfd: int, timeout_s: float) -> bool:
+    ready, _, _ = select.select([pidfd], [], [], timeout_s)
+    return bool(ready)
 
 
 def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -9,6 +10,12 @@ from enum import StrEnum
 
 from repobox_cli import procs
 from repobox_cli.errors import JobStopped
+
+log = logging.getLogger(__name__)
+
+# A group stopped with a gentler signal than SIGKILL (a sandbox's keeper, which then ends all
+# below it) and still there this long after is killed outright: a stop always ends.
+STOP_GRACE_S = 10.0
 
 
 class StopReason(StrEnum):
@@ -22,20 +29,22 @@ class StopReason(StrEnum):
 class JobControl:
     """Shared by a job's thread and the runner's supervisor; `cancel` is safe from any thread."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, *, stop_grace_s: float = STOP_GRACE_S) -> None:
         self.timeout_s = timeout_s
+        self.stop_grace_s = stop_grace_s
         self.deadline = time.monotonic() + timeout_s
         self.stopped = threading.Event()
         self.reason: StopReason | None = None
         self._lock = threading.RLock()  # a signal handler may cancel while this thread holds it
         self._groups: dict[int, int] = {}  # process group -> the signal that stops it
+        self.escalation: threading.Timer | None = None  # SIGKILL after the grace, for gently stopped groups
 
     def register(self, pgid: int, signum: int = signal.SIGKILL) -> None:
         with self._lock:
             self._groups[pgid] = signum
             stopped = self.stopped.is_set()
         if stopped:
-            procs.kill_group(pgid, signum)
+            self._stop({pgid: signum})
 
     def unregister(self, pgid: int) -> None:
         with self._lock:
@@ -48,10 +57,26 @@ class JobControl:
                 return False
             self.reason = reason
             self.stopped.set()
-            groups = list(self._groups.items())
-        for pgid, signum in groups:
-            procs.kill_group(pgid, signum)
+            groups = dict(self._groups)
+        self._stop(groups)
         return True
+
+    def _stop(self, groups: dict[int, int]) -> None:
+        for pgid, signum in groups.items():
+            procs.kill_group(pgid, signum)
+        if any(signum != signal.SIGKILL for signum in groups.values()):
+            self.escalation = threading.Timer(self.stop_grace_s, self._escalate)
+            self.escalation.daemon = True
+            self.escalation.start()
+
+    def _escalate(self) -> None:
+        """After the grace: SIGKILL for every gently stopped group still registered (its process
+        has not been waited for yet, so its group id is still its own)."""
+        with self._lock:
+            late = [pgid for pgid, signum in self._groups.items() if signum != signal.SIGKILL]
+        for pgid in late:
+            log.warning("process group %d still there %g s after its stop signal: killed", pgid, self.stop_grace_s)
+            procs.kill_group(pgid, signal.SIGKILL)
 
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from repobox_cli import sandbox
-from repobox_cli.agent import _sandbox_child
+from repobox_cli.agent import _sandbox_child, _wait_gone
 from repobox_cli.settings import load_settings
 from tests.support.security_helpers import fresh_token
 from tests.support.world import World, python_paths, wait_for
@@ -293,12 +293,13 @@ def test_kill_9_of_the_runner_while_the_sandbox_is_set_up_leaves_no_agent(sworld
         assert survivors == [], f"the agent outlived its runner (attempt {attempt + 1}): {describe(survivors)}"
 
 
-@pytest.mark.parametrize("ending", ["bwrap-killed", "job-stopped", "runner-gone"])
+@pytest.mark.parametrize("ending", ["bwrap-killed", "job-stopped", "runner-gone", "keeper-killed"])
 def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str, tmp_path: Path, ending: str) -> None:
     """bwrap's first process clones the namespace's init, which then waits until the first lets
     it go on: if the first dies in between (as `--die-with-parent` kills it when its parent dies),
-    the init waits for ever, unless the keeper ends it. `--userns-block-fd` holds bwrap's first
-    process in that window for as long as the test needs; nothing else is changed."""
+    the init waits for ever, unless the keeper ends it, or the runner does once the keeper itself
+    was killed outright. `--userns-block-fd` holds bwrap's first process in that window for as
+    long as the test needs; nothing else is changed."""
     temp_dir = tmp_path / "work"
     clone = temp_dir / "clone"
     clone.mkdir(parents=True)
@@ -327,7 +328,7 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
             os.close(block_read)
             init = _sandbox_child(info_read)  # as the runner reads it
             assert init is not None
-            bwrap = parent_of(init)
+            bwrap = parent_of(init.pid)
             assert parent_of(bwrap) == keeper.pid
             if ending == "bwrap-killed":
                 os.kill(bwrap, signal.SIGKILL)
@@ -335,6 +336,10 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
             if ending == "job-stopped":
                 os.killpg(keeper.pid, signal.SIGTERM)  # as JobControl stops a sandbox: its whole group
                 keeper.wait(timeout=10)
+            if ending == "keeper-killed":  # from outside, or by a stop's SIGKILL after its grace
+                keeper.kill()
+                keeper.wait(timeout=10)
+                _wait_gone(init)  # as the runner does once the keeper has exited
         if ending == "runner-gone":  # the lifeline has ended, as when the runner dies
             keeper.wait(timeout=10)
         assert keeper.returncode != 0
