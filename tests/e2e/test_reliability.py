@@ -430,7 +430,7 @@ def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: Worl
 
 # -- 8. soak ------------------------------------------------------------------------------------
 
-SOAK_JOBS = int(os.environ.get("REPOBOX_SOAK_JOBS", "200"))  # CPU-bound: ~2 min on 2 cores; more with REPOBOX_SOAK_JOBS
+SOAK_JOBS = int(os.environ.get("REPOBOX_SOAK_JOBS", "120"))  # about 30 s on 2 cores; more with REPOBOX_SOAK_JOBS
 SOAK_USERS = 6
 SOAK_KILL_EVERY_S = 5.0
 SOAK_DEADLINE_S = 200.0
