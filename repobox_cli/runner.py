@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 CLAIM_SWEEP_MAX_S = 5.0
 OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
 SUPERVISOR_JOIN_S = 5.0
+REAP_INTERVAL_S = 5.0  # exit statuses of processes re-parented to the runner are collected this often
 WAKE_AGAIN_S = 0.05  # a consumer not yet blocked when woken is woken again this often
 
 
@@ -87,6 +88,7 @@ class Runner:
         self._beat = Every(min(HEARTBEAT_INTERVAL_S, settings.lease_renew_s))
         self._sweep = Every(min(CLAIM_SWEEP_MAX_S, settings.claim_min_idle_s / 2))
         self._tidy = Every(HOUSEKEEPING_INTERVAL_S)
+        self._reap = Every(REAP_INTERVAL_S)
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, signals: StopSignals | None = None) -> int:
@@ -334,6 +336,10 @@ class Runner:
             for lane in self.lanes:
                 lane.tidy()
             self._tidy_sessions()
+        if self._reap.due():
+            # A stopped step's process group is killed whole: git's helpers (git-remote-https,
+            # index-pack) outlive git by a moment and are re-parented to the runner, a subreaper.
+            procs.reap_orphans()
 
     def _tidy_sessions(self) -> None:
         """Working copies of sessions pushed, archived, gone, idle or held elsewhere: removed."""

@@ -6,10 +6,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.world import World, wait_for
@@ -235,6 +238,56 @@ def test_job_timeout_kills_the_whole_tree_and_fails(world: World) -> None:
     assert job["status"] == "failed" and "timed out after 2 s" in job["error_message"]
     assert elapsed < 15
     assert sleep_processes("sleep 31.5") == []
+
+
+@contextmanager
+def silent_https_server() -> Iterator[int]:
+    """A port that accepts connections and never answers (not even the TLS handshake): a git
+    step against it hangs until the job's control kills it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+        if state == "Z" and int(ppid) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def test_helpers_of_a_git_step_killed_by_the_job_timeout_are_reaped_by_the_runner(world: World) -> None:
+    """git's helper (git-remote-https) outlives a killed git by a moment and is re-parented to the
+    runner, a subreaper: the runner must collect it, or every stopped step leaves zombies."""
+    with silent_https_server() as port:
+        url = f"https://127.0.0.1:{port}"
+        world.add_provider(url=url)
+        job_id = world.add_job(repo_url=f"{url}/team/app.git")
+        runner = world.start_runner(JOB_TIMEOUT="2")
+        wait_for(lambda: world.job(job_id).get("status") == "failed", 30, "the job to time out")
+        assert "timed out after 2 s" in world.job(job_id)["error_message"]
+        wait_for(lambda: zombies_of(runner.pid) == [], 15, "the runner to reap what its killed git step left")
+        assert runner.process.poll() is None
 
 
 def test_one_user_never_runs_two_jobs_at_once_across_runners_and_others_still_run(world: World) -> None:
