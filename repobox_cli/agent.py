@@ -8,6 +8,7 @@ runs under a reaper instead (reaper.py), and what it leaves behind is hunted dow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -17,8 +18,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO
 
 from repobox_cli import procs, sandbox
@@ -106,16 +107,30 @@ def _run_sandboxed(
                 process = _spawn_sandbox(argv, agent_environment(settings, job, paths), keeper_stdin, info_write)
             finally:
                 os.close(info_write)
-            init = _sandbox_child(info_read)
-            # A stop sends SIGTERM: the keeper then kills the sandbox and all below it (a SIGKILL
-            # would end the keeper first, and with it what it is there to do). JobControl sends
-            # SIGKILL only if the keeper is still there after its grace; `_wait_gone` then ends
-            # what the keeper could not.
-            code = _supervise(process, control, emit, stop_signal=signal.SIGTERM)
-            _wait_gone(init)
+            init = _sandbox_child(info_read, process.pid)
+            try:
+                # A stop sends SIGTERM: the keeper then kills the sandbox and all below it (a
+                # SIGKILL would end the keeper first, and with it what it is there to do). The
+                # wait sends SIGKILL only if the keeper is still there after the stop's grace;
+                # `_wait_gone` then ends what the keeper could not.
+                code = _supervise(process, control, emit, stop_signal=signal.SIGTERM)
+                _end_sandbox(init, control, emit)
+            finally:
+                if init is not None:
+                    init.close()
         finally:
             os.close(info_read)
     _raise_for(control, code)
+
+
+def _end_sandbox(init: SandboxInit | None, control: JobControl, emit: Emit) -> None:
+    """`_wait_gone`; for a stopped job, a sandbox that would not end is said, and the stop's reason stands."""
+    try:
+        _wait_gone(init)
+    except AgentError as exc:
+        if not control.stopped.is_set():
+            raise
+        emit(str(exc), "stderr")
 
 
 def _spawn_sandbox(argv: list[str], env: dict[str, str], stdin: int, info_fd: int) -> subprocess.Popen[bytes]:
@@ -141,23 +156,51 @@ def _spawn_sandbox(argv: list[str], env: dict[str, str], stdin: int, info_fd: in
     return process
 
 
-@dataclass(frozen=True)
 class SandboxInit:
-    """The sandbox's init, as bwrap's --info-fd names it: its host pid and its PID namespace."""
+    """The sandbox's init, pinned by a pidfd as soon as bwrap's --info-fd names it, once it is
+    sure to be the sandbox's: in the PID namespace bwrap reports, or (where that cannot be read)
+    a child or grandchild of the sandbox's keeper. A pidfd never points at a reused pid."""
 
-    pid: int
-    pid_namespace: int | None  # None when this bwrap does not report it: then only waited for
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
 
-    def is_running(self) -> bool:
-        """The pid is still this sandbox's init (not a reuse of it): it is in the sandbox's namespace."""
+    @classmethod
+    def pin(cls, pid: int, pid_namespace: object, keeper: int) -> SandboxInit | None:
         try:
-            return os.stat(f"/proc/{self.pid}/ns/pid").st_ino == self.pid_namespace
+            pidfd = os.pidfd_open(pid)
         except OSError:
-            return False
+            return None  # gone already
+        if _in_namespace(pid, pid_namespace) or keeper in _ancestors(pid, 2):
+            return cls(pid, pidfd)
+        os.close(pidfd)
+        return None
+
+    def close(self) -> None:
+        os.close(self.pidfd)
 
 
-def _sandbox_child(info_read: int) -> SandboxInit | None:
-    """The sandbox's init, from bwrap's --info-fd; None if it never started."""
+def _in_namespace(pid: int, namespace: object) -> bool:
+    try:
+        return isinstance(namespace, int) and os.stat(f"/proc/{pid}/ns/pid").st_ino == namespace
+    except OSError:
+        return False
+
+
+def _ancestors(pid: int, depth: int) -> list[int]:
+    found = []
+    for _ in range(depth):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        found.append(pid)
+    return found
+
+
+def _sandbox_child(info_read: int, keeper: int) -> SandboxInit | None:
+    """The sandbox's init, from bwrap's --info-fd, pinned; None if it never started (or already ended)."""
     data = b""
     deadline = time.monotonic() + SANDBOX_INFO_S
     while time.monotonic() < deadline:
@@ -170,38 +213,28 @@ def _sandbox_child(info_read: int) -> SandboxInit | None:
             info = json.loads(data)
         except ValueError:
             continue  # not all of it yet
-        pid, namespace = info.get("child-pid"), info.get("pid-namespace")
-        if not isinstance(pid, int):
-            return None
-        return SandboxInit(pid, namespace if isinstance(namespace, int) else None)
+        pid = info.get("child-pid")
+        return SandboxInit.pin(pid, info.get("pid-namespace"), keeper) if isinstance(pid, int) else None
     return None
 
 
 def _wait_gone(init: SandboxInit | None) -> None:
-    """After the keeper has exited: wait until the sandbox's init has exited. The kernel lets it
+    """After the keeper has exited: make sure the sandbox's init has exited. The kernel lets it
     exit only once everything else in its PID namespace is gone, so nothing of the agent remains
-    when this returns. An init still there (its keeper was killed from outside while bwrap was
-    setting up, which leaves the init waiting for ever) is killed here, once its namespace shows
-    that the pid is still the sandbox's."""
+    when this returns. An init still there (its keeper was killed while bwrap was setting up,
+    which leaves the init waiting for ever) is killed here; what was re-parented to the runner
+    (a subreaper) when the keeper died is reaped."""
     if init is None:
         return
     try:
-        pidfd = os.pidfd_open(init.pid)
-    except ProcessLookupError:
-        return
-    try:
-        if _ended(pidfd, 0.0):
+        if _ended(init.pidfd, 0.0):
             return
-        if init.pid_namespace is not None:
-            if not init.is_running():
-                return  # the pid is no longer the sandbox's init: that has ended
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        ended = _ended(pidfd, SANDBOX_GONE_S)
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
+        if not _ended(init.pidfd, SANDBOX_GONE_S):
+            raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
     finally:
-        os.close(pidfd)
-    procs.reap_orphans()  # the init (and its bwrap) were re-parented to the runner when the keeper died
-    if not ended:
-        raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
+        procs.reap_orphans()
 
 
 def _ended(pidfd: int, timeout_s: float) -> bool:
@@ -251,7 +284,7 @@ def _supervise(
         reader.start()
     killed = 0
     try:
-        code = process.wait()
+        code = control.wait(process)
     finally:
         control.unregister(process.pid)
         procs.forget(process.pid)

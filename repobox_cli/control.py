@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
+import subprocess
 import threading
 import time
 from enum import StrEnum
@@ -14,8 +17,9 @@ from repobox_cli.errors import JobStopped
 log = logging.getLogger(__name__)
 
 # A group stopped with a gentler signal than SIGKILL (a sandbox's keeper, which then ends all
-# below it) and still there this long after is killed outright: a stop always ends.
+# below it) and still there this long after is killed outright.
 STOP_GRACE_S = 10.0
+WAIT_TICK_S = 0.5  # how often a wait for a gently stopped group checks its grace
 
 
 class StopReason(StrEnum):
@@ -27,7 +31,8 @@ class StopReason(StrEnum):
 
 
 class JobControl:
-    """Shared by a job's thread and the runner's supervisor; `cancel` is safe from any thread."""
+    """Shared by a job's thread and the runner's supervisor; `cancel` is safe from any thread
+    (a signal handler's included: it starts no thread and takes no lock but its own)."""
 
     def __init__(self, timeout_s: float, *, stop_grace_s: float = STOP_GRACE_S) -> None:
         self.timeout_s = timeout_s
@@ -37,46 +42,62 @@ class JobControl:
         self.reason: StopReason | None = None
         self._lock = threading.RLock()  # a signal handler may cancel while this thread holds it
         self._groups: dict[int, int] = {}  # process group -> the signal that stops it
-        self.escalation: threading.Timer | None = None  # SIGKILL after the grace, for gently stopped groups
+        self._signalled: dict[int, float] = {}  # process group -> when it was sent its stop signal
 
     def register(self, pgid: int, signum: int = signal.SIGKILL) -> None:
         with self._lock:
             self._groups[pgid] = signum
             stopped = self.stopped.is_set()
         if stopped:
-            self._stop({pgid: signum})
+            self._signal(pgid, signum)
 
     def unregister(self, pgid: int) -> None:
         with self._lock:
             self._groups.pop(pgid, None)
+            self._signalled.pop(pgid, None)
 
     def cancel(self, reason: StopReason) -> bool:
-        """Stop the job: kill its process groups. True the first time only."""
+        """Stop the job: signal its process groups. True the first time only."""
         with self._lock:
             if self.stopped.is_set():
                 return False
             self.reason = reason
             self.stopped.set()
             groups = dict(self._groups)
-        self._stop(groups)
+        for pgid, signum in groups.items():
+            self._signal(pgid, signum)
         return True
 
-    def _stop(self, groups: dict[int, int]) -> None:
-        for pgid, signum in groups.items():
-            procs.kill_group(pgid, signum)
-        if any(signum != signal.SIGKILL for signum in groups.values()):
-            self.escalation = threading.Timer(self.stop_grace_s, self._escalate)
-            self.escalation.daemon = True
-            self.escalation.start()
-
-    def _escalate(self) -> None:
-        """After the grace: SIGKILL for every gently stopped group still registered (its process
-        has not been waited for yet, so its group id is still its own)."""
+    def _signal(self, pgid: int, signum: int) -> None:
         with self._lock:
-            late = [pgid for pgid, signum in self._groups.items() if signum != signal.SIGKILL]
-        for pgid in late:
-            log.warning("process group %d still there %g s after its stop signal: killed", pgid, self.stop_grace_s)
-            procs.kill_group(pgid, signal.SIGKILL)
+            self._signalled.setdefault(pgid, time.monotonic())
+        procs.kill_group(pgid, signum)
+
+    def wait(self, process: subprocess.Popen[bytes]) -> int:
+        """Wait for a registered group's leader; its exit status. A group stopped with a gentler
+        signal than SIGKILL (a sandbox's keeper) and still there `stop_grace_s` after its signal
+        gets SIGKILL: a stop always ends what SIGKILL can end. This thread reaps the leader only
+        after that, so the group id is still its own when it is killed."""
+        with self._lock:
+            signum = self._groups.get(process.pid, signal.SIGKILL)
+        if signum == signal.SIGKILL:
+            return process.wait()
+        pidfd = os.pidfd_open(process.pid)  # not reaped yet (this is its only waiter): it exists
+        try:
+            killed = False
+            while not select.select([pidfd], [], [], WAIT_TICK_S)[0]:
+                with self._lock:
+                    signalled = self._signalled.get(process.pid)
+                if killed or signalled is None or time.monotonic() - signalled < self.stop_grace_s:
+                    continue
+                log.warning(
+                    "process group %d still there %g s after its stop signal: killed", process.pid, self.stop_grace_s
+                )
+                procs.kill_group(process.pid, signal.SIGKILL)
+                killed = True
+        finally:
+            os.close(pidfd)
+        return process.wait()
 
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline

@@ -7,8 +7,9 @@ write end only the runner holds (the lifeline), so the kernel closes it however 
 runner dies.
 - At end of file on the lifeline, or on SIGTERM (the job is stopped; SIGINT, SIGHUP and SIGQUIT
   alike), it kills bwrap and then everything still below it, pass after pass, and exits. It does
-  so too if anything else ends its wait. Only SIGKILL ends the keeper alone: the runner never
-  sends it one.
+  so too if anything else ends its wait. Only SIGKILL ends the keeper alone: the runner sends
+  one only to a keeper still there STOP_GRACE_S after the stop's SIGTERM (control.py), and then
+  ends the sandbox's init itself (agent.py, `_wait_gone`).
 - When bwrap exits, it kills whatever bwrap left below it and exits with bwrap's status
   (128 + the signal's number when bwrap was killed).
 Why bwrap's own `--die-with-parent` is not enough: each of bwrap's two processes ties itself to
@@ -16,7 +17,7 @@ its parent only once it runs, and during set-up the namespace's init waits for b
 process. If that process dies first (its parent died, or it was killed), the init is re-parented
 and waits for ever. Here it is re-parented to the keeper, which kills it. bwrap still runs with
 `--die-with-parent`, tied to the keeper, so a keeper killed outright still ends a sandbox that
-is running; one killed during the set-up may leave the init behind.
+is running; one killed during the set-up may leave the init behind, which the runner then kills.
 
 bwrap gets /dev/null for stdin, never the lifeline. The keeper keeps none of the descriptors it
 hands to bwrap (its --info-fd, say), so the runner sees their end when bwrap closes them.

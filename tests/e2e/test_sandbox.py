@@ -12,13 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from repobox_cli import sandbox
-from repobox_cli.agent import _sandbox_child, _wait_gone
+from repobox_cli import sandbox, workdir
+from repobox_cli.agent import _sandbox_child, _wait_gone, run_agent
+from repobox_cli.control import JobControl, StopReason
+from repobox_cli.errors import JobStopped
+from repobox_cli.jobs import Job
 from repobox_cli.settings import load_settings
 from tests.support.security_helpers import fresh_token
 from tests.support.world import World, python_paths, wait_for
@@ -326,7 +330,7 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
             )
             os.close(info_write)
             os.close(block_read)
-            init = _sandbox_child(info_read)  # as the runner reads it
+            init = _sandbox_child(info_read, keeper.pid)  # as the runner reads it
             assert init is not None
             bwrap = parent_of(init.pid)
             assert parent_of(bwrap) == keeper.pid
@@ -345,9 +349,73 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
         assert keeper.returncode != 0
         survivors = live_with_marker(marker)
         assert survivors == [], f"the sandbox's init outlived bwrap: {describe(survivors)}"
+        init.close()
     finally:
         os.close(info_read)
         os.close(block_write)
+
+
+def test_a_stopped_job_whose_keeper_cannot_act_on_its_stop_ends_and_leaves_nothing(marker: str, tmp_path: Path) -> None:
+    """A keeper that does not act on the stop's SIGTERM (stuck staging a hung mount; here it is
+    SIGSTOPped) gets SIGKILL after the stop's grace, and the runner ends the sandbox's init itself:
+    the real agent step returns with the stop's reason and nothing of the agent is left."""
+    settings = load_settings(
+        {
+            "TEMP_DIR": str(tmp_path / "work"),
+            "AGENT_SANDBOX_PATHS": ":".join(map(str, python_paths())),
+            "AGENT_COMMAND": python_agent("import time; time.sleep(60)", marker),
+        }
+    )
+    job_id = str(uuid.uuid4())
+    job = Job(job_id, "github:12345678", "p1", "https://git.example/team/app.git", "main", "p", "", "running")
+    attempt = uuid.uuid4().hex[:12]
+    paths = workdir.prepare(settings.temp_dir, job_id, attempt)
+    paths.repo.mkdir()  # the clone's place
+    ids = sandbox.agent_ids(settings, attempt)
+    if ids is not None:
+        workdir.give_to([paths.repo, paths.home, paths.tmp], ids.uid, ids.gid)
+    control = JobControl(60, stop_grace_s=0.5)
+    lines: list[str] = []
+    ended: list[BaseException | None] = []
+
+    def step() -> None:
+        try:
+            run_agent(settings, job, paths, control, lambda line, _stream: lines.append(line), ids)
+            ended.append(None)
+        except BaseException as exc:  # noqa: BLE001 - the test asserts what the step ended with
+            ended.append(exc)
+
+    worker = threading.Thread(target=step, daemon=True)
+    worker.start()
+    # bwrap's and the keeper's argv hold the marker too: the agent is the one running `python -c`.
+    agent = wait_for(
+        lambda: [pid for pid in live_with_marker(marker) if cmdline_of(pid).split(b"\0")[1:2] == [b"-c"]],
+        20,
+        "the agent to run in its sandbox",
+    )[0]
+    keeper = next(pid for pid in ancestors(agent) if b"repobox_cli.sandbox_launch" in cmdline_of(pid))
+    os.kill(keeper, signal.SIGSTOP)
+    control.cancel(StopReason.CANCELLED)
+    worker.join(15)
+    assert not worker.is_alive(), "the agent step did not end after its stop"
+    assert isinstance(ended[0], JobStopped), ended
+    survivors = live_with_marker(marker)
+    assert survivors == [], f"the agent outlived its stopped sandbox: {describe(survivors)}"
+
+
+def ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1 and len(found) < 10:
+        pid = parent_of(pid)
+        found.append(pid)
+    return found
+
+
+def cmdline_of(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def parent_of(pid: int) -> int:
