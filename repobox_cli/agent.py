@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -171,8 +170,12 @@ class SandboxInit:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return None  # gone already
-        if _in_namespace(pid, pid_namespace) or keeper in _ancestors(pid, 2):
-            return cls(pid, pidfd)
+        try:
+            if _in_namespace(pid, pid_namespace) or keeper in _ancestors(pid, 2):
+                return cls(pid, pidfd)
+        except BaseException:
+            os.close(pidfd)
+            raise
         os.close(pidfd)
         return None
 
@@ -204,7 +207,7 @@ def _sandbox_child(info_read: int, keeper: int) -> SandboxInit | None:
     data = b""
     deadline = time.monotonic() + SANDBOX_INFO_S
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([info_read], [], [], max(0.0, deadline - time.monotonic()))
+        ready = procs.readable(info_read, deadline - time.monotonic())
         chunk = os.read(info_read, 4096) if ready else b""
         if not chunk:
             break
@@ -229,7 +232,7 @@ def _wait_gone(init: SandboxInit | None) -> None:
     try:
         if _ended(init.pidfd, 0.0):
             return
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(OSError):  # it has ended meanwhile
             signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
         if not _ended(init.pidfd, SANDBOX_GONE_S):
             raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
@@ -238,8 +241,7 @@ def _wait_gone(init: SandboxInit | None) -> None:
 
 
 def _ended(pidfd: int, timeout_s: float) -> bool:
-    ready, _, _ = select.select([pidfd], [], [], timeout_s)
-    return bool(ready)
+    return procs.readable(pidfd, timeout_s)
 
 
 def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -69,35 +69,45 @@ class JobControl:
         return True
 
     def _signal(self, pgid: int, signum: int) -> None:
-        with self._lock:
+        with self._lock:  # held while signalling: `wait` unregisters under it before it reaps
             self._signalled.setdefault(pgid, time.monotonic())
-        procs.kill_group(pgid, signum)
+            procs.kill_group(pgid, signum)
 
     def wait(self, process: subprocess.Popen[bytes]) -> int:
         """Wait for a registered group's leader; its exit status. A group stopped with a gentler
         signal than SIGKILL (a sandbox's keeper) and still there `stop_grace_s` after its signal
-        gets SIGKILL: a stop always ends what SIGKILL can end. This thread reaps the leader only
-        after that, so the group id is still its own when it is killed."""
-        with self._lock:
-            signum = self._groups.get(process.pid, signal.SIGKILL)
-        if signum == signal.SIGKILL:
+        gets SIGKILL: a stop ends what SIGKILL can end. The leader is unregistered once it has
+        exited and only then reaped, so no stop ever signals its group id after it was freed."""
+        if process.returncode is not None:
+            return process.returncode
+        try:
+            pidfd = os.pidfd_open(process.pid)  # not reaped yet (this is its waiter): it exists
+        except ProcessLookupError:
             return process.wait()
-        pidfd = os.pidfd_open(process.pid)  # not reaped yet (this is its only waiter): it exists
         try:
             killed = False
-            while not select.select([pidfd], [], [], WAIT_TICK_S)[0]:
-                with self._lock:
-                    signalled = self._signalled.get(process.pid)
-                if killed or signalled is None or time.monotonic() - signalled < self.stop_grace_s:
-                    continue
-                log.warning(
-                    "process group %d still there %g s after its stop signal: killed", process.pid, self.stop_grace_s
-                )
-                procs.kill_group(process.pid, signal.SIGKILL)
-                killed = True
+            while not procs.readable(pidfd, WAIT_TICK_S):
+                if not killed and self._past_grace(process.pid):
+                    log.warning(
+                        "process group %d still there %g s after its stop signal: killed",
+                        process.pid,
+                        self.stop_grace_s,
+                    )
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # the leader, even outside its group
+                    procs.kill_group(process.pid, signal.SIGKILL)
+                    killed = True
         finally:
             os.close(pidfd)
+        self.unregister(process.pid)
         return process.wait()
+
+    def _past_grace(self, pgid: int) -> bool:
+        with self._lock:
+            signum, signalled = self._groups.get(pgid), self._signalled.get(pgid)
+        if signum in (None, signal.SIGKILL) or signalled is None:
+            return False
+        return time.monotonic() - signalled >= self.stop_grace_s
 
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -126,6 +127,14 @@ def _kill(pids: Iterable[int]) -> int:
             os.kill(pid, signal.SIGKILL)
             count += 1
     return count
+
+
+def readable(fd: int, timeout_s: float) -> bool:
+    """Whether `fd` (a pipe, a pidfd: readable once its process has exited) is readable within
+    `timeout_s`; `poll`, so descriptors past 1023 work too."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout_s * 1000))))
 
 
 def kill_group(pgid: int, signum: int = signal.SIGKILL) -> None:

@@ -17,7 +17,8 @@ its parent only once it runs, and during set-up the namespace's init waits for b
 process. If that process dies first (its parent died, or it was killed), the init is re-parented
 and waits for ever. Here it is re-parented to the keeper, which kills it. bwrap still runs with
 `--die-with-parent`, tied to the keeper, so a keeper killed outright still ends a sandbox that
-is running; one killed during the set-up may leave the init behind, which the runner then kills.
+is running; one killed during the set-up may leave the init behind, which the runner then kills
+(it knows the init once bwrap's --info-fd has named it, within agent.SANDBOX_INFO_S).
 
 bwrap gets /dev/null for stdin, never the lifeline. The keeper keeps none of the descriptors it
 hands to bwrap (its --info-fd, say), so the runner sees their end when bwrap closes them.

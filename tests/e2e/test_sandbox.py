@@ -318,6 +318,7 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
     argv = sandbox.launch_argv(settings, binds, clone, command, ids, info_fd=info_write)
     at = argv.index("--info-fd")
     argv[at:at] = ["--userns-block-fd", str(block_read)]
+    init = None
     try:
         with sandbox.lifeline() as stdin:
             keeper = subprocess.Popen(
@@ -349,8 +350,9 @@ def test_sandbox_ended_while_its_init_waits_for_bwrap_leaves_nothing(marker: str
         assert keeper.returncode != 0
         survivors = live_with_marker(marker)
         assert survivors == [], f"the sandbox's init outlived bwrap: {describe(survivors)}"
-        init.close()
     finally:
+        if init is not None:
+            init.close()
         os.close(info_read)
         os.close(block_write)
 

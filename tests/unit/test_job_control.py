@@ -4,6 +4,7 @@ is killed outright by the thread that waits for it, so a stop always ends."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -99,3 +100,23 @@ def test_a_group_stopped_with_sigkill_is_waited_for_as_is(started: list[subproce
     control.register(stubborn.pid)
     control.cancel(StopReason.CANCELLED)
     assert control.wait(stubborn) == -signal.SIGKILL
+
+
+def test_a_gently_stopped_leader_that_exited_before_the_wait_gives_its_status(
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    control = JobControl(60, stop_grace_s=GRACE_S)
+    gentle = start(started, ENDS_ON_TERM)
+    control.register(gentle.pid, signal.SIGTERM)
+    control.cancel(StopReason.CANCELLED)
+    os.waitid(os.P_PID, gentle.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+    assert control.wait(gentle) == -signal.SIGTERM
+    assert control.wait(gentle) == -signal.SIGTERM  # and once reaped, as it was
+
+
+def test_a_wait_for_a_job_never_stopped_returns_the_exit_status(started: list[subprocess.Popen[bytes]]) -> None:
+    control = JobControl(60, stop_grace_s=GRACE_S)
+    quick = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], start_new_session=True)
+    started.append(quick)
+    control.register(quick.pid, signal.SIGTERM)
+    assert control.wait(quick) == 3
