@@ -203,8 +203,11 @@ class ProcessScanner:
             if cmdline:
                 for leak in leaks_in(cmdline, self.forms):
                     self.findings.add(f"cmdline of pid {pid} ({cmdline[:80]!r}): {leak}")
+            exe_before = _exe(pid)
             raw_env = _read(f"/proc/{pid}/environ")
-            exe_after = _exe(pid)  # read after environ: an exec in between shows here
+            # Read after environ too: an exec in between shows here. Where it cannot be read, the
+            # process ended in between, and the environment read was the one of `exe_before`.
+            exe_after = _exe(pid) or exe_before
             if raw_env is None:
                 continue
             if is_git_exe(exe_after):
