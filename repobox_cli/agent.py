@@ -230,18 +230,14 @@ def _wait_gone(init: SandboxInit | None) -> None:
     if init is None:
         return
     try:
-        if _ended(init.pidfd, 0.0):
+        if procs.readable(init.pidfd, 0.0):
             return
         with contextlib.suppress(OSError):  # it has ended meanwhile
             signal.pidfd_send_signal(init.pidfd, signal.SIGKILL)
-        if not _ended(init.pidfd, SANDBOX_GONE_S):
+        if not procs.readable(init.pidfd, SANDBOX_GONE_S):
             raise AgentError(f"the agent's sandbox did not end within {SANDBOX_GONE_S:g} s")
     finally:
         procs.reap_orphans()
-
-
-def _ended(pidfd: int, timeout_s: float) -> bool:
-    return procs.readable(pidfd, timeout_s)
 
 
 def _run_reaped(settings: Settings, job: Job, paths: WorkPaths, control: JobControl, emit: Emit) -> None:

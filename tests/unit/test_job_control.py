@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +21,6 @@ IGNORES_TERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
 )
 ENDS_ON_TERM = "import time; print('ready', flush=True); time.sleep(60)"
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def start(processes: list[subprocess.Popen[bytes]], code: str) -> subprocess.Popen[bytes]:
@@ -49,16 +38,22 @@ def wait_in_thread(control: JobControl, process: subprocess.Popen[bytes]) -> tup
     return waiter, codes
 
 
+def status_after_stop(control: JobControl, process: subprocess.Popen[bytes], reason: StopReason) -> list[int]:
+    """Register `process` to be stopped with SIGTERM, wait for it in a thread, stop the job: the
+    status the wait gave (none if it had not ended within EXIT_S)."""
+    control.register(process.pid, signal.SIGTERM)
+    waiter, codes = wait_in_thread(control, process)
+    control.cancel(reason)
+    waiter.join(EXIT_S)
+    return codes
+
+
 def test_a_group_that_ignores_its_stop_signal_is_killed_after_the_grace(
     started: list[subprocess.Popen[bytes]],
 ) -> None:
     control = JobControl(60, stop_grace_s=GRACE_S)
     stubborn = start(started, IGNORES_TERM)
-    control.register(stubborn.pid, signal.SIGTERM)
-    waiter, codes = wait_in_thread(control, stubborn)
-    control.cancel(StopReason.CANCELLED)
-    waiter.join(EXIT_S)
-    assert codes == [-signal.SIGKILL]
+    assert status_after_stop(control, stubborn, StopReason.CANCELLED) == [-signal.SIGKILL]
 
 
 def test_a_group_registered_after_the_stop_is_stopped_and_killed_after_the_grace(
@@ -76,11 +71,7 @@ def test_a_group_registered_after_the_stop_is_stopped_and_killed_after_the_grace
 def test_a_group_that_ends_on_its_stop_signal_ends_by_that_signal(started: list[subprocess.Popen[bytes]]) -> None:
     control = JobControl(60, stop_grace_s=GRACE_S)
     gentle = start(started, ENDS_ON_TERM)
-    control.register(gentle.pid, signal.SIGTERM)
-    waiter, codes = wait_in_thread(control, gentle)
-    control.cancel(StopReason.SHUTDOWN)
-    waiter.join(EXIT_S)
-    assert codes == [-signal.SIGTERM]
+    assert status_after_stop(control, gentle, StopReason.SHUTDOWN) == [-signal.SIGTERM]
 
 
 def test_a_gently_stopped_group_is_not_killed_before_the_grace(started: list[subprocess.Popen[bytes]]) -> None:

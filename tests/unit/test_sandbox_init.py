@@ -7,22 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from repobox_cli.agent import SandboxInit
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
 
 TREE = (
     "import os, sys, time\n"
