@@ -22,6 +22,8 @@ class Row:
 def fmt_ms(value_s: float) -> str:
     if math.isnan(value_s):
         return "n/a"
+    if value_s < 0.01:  # sub-10 ms figures (pickup, output latency): tenths would hide their differences
+        return f"{value_s * 1000:.2f} ms"
     return f"{value_s * 1000:.1f} ms" if value_s < 10 else f"{value_s:.1f} s"
 
 

@@ -15,6 +15,7 @@ EXPECTED_FIGURES = (
     "pickup p50",
     "pickup p99",
     "first job after",
+    "the clock alone",
     "dispatch fast path",
     "one job, started → finished",
     "jobs/s at concurrency",
