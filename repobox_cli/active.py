@@ -40,6 +40,9 @@ class ActiveJob:
     output: JobOutput
     previous_consumer: str = ""
     started_monotonic: float = field(default_factory=time.monotonic)
+    # When its lease was last renewed (the renewal's send time; its begin's, at first): it runs
+    # out CLAIM_MIN_IDLE later by this runner's clock, and Redis's cannot end it sooner.
+    renewed_monotonic: float = field(default_factory=time.monotonic)
     # Set when the job starts writing its final state: no more cancels or timeouts apply.
     finishing: threading.Event = field(default_factory=threading.Event)
     # Set once the final state is written (slot freed, entry acked): no more renewals.

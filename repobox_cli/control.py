@@ -26,8 +26,14 @@ class StopReason(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     LEASE_LOST = "lease lost"
+    LEASE_EXPIRED = "lease expired"  # not renewed for CLAIM_MIN_IDLE (Redis unreachable): another runner may take it
     SHUTDOWN = "shutdown"
     INTERRUPTED = "interrupted"
+
+
+# A job stopped for these gives its entry back for another runner at once (if it is still this
+# runner's: an expired lease may already have been taken over, and then nothing is written).
+HANDED_BACK_ON = frozenset({StopReason.SHUTDOWN, StopReason.LEASE_EXPIRED})
 
 
 class JobControl:
@@ -128,4 +134,6 @@ class JobControl:
             return "interrupted by the operator"
         if self.reason is StopReason.LEASE_LOST:
             return "this runner lost the job to another runner"
+        if self.reason is StopReason.LEASE_EXPIRED:
+            return "this runner could not renew the job's lease in time: another runner may take it over"
         return "runner is shutting down"

@@ -14,7 +14,7 @@ import redis
 
 from repobox_cli import agent, claude_events, keys, metrics, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
-from repobox_cli.control import JobControl, StopReason
+from repobox_cli.control import HANDED_BACK_ON, JobControl, StopReason
 from repobox_cli.crypto import decrypt
 from repobox_cli.errors import BranchMissing, DecryptError, JobDataError, JobStopped, ProviderError, RepoboxError
 from repobox_cli.git_ops import Git
@@ -365,7 +365,7 @@ class Executor:
         active.output.runner(f"Stopping here: {active.control.describe()}")
         out_ok = active.output.flush()
         try:
-            self.leases.abandon(active.attempt, hand_back=reason is StopReason.SHUTDOWN)
+            self.leases.abandon(active.attempt, hand_back=reason in HANDED_BACK_ON)
         except (redis.RedisError, OSError) as exc:
             jlog.warning("could not release the job on stop: %s", exc)
         jlog.warning("job stopped: %s%s", active.control.describe(), "" if out_ok else " (output not flushed)")

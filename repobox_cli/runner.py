@@ -105,6 +105,7 @@ class Runner:
                 self.settings.tick_s,
                 self.supervisor_stop,
                 [self._watch_jobs, self._duties],
+                [lambda: self.watch.enforce(self._actives())],
             ),
         )
         supervisor.start()

@@ -23,7 +23,7 @@ import redis
 
 from repobox_cli import keys, mr, sandbox, validation, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
-from repobox_cli.control import JobControl, StopReason
+from repobox_cli.control import HANDED_BACK_ON, JobControl, StopReason
 from repobox_cli.errors import BranchMissing, JobDataError, JobStopped, RepoboxError
 from repobox_cli.executor import Executor
 from repobox_cli.git_ops import Git
@@ -475,7 +475,7 @@ class SessionWork:
         active.output.flush()
         reason = active.control.reason
         try:
-            self._leases(active).abandon(active.attempt, hand_back=reason is StopReason.SHUTDOWN)
+            self._leases(active).abandon(active.attempt, hand_back=reason in HANDED_BACK_ON)
         except (redis.RedisError, OSError) as exc:
             jlog.warning("could not release the session step on stop: %s", exc)
         return RunOutcome.LOST if reason is StopReason.LEASE_LOST else RunOutcome.HANDED_BACK

@@ -66,7 +66,14 @@ class SingleJob:
         watcher = threading.Thread(
             target=supervise,
             daemon=True,
-            args=(self.client, self.health, self.settings.tick_s, stop, [lambda r: watch.tick([active], r)]),
+            args=(
+                self.client,
+                self.health,
+                self.settings.tick_s,
+                stop,
+                [lambda r: watch.tick([active], r)],
+                [lambda: watch.enforce([active])],
+            ),
         )
         watcher.start()
         try:

@@ -37,12 +37,23 @@ class Every:
 
 
 def supervise(
-    client: redis.Redis, health: RedisHealth, tick_s: float, stop: threading.Event, steps: Sequence[Step]
+    client: redis.Redis,
+    health: RedisHealth,
+    tick_s: float,
+    stop: threading.Event,
+    steps: Sequence[Step],
+    local: Sequence[Callable[[], None]] = (),
 ) -> None:
-    """Tick until `stop`. While Redis is away each tick first pings it; steps raise connection
-    errors, which mark it lost (the rest of that tick is skipped)."""
+    """Tick until `stop`. Each tick first runs the `local` steps, which need no Redis (deadlines,
+    lapsed leases): they run while Redis is away too. While Redis is away each tick then pings it;
+    steps raise connection errors, which mark it lost (the rest of that tick is skipped)."""
     seen = health.recoveries
     while not stop.wait(tick_s):
+        for local_step in local:
+            try:
+                local_step()
+            except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
+                log.error("supervisor error: %s: %s", type(exc).__name__, exc)
         try:
             if health.is_lost:
                 client.ping()

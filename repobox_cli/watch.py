@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import redis
@@ -24,8 +25,10 @@ CANCEL_CHECK_S = 1.0
 
 
 class JobWatch:
-    """The supervisor's step for running jobs: deadlines, the web app's cancel, lease renewal
-    (every CLAIM_MIN_IDLE/3, and at once after an outage), output held back by an outage."""
+    """The supervisor's steps for running jobs. `enforce`, which needs no Redis and runs every
+    tick, outage or not: deadlines, and leases this runner could not renew in time. `tick`: the
+    web app's cancel, lease renewal (every CLAIM_MIN_IDLE/3, and at once after an outage), output
+    held back by an outage."""
 
     def __init__(self, settings: Settings, client: redis.Redis, leases: Leases, health: RedisHealth) -> None:
         self.settings = settings
@@ -39,12 +42,27 @@ class JobWatch:
     def lease_ms(self) -> int:
         return int(self.settings.claim_min_idle_s * 1000)
 
+    def enforce(self, actives: Sequence[ActiveJob]) -> None:
+        """JOB_TIMEOUT, and the lease: a job whose lease this runner has not renewed for
+        CLAIM_MIN_IDLE (Redis unreachable, from here at least) is stopped, since another runner may
+        take it over from then on. Its entry is handed back if it is still this runner's."""
+        now = time.monotonic()
+        lease_s = self.lease_ms / 1000
+        for active in actives:
+            if active.finished.is_set() or active.finishing.is_set():
+                continue
+            if active.control.expired():
+                active.control.cancel(StopReason.TIMEOUT)
+            elif now - active.renewed_monotonic >= lease_s and active.control.cancel(StopReason.LEASE_EXPIRED):
+                log.warning(
+                    "could not renew the job's lease for %g s (CLAIM_MIN_IDLE): stopping it",
+                    lease_s,
+                    extra={"job_id": active.job.id},
+                )
+
     def tick(self, actives: Sequence[ActiveJob], recovered: bool) -> None:
         """Raises a connection error when Redis is away (the supervisor backs off)."""
         actives = [a for a in actives if not a.finished.is_set()]
-        for active in actives:
-            if active.control.expired() and not active.finishing.is_set():
-                active.control.cancel(StopReason.TIMEOUT)
         if recovered:
             # Redis is back: renew at once, before any runner's sweep mistakes the outage for death.
             self._renewal.now()
@@ -70,10 +88,13 @@ class JobWatch:
 
     def _renew(self, actives: Sequence[ActiveJob]) -> None:
         for active in actives:
-            if active.control.reason is StopReason.LEASE_LOST:
+            if active.control.reason in (StopReason.LEASE_LOST, StopReason.LEASE_EXPIRED):
                 continue
-            if not (active.leases or self.leases).renew(active.attempt, self.lease_ms):
-                if active.finished.is_set() or active.finishing.is_set():
-                    continue  # it finished meanwhile: nothing was lost
-                if active.control.cancel(StopReason.LEASE_LOST):
-                    log.warning("lost the job's lease to another runner: stopping it", extra={"job_id": active.job.id})
+            sent = time.monotonic()
+            if (active.leases or self.leases).renew(active.attempt, self.lease_ms):
+                active.renewed_monotonic = sent
+                continue
+            if active.finished.is_set() or active.finishing.is_set():
+                continue  # it finished meanwhile: nothing was lost
+            if active.control.cancel(StopReason.LEASE_LOST):
+                log.warning("lost the job's lease to another runner: stopping it", extra={"job_id": active.job.id})

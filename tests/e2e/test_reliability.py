@@ -230,6 +230,28 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
         assert runner.wait(30) == 0, f"{name}:\n{runner.log()}"
 
 
+def test_job_timeout_kills_the_agent_while_redis_is_down(aof_world: World) -> None:
+    world = aof_world
+    sleep = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"  # a command line no other process has
+    runner = world.start_runner(name="r1", JOB_TIMEOUT="4", CLAIM_MIN_IDLE="60", AGENT_COMMAND=sleep)
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user=world.user("alice"))
+    wait_agent_running(world, job_id)
+    wait_for(lambda: processes_with(sleep), 10, "the agent's sleep to run")
+
+    world.redis_server.stop()
+    try:
+        # Redis stays down all along: nothing but the runner's own clock can end the agent.
+        wait_for(lambda: not processes_with(sleep), 4 + 5, "JOB_TIMEOUT to kill the agent while Redis is down")
+        assert runner.process.poll() is None, runner.log()
+    finally:
+        world.redis_server.start()
+    wait_status(world, job_id, "failed", 30)
+    job = world.job(job_id)
+    assert "timed out after 4 s" in job["error_message"], job
+    assert _work_branch(job_id) not in world.git.branches(world.repo_name)
+
+
 # -- 5. a poison entry goes to the dead letters ------------------------------------------------
 
 
