@@ -1,6 +1,7 @@
 -- Begin an attempt: the entry is still ours, the job exists and is not final, no other attempt
 -- holds a live slot lease, and a user slot is free; then mark it running and make this attempt
--- the current one. Idempotent: a retried call for the same attempt answers 'ok:' again.
+-- the current one. Idempotent: a retried call for the same attempt answers 'ok:' again (while its
+-- slot lives; once it lapsed, the retry begins anew under the limit).
 -- With an expected user (ARGV[9], the user the stream entry names; '' for none) the caller has
 -- not read the job: a job of another user is left alone ('user'), and 'ok', 'active' and 'busy'
 -- carry the job's fields, so a pickup costs one round trip after the read.
@@ -24,9 +25,13 @@ if expected_user ~= '' and redis.call('HGET', job_key, 'user_id') ~= expected_us
 local status = redis.call('HGET', job_key, 'status')
 if is_final(status) then return {'final:' .. status} end
 local previous = redis.call('GET', attempt_key) or ''
-if previous == token then return with_job('ok:') end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
+if previous == token then
+  if redis.call('ZSCORE', slots_key, token) then return with_job('ok:') end
+  -- A retry that came after this attempt's own slot lapsed: it takes a slot again, under the limit.
+  previous = ''
+end
 -- Another attempt whose slot lease is still alive is running somewhere: never run beside it.
 if previous ~= '' and redis.call('ZSCORE', slots_key, previous) then return with_job('active') end
 if redis.call('ZCARD', slots_key) >= limit then return with_job('busy') end

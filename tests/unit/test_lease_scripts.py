@@ -220,6 +220,33 @@ def test_renew_extends_the_slot_and_fails_once_superseded(client: redis.Redis, l
 # -- finish, return_to_pending, abandon --------------------------------------------------------
 
 
+def test_renew_of_a_slot_removed_as_expired_fails_and_leaves_the_user_within_the_limit(
+    client: redis.Redis, leases: Leases
+) -> None:
+    first = delivered_job(client, "r1")
+    assert begin(leases, first, limit=1) is BeginOutcome.OK
+    client.zadd(keys.user_slots(USER), {first.token: 1})  # r1 could not renew in time: its slot expired
+    second = delivered_job(client, "r2")
+    assert begin(leases, second, limit=1) is BeginOutcome.OK  # removes the expired slot, takes the user's one
+    assert leases.renew(first, LEASE_MS) is False
+    assert client.zrange(keys.user_slots(USER), 0, -1) == [second.token]
+
+
+def test_begin_retried_after_its_own_slot_expired_begins_anew_under_the_limit(
+    client: redis.Redis, leases: Leases
+) -> None:
+    first = delivered_job(client, "r1")
+    assert begin(leases, first, limit=1) is BeginOutcome.OK  # its reply was lost: the runner retries it later
+    client.zadd(keys.user_slots(USER), {first.token: 1})  # the retry comes after the slot's lease ran out
+    second = delivered_job(client, "r1")
+    assert begin(leases, second, limit=1) is BeginOutcome.OK
+    assert begin(leases, first, limit=1) is BeginOutcome.BUSY
+    assert client.zrange(keys.user_slots(USER), 0, -1) == [second.token]
+    client.zrem(keys.user_slots(USER), second.token)  # the other job ended
+    assert begin(leases, first, limit=1) is BeginOutcome.OK
+    assert client.zrange(keys.user_slots(USER), 0, -1) == [first.token]
+
+
 def test_finish_writes_fields_frees_the_slot_and_acks(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
     begin(leases, attempt)
