@@ -313,22 +313,30 @@ def _cached_sha(mirror: Mirror, branch: str) -> str | None:
 def _fetch_into_mirror(
     git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
 ) -> Fetched:
-    """Fetch into the mirror (made if missing), holding its exclusive lock; a damaged mirror is
-    rebuilt once."""
+    """Fetch into the mirror (made if missing), holding its exclusive lock. A mirror that fails
+    its fetch or its maintenance repack for any other reason than the remote's answer is rebuilt
+    once: a damaged object can fail both while the mirror still passes a connectivity check (a
+    thin pack's delta against a corrupt blob; a repack reading one of another branch), and would
+    fail every later job on the repository. A network failure then fails the rebuilt fetch too."""
     fresh = not workdir.is_real_dir(mirror.path)
     if fresh:
         _rebuild(git, mirror)
     try:
         fetched = git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
-        _repack_if_many_packs(git, mirror)
-        return fetched
     except (BranchMissing, RemoteRefused, JobStopped):
         raise  # the remote's answer: the same whatever the mirror holds
     except GitError:
-        if fresh or git.is_sound(mirror.path):
-            raise  # the remote's refusal (or the network's), not the cache's
-    _warn_damaged(warn, mirror)
-    return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+        if fresh:
+            raise  # a new mirror holds nothing to blame: the network's or the remote's failure
+        _warn_damaged(warn, mirror)
+        return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+    try:
+        _repack_if_many_packs(git, mirror)
+    except GitError as exc:
+        log.warning("clone cache: repacking mirror %s failed: %s", mirror.path.name, exc)
+        _warn_damaged(warn, mirror)
+        return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
+    return fetched
 
 
 def _repack_if_many_packs(git: Git, mirror: Mirror) -> None:

@@ -114,21 +114,30 @@ class _StderrLines:
         self.emit(line, "stderr" if line.startswith(_GIT_ERROR_PREFIXES) else "stdout")
 
 
-def _refusal(step: str, text: str) -> str | None:
-    """The remote's refusal, in one line, or None when git failed for another reason."""
-    if "could not read Username" in text or "Authentication failed" in text or " 401" in text:
+# An HTTP status as git's own error lines give it: "The requested URL returned error: 403",
+# "RPC failed; HTTP 401 curl 22 …".
+_HTTP_STATUS_RE = re.compile(r"(?:error:|HTTP) (\d{3})\b")
+
+
+def _refusal(step: str, tail: Sequence[str]) -> str | None:
+    """The remote's refusal, in one line, or None when git failed for another reason. Only git's
+    own error lines are read: progress ("401 bytes", "Total 4013") says nothing about the remote."""
+    text = "\n".join(line for line in tail if line.startswith(("fatal:", "error:")))
+    found = _HTTP_STATUS_RE.search(text)
+    status = int(found.group(1)) if found else None
+    if "could not read Username" in text or "Authentication failed" in text or status == 401:
         return f"git {step} failed: the server refused the token (HTTP 401): check the provider's token"
-    if " 403" in text:
+    if status == 403:
         return f"git {step} failed: the token may not access this repository (HTTP 403)"
-    if re.search(r"repository '.*' not found| 404", text):
+    if re.search(r"repository '.*' not found", text) or status == 404:
         return f"git {step} failed: repository not found"
-    if re.search(r" 30[1278]", text):
+    if status in (301, 302, 307, 308):
         return f"git {step} failed: the server answered with a redirect, which repobox does not follow"
     return None
 
 
 def _reason(step: str, tail: Sequence[str]) -> str:
-    refusal = _refusal(step, "\n".join(tail))
+    refusal = _refusal(step, tail)
     if refusal:
         return refusal
     fatal = [line for line in tail if line.startswith(("fatal:", "error:", " ! ["))]
@@ -290,7 +299,7 @@ class Git:
             if self.control.stopped.is_set():
                 raise JobStopped(self.control.describe())
             tail = list(errors.tail)
-            error = RemoteRefused if _refusal(step, "\n".join(tail)) else GitError
+            error = RemoteRefused if _refusal(step, tail) else GitError
             raise error(one_line(_reason(step, tail)))
         self.control.check()
         return finished.stdout
@@ -436,14 +445,6 @@ class Git:
         """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""
         # With a reachability bitmap: copies out of a mirror then count objects faster.
         self._in(git_dir, ["repack", "-a", "-d", "-b", "--quiet"], step="repack")
-
-    def is_sound(self, git_dir: Path) -> bool:
-        """Whether `git_dir` is a repository whose refs reach only objects it has."""
-        try:
-            self._in(git_dir, ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"], step="fsck")
-        except GitError:
-            return False
-        return True
 
     def _in(self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None) -> str:
         env = self._env()

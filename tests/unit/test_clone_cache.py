@@ -321,6 +321,82 @@ def test_a_mirror_with_a_corrupt_object_in_its_pack_is_rebuilt_and_the_job_gets_
     git(mirror, "fsck", "--full", "--no-dangling")
 
 
+def varied_text(seed: int) -> str:
+    """A file large enough to be stored whole in a pack, and changed later as a delta against it."""
+    return "".join(f"line {i} {uuid.UUID(int=(seed << 64) + i).hex}\n" for i in range(3000))
+
+
+def commit_file(remote: Remote, path: str, text: str, branch: str = "main") -> str:
+    """A commit on the remote's `branch` whose tree is this one file; its sha."""
+    bare = remote.server.repo_path(remote.name)
+    parent = git(bare, "rev-parse", f"refs/heads/{branch}").stdout.strip()
+    blob = git(bare, "hash-object", "-w", "--stdin", stdin=text).stdout.strip()
+    tree = git(bare, "mktree", stdin=f"100644 blob {blob}\t{path}\n").stdout.strip()
+    commit = git(bare, "commit-tree", tree, "-p", parent, "-m", f"change {path}").stdout.strip()
+    git(bare, "update-ref", f"refs/heads/{branch}", commit)
+    return commit
+
+
+def corrupt_object(mirror: Path, sha: str) -> None:
+    """Flip bytes in the middle of one object's packed data: the pack keeps its length and its
+    index, so the mirror still passes `fsck --connectivity-only`."""
+    for index in (mirror / "objects" / "pack").glob("*.idx"):
+        for line in git(mirror, "verify-pack", "-v", str(index)).stdout.splitlines():
+            fields = line.split()
+            if fields and fields[0] == sha:
+                pack = index.with_suffix(".pack")
+                data = bytearray(pack.read_bytes())
+                middle = int(fields[4]) + int(fields[3]) // 2
+                data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+                pack.chmod(0o600)
+                pack.write_bytes(bytes(data))
+                git(mirror, "fsck", "--connectivity-only", "--no-dangling")
+                return
+    raise AssertionError(f"{sha} is not packed in {mirror}")
+
+
+DAMAGED = ["Warning: the clone cache's copy of this repository was damaged: rebuilding it"]
+
+
+def test_a_mirror_whose_damaged_blob_fails_the_next_fetch_is_rebuilt_and_the_job_gets_the_new_commit(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server)
+    text = varied_text(1)
+    first = commit_file(remote, "big.txt", text)
+    new_job(settings).clone(remote)
+    mirror = mirror_of(settings, remote)
+    corrupt_object(mirror, git(mirror, "rev-parse", f"{first}:big.txt").stdout.strip())
+    # The remote sends the small change as a delta against the blob the mirror has damaged.
+    tip = commit_file(remote, "big.txt", text.replace("line 1500 ", "line 1500 changed "))
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+    assert job.warnings == DAMAGED
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+    again = new_job(settings)
+    assert again.clone(remote).base_sha == tip and again.warnings == []
+
+
+def test_a_mirror_whose_maintenance_repack_fails_is_rebuilt_and_the_job_goes_on(
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "MAX_PACKS", 1)
+    remote = new_remote(git_server, other={"other.txt": "other\n"})
+    other = commit_file(remote, "big.txt", varied_text(2), branch="other")
+    new_job(settings).clone(remote, "other")  # another user's job, say: its blob stays in the mirror
+    mirror = mirror_of(settings, remote)
+    corrupt_object(mirror, git(mirror, "rev-parse", f"{other}:big.txt").stdout.strip())
+    tip = commit_file(remote, "new.txt", "new\n")
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip  # its fetch adds a second pack: the repack reads every object
+    assert job.warnings == DAMAGED
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+    again = new_job(settings)
+    assert again.clone(remote).base_sha == tip and again.warnings == []
+
+
 def test_an_unusable_cache_directory_means_one_warning_and_a_direct_clone(
     tmp_path: Path, settings: Settings, git_server: GitHttpsServer
 ) -> None:
