@@ -12,7 +12,6 @@ from repobox_cli import keys, workdir
 from repobox_cli.jobs import is_final
 from repobox_cli.leases import Leases
 from repobox_cli.redis_conn import CONNECTION_ERRORS
-from repobox_cli.settings import DEFAULT_CACHE_SUBDIR
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,8 @@ def remove_stale_workdirs(client: redis.Redis, temp_dir: Path) -> None:
 
 def _remove_stale_workdir(client: redis.Redis, child: Path) -> None:
     """Remove `child` if repobox made it and its job is final or gone; a failure is logged."""
-    if child.name == DEFAULT_CACHE_SUBDIR or not workdir.looks_like_job_dir(child):
-        return  # the clone cache (kept), or not made by repobox: never removed
+    if child.name in workdir.KEPT_NAMES or not workdir.looks_like_job_dir(child):
+        return  # the clone cache or the sessions (kept), or not made by repobox: never removed
     try:
         status = client.hget(keys.job(child.name), "status")
     except redis.ResponseError:

@@ -49,7 +49,7 @@ from repobox_cli.validation import RepoUrl
 
 log = logging.getLogger(__name__)
 
-SESSIONS_DIR = "sessions"
+SESSIONS_DIR = workdir.SESSIONS_DIR_NAME
 BASE_REF = "refs/repobox/base"
 CHECKPOINT_DROP_TIMEOUT_S = 60.0
 

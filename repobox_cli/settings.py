@@ -23,10 +23,11 @@ from repobox_cli.claude_events import CLAUDE_COMMAND
 from repobox_cli.crypto import EncryptionKey, parse_key
 from repobox_cli.errors import SettingsError
 from repobox_cli.output_limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_LINES, OutputLimits
+from repobox_cli.workdir import CACHE_DIR_NAME
 
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
-DEFAULT_CACHE_SUBDIR = "cache"
+DEFAULT_CACHE_SUBDIR = CACHE_DIR_NAME
 DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
 DEFAULT_BLOCK_MS = 5000  # a stop wakes blocked reads (CLIENT UNBLOCK): long reads cost an idle runner little
 DEFAULT_TICK_MS = 250

@@ -282,11 +282,16 @@ class _Chowner:
 
 
 TRAVERSE_ONLY_MODE = 0o711  # others may pass through to a path they know, never list
+CACHE_DIR_NAME = "cache"  # TEMP_DIR/cache: the clone cache's default place
+SESSIONS_DIR_NAME = "sessions"  # TEMP_DIR/sessions: the work sessions' working copies
+KEPT_NAMES = frozenset({CACHE_DIR_NAME, SESSIONS_DIR_NAME})  # never a job's directory
 
 
 def prepare(temp_dir: Path, job_id: str, attempt_id: str, *, agent_uid: int | None = None) -> WorkPaths:
     """A fresh `TEMP_DIR/{job_id}/{attempt_id}`: each attempt has its own, so an attempt that was
     superseded (paused, partitioned) never touches the files of the one that replaced it."""
+    if job_id in KEPT_NAMES:
+        raise WorkDirError(f"job id {job_id!r} names a directory the runner keeps in TEMP_DIR: refused")
     ensure_private_dir(temp_dir)
     job_dir = temp_dir / job_id
     ensure_private_dir(job_dir)

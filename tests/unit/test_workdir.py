@@ -318,3 +318,16 @@ def test_give_to_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
             fd = child
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("job_id", sorted(workdir.KEPT_NAMES))
+def test_a_job_id_naming_a_directory_the_runner_keeps_is_refused_and_that_directory_untouched(
+    tmp_path: Path, job_id: str
+) -> None:
+    kept = tmp_path / job_id
+    kept.mkdir(mode=0o700)
+    (kept / "mirror").mkdir(mode=0o700)
+    with pytest.raises(workdir.WorkDirError, match="keeps in TEMP_DIR"):
+        workdir.prepare(tmp_path, job_id, "a1b2c3d4e5f6", agent_uid=os.getuid())
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o700
+    assert sorted(p.name for p in kept.iterdir()) == ["mirror"]
