@@ -238,6 +238,9 @@ class Runner:
             )
 
     def _startup(self) -> None:
+        # Started as Redis came back, maybe: live runners renew the claims an outage aged before this
+        # one sweeps for takeovers, as after an outage it saw itself (`_sweep_allowed`).
+        self.health.back_at = time.monotonic()
         for lane in self.lanes:
             lane.ensure_group()
         self.heartbeat.beat(0, 0)

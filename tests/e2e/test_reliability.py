@@ -230,6 +230,28 @@ def test_redis_restart_mid_run_loses_nothing_and_runners_survive(aof_world: Worl
         assert runner.wait(30) == 0, f"{name}:\n{runner.log()}"
 
 
+def test_a_runner_started_as_claims_aged_waits_for_live_runners_to_renew_before_taking_over(world: World) -> None:
+    """As after a Redis outage (which ages every claim): a runner that starts then must not take
+    over a live runner's job before that runner had the time to renew its claim."""
+    env = {"CLAIM_MIN_IDLE": "3", "AGENT_COMMAND": SLOW_AGENT.format(s=8)}
+    first = world.start_runner(name="r1", **env)
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user=world.user("alice"))
+    wait_agent_running(world, job_id)
+    first.signal(signal.SIGSTOP)  # r1 cannot renew for a moment, as during the outage
+    try:
+        (entry,) = world.client.xpending_range(STREAM, GROUP, min="-", max="+", count=10)
+        world.client.xclaim(STREAM, GROUP, "r1", 0, [entry["message_id"]], idle=10_000, justid=True)
+        second = world.start_runner(name="r2", **env)
+        wait_ready(world, ["r2"])
+        sleep_until(time.monotonic() + 1.0)  # r2 is up and ticking: without a grace it sweeps now
+    finally:
+        first.signal(signal.SIGCONT)
+    wait_status(world, job_id, "success", 60)
+    assert log_messages(second, "took over") == [], second.log()
+    assert len(output_lines(world, job_id, "Starting job ")) == 1, world.output_text(job_id)
+
+
 def test_job_timeout_kills_the_agent_while_redis_is_down(aof_world: World) -> None:
     world = aof_world
     sleep = f"sleep 60.{uuid.uuid4().int % 10**6:06d}"  # a command line no other process has
