@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
@@ -221,6 +222,7 @@ class Admission:
             Attempt(w.job.id if w.job else w.entry.job_id, w.user_id, self.consumer, w.entry_id, w.attempt_id)
             for w in waitings
         ]
+        sent = time.monotonic()  # the leases run from here at the latest: the local lease clock starts now
         try:
             results = self.leases.begin_many(
                 [(attempt, waiting.job is None) for attempt, waiting in zip(attempts, waitings, strict=True)],
@@ -240,13 +242,13 @@ class Admission:
         outcomes: list[StartOutcome] = []
         for index, (waiting, attempt, result) in enumerate(zip(waitings, attempts, results, strict=True)):
             try:
-                outcomes.append(self._begun(waiting, attempt, result))
+                outcomes.append(self._begun(waiting, attempt, result, sent))
             except BaseException:
                 self._hold(waitings[index + 1 :])
                 raise
         return outcomes
 
-    def _begun(self, waiting: Waiting, attempt: Attempt, result: BeginResult) -> StartOutcome:
+    def _begun(self, waiting: Waiting, attempt: Attempt, result: BeginResult, sent: float) -> StartOutcome:
         """What a begin's result means for its entry; its reserved worker is started or released."""
         job = waiting.job
         if job is None and result.record is not None:
@@ -261,7 +263,14 @@ class Admission:
             output = self.kind.open_output(job, self.health)
             self.pool.start(
                 ActiveJob(
-                    job, attempt, control, output, result.previous_consumer, lane=self.kind.name, leases=self.leases
+                    job,
+                    attempt,
+                    control,
+                    output,
+                    result.previous_consumer,
+                    lane=self.kind.name,
+                    leases=self.leases,
+                    renewed_monotonic=sent,
                 )
             )
             return StartOutcome.STARTED

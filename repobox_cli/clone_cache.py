@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 KEY_HEX_CHARS = 32
 MIRROR_SUFFIX = ".git"
+REBUILT_SUFFIX = ".new"  # `{key}.git.new`: a mirror being fetched anew, beside the one it replaces
+RETIRED_SUFFIX = ".old"  # `{key}.git.old`: the one it replaced, for the moment of the swap
 LOCK_SUFFIX = ".lock"
 LOCK_POLL_S = 0.05
 # A job waits this long for another job's fetch into the same mirror, then clones directly: jobs on
@@ -314,10 +316,11 @@ def _fetch_into_mirror(
     git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
 ) -> Fetched:
     """Fetch into the mirror (made if missing), holding its exclusive lock. A mirror that fails
-    its fetch or its maintenance repack for any other reason than the remote's answer is rebuilt
-    once: a damaged object can fail both while the mirror still passes a connectivity check (a
-    thin pack's delta against a corrupt blob; a repack reading one of another branch), and would
-    fail every later job on the repository. A network failure then fails the rebuilt fetch too."""
+    its fetch or its maintenance repack for any other reason than the remote's answer is fetched
+    anew once, beside it: a damaged object can fail both while the mirror still passes a
+    connectivity check (a thin pack's delta against a corrupt blob; a repack reading one of
+    another branch), and would fail every later job on the repository. A network failure fails
+    the new fetch too, and leaves the mirror as it was (`_rebuild_and_fetch`)."""
     fresh = not workdir.is_real_dir(mirror.path)
     if fresh:
         _rebuild(git, mirror)
@@ -328,7 +331,11 @@ def _fetch_into_mirror(
     except GitError:
         if fresh:
             raise  # a new mirror holds nothing to blame: the network's or the remote's failure
-        _warn_damaged(warn, mirror)
+        if git.is_sound(mirror.path):
+            warn("Warning: the clone cache's copy of this repository could not be updated: fetching it anew")
+            log.warning("clone cache: fetching into mirror %s failed: fetching it anew", mirror.path.name)
+        else:
+            _warn_damaged(warn, mirror)
         return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
     try:
         _repack_if_many_packs(git, mirror)
@@ -357,8 +364,26 @@ def _warn_damaged(warn: Warn, mirror: Mirror) -> None:
 def _rebuild_and_fetch(
     git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None
 ) -> Fetched:
-    _rebuild(git, mirror)
-    return git.fetch_heads(mirror.path, repo, token, branch, cached_ref(branch), work_branch)
+    """A new mirror, fetched beside the old one under the same lock and put in its place only once
+    its fetch succeeded: a failure (the network's, the remote's) leaves the old one for later jobs."""
+    new = mirror.path.with_name(mirror.path.name + REBUILT_SUFFIX)
+    retired = mirror.path.with_name(mirror.path.name + RETIRED_SUFFIX)
+    _rebuild(git, Mirror(new, mirror.lock_path))  # a leftover of a rebuild that was killed goes first
+    try:
+        fetched = git.fetch_heads(new, repo, token, branch, cached_ref(branch), work_branch)
+    except BaseException:
+        workdir.remove_tree(new)
+        raise
+    if not workdir.remove_tree(retired):
+        raise CacheUnavailable(f"cannot remove {retired.name}")
+    try:
+        if os.path.lexists(mirror.path):
+            os.rename(mirror.path, retired)
+        os.rename(new, mirror.path)
+    except OSError as exc:
+        raise CacheUnavailable(f"cannot put the rebuilt mirror in place: {_reason(exc)}") from None
+    workdir.remove_tree(retired)
+    return fetched
 
 
 def _rebuild(git: Git, mirror: Mirror) -> None:

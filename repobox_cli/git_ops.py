@@ -446,6 +446,14 @@ class Git:
         # With a reachability bitmap: copies out of a mirror then count objects faster.
         self._in(git_dir, ["repack", "-a", "-d", "-b", "--quiet"], step="repack")
 
+    def is_sound(self, git_dir: Path) -> bool:
+        """Whether `git_dir` is a repository whose refs reach only objects it has (blobs unread)."""
+        try:
+            self._in(git_dir, ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"], step="fsck")
+        except GitError:
+            return False
+        return True
+
     def _in(self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None) -> str:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)

@@ -315,6 +315,8 @@ class Runner:
             return False
         if not all(lane.idle.is_set() for lane in self.lanes):
             return False
+        if not self._sweep_allowed():
+            return False  # just started, or Redis just came back: live runners renew first
         return not any([lane.take_over() for lane in self.lanes])
 
     # -- the supervisor's steps ----------------------------------------------------------

@@ -44,16 +44,12 @@ def supervise(
     steps: Sequence[Step],
     local: Sequence[Callable[[], None]] = (),
 ) -> None:
-    """Tick until `stop`. Each tick first runs the `local` steps, which need no Redis (deadlines,
-    lapsed leases): they run while Redis is away too. While Redis is away each tick then pings it;
-    steps raise connection errors, which mark it lost (the rest of that tick is skipped)."""
+    """Tick until `stop`. While Redis is away each tick first pings it; steps raise connection
+    errors, which mark it lost (the rest of those steps is skipped). Then the `local` steps, which
+    need no Redis (deadlines, lapsed leases), run every tick, Redis or not: after the others, so a
+    lease a late tick can still renew is renewed before it is judged."""
     seen = health.recoveries
     while not stop.wait(tick_s):
-        for local_step in local:
-            try:
-                local_step()
-            except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
-                log.error("supervisor error: %s: %s", type(exc).__name__, exc)
         try:
             if health.is_lost:
                 client.ping()
@@ -66,3 +62,8 @@ def supervise(
             health.lost(exc)
         except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
             log.error("supervisor error: %s: %s", type(exc).__name__, exc)
+        for local_step in local:
+            try:
+                local_step()
+            except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
+                log.error("supervisor error: %s: %s", type(exc).__name__, exc)

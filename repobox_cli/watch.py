@@ -53,6 +53,8 @@ class JobWatch:
                 continue
             if active.control.expired():
                 active.control.cancel(StopReason.TIMEOUT)
+            elif not active.attempt.entry_id:
+                continue  # `repobox exec`: no stream entry that another runner's sweep could take over
             elif now - active.renewed_monotonic >= lease_s and active.control.cancel(StopReason.LEASE_EXPIRED):
                 log.warning(
                     "could not renew the job's lease for %g s (CLAIM_MIN_IDLE): stopping it",

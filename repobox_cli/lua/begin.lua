@@ -36,7 +36,7 @@ end
 if previous ~= '' and redis.call('ZSCORE', slots_key, previous) then return with_job('active') end
 if redis.call('ZCARD', slots_key) >= limit then return with_job('busy') end
 redis.call('ZADD', slots_key, now + lease_ms, token)
-redis.call('PEXPIRE', slots_key, 2 * lease_ms)
+keep_slots(slots_key, lease_ms)
 redis.call('SET', attempt_key, token, 'EX', attempt_ttl_s)
 redis.call('HSET', job_key, 'status', 'running', 'started_at', started_at)
 if entry ~= '' then

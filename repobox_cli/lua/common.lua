@@ -10,3 +10,11 @@ local function now_ms()
 end
 local function is_final(s) return s == 'success' or s == 'failed' or s == 'cancelled' end
 local FINISHED_SUFFIX = '#finished'
+
+-- A user's slots key lives a day past its last write (twice the lease, for a lease over half a
+-- day): runners with different leases share it, and one with a shorter lease must not expire
+-- another's slot with it. Expired slots are removed by score; the key's own expiry only tidies.
+local SLOTS_KEY_MIN_TTL_MS = 86400000
+local function keep_slots(key, lease_ms)
+  redis.call('PEXPIRE', key, math.max(2 * lease_ms, SLOTS_KEY_MIN_TTL_MS))
+end

@@ -10,5 +10,5 @@ if redis.call('GET', attempt_key) ~= token then return 0 end
 if not redis.call('ZSCORE', slots_key, token) then return 0 end
 if entry ~= '' then redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID') end
 redis.call('ZADD', slots_key, now_ms() + lease_ms, token)
-redis.call('PEXPIRE', slots_key, 2 * lease_ms)
+keep_slots(slots_key, lease_ms)
 return 1

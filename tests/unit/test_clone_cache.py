@@ -16,7 +16,7 @@ import pytest
 from repobox_cli import clone_cache, workdir
 from repobox_cli.control import JobControl
 from repobox_cli.errors import BranchMissing, SettingsError
-from repobox_cli.git_ops import Fetched, Git
+from repobox_cli.git_ops import Fetched, Git, GitError
 from repobox_cli.redaction import basic_auth_value
 from repobox_cli.settings import RUN, Settings, load_settings
 from repobox_cli.validation import RepoUrl, repo_url
@@ -356,6 +356,7 @@ def corrupt_object(mirror: Path, sha: str) -> None:
 
 
 DAMAGED = ["Warning: the clone cache's copy of this repository was damaged: rebuilding it"]
+FETCHED_ANEW = ["Warning: the clone cache's copy of this repository could not be updated: fetching it anew"]
 
 
 def test_a_mirror_whose_damaged_blob_fails_the_next_fetch_is_rebuilt_and_the_job_gets_the_new_commit(
@@ -371,11 +372,31 @@ def test_a_mirror_whose_damaged_blob_fails_the_next_fetch_is_rebuilt_and_the_job
     tip = commit_file(remote, "big.txt", text.replace("line 1500 ", "line 1500 changed "))
     job = new_job(settings)
     assert job.clone(remote).base_sha == tip
-    assert job.warnings == DAMAGED
+    assert job.warnings == FETCHED_ANEW
     assert_self_contained(job.git_dir, tip)
     git(mirror, "fsck", "--full", "--no-dangling")
     again = new_job(settings)
     assert again.clone(remote).base_sha == tip and again.warnings == []
+
+
+def test_a_fetch_that_fails_for_the_network_leaves_the_mirror_as_it_was(
+    tmp_path: Path, settings: Settings, tls: TestCA
+) -> None:
+    server = GitHttpsServer(tmp_path / "lone-remote", tls)  # its own server: this test stops it
+    server.start()
+    try:
+        remote = new_remote(server)
+        tip = new_job(settings).clone(remote).base_sha
+    finally:
+        server.stop()  # the remote is unreachable now: connections are refused
+    mirror = mirror_of(settings, remote)
+    job = new_job(settings)
+    with pytest.raises(GitError, match="connect"):
+        job.clone(remote)
+    assert job.warnings == FETCHED_ANEW
+    assert git(mirror, "rev-parse", clone_cache.cached_ref("main")).stdout.strip() == tip
+    git(mirror, "fsck", "--full", "--no-dangling")
+    assert sorted(p.name for p in mirror.parent.iterdir() if p.name.startswith(mirror.name)) == [mirror.name]
 
 
 def test_a_mirror_whose_maintenance_repack_fails_is_rebuilt_and_the_job_goes_on(

@@ -28,7 +28,9 @@ TICK_S = 0.05
 STOP_DEADLINE_S = 5.0
 
 
-def running_job(client: redis.Redis, health: RedisHealth, timeout_s: float) -> ActiveJob:
+def running_job(
+    client: redis.Redis, health: RedisHealth, timeout_s: float, entry_id: str = "1764380000000-0"
+) -> ActiveJob:
     """A job as the web app writes it, begun by this runner (as far as the runner knows)."""
     job_id, user_id = str(uuid.uuid4()), "github:12345678"
     record = {
@@ -41,7 +43,7 @@ def running_job(client: redis.Redis, health: RedisHealth, timeout_s: float) -> A
         "environment": "default",
         "status": "running",
     }
-    attempt = Attempt(job_id, user_id, "runner-1", "1764380000000-0", new_attempt_id())
+    attempt = Attempt(job_id, user_id, "runner-1", entry_id, new_attempt_id())
     return ActiveJob(Job.decode(job_id, record), attempt, JobControl(timeout_s), JobOutput(client, job_id, health))
 
 
@@ -111,3 +113,15 @@ def test_a_finishing_job_is_left_to_finish_when_its_lease_runs_out(
     with watched(client, health, settings, active):
         assert not active.control.stopped.wait(1.0)
     assert active.control.reason is None
+
+
+def test_a_job_run_by_exec_without_a_stream_entry_outlives_its_lease_while_redis_is_away(
+    redis_away: tuple[redis.Redis, RedisHealth],
+) -> None:
+    """No sweep can take over what has no entry: it waits for Redis, as before, until its deadline."""
+    client, health = redis_away
+    active = running_job(client, health, timeout_s=1.5, entry_id="")
+    settings = Settings(job_timeout_s=1.5, claim_min_idle_s=0.3, tick_s=TICK_S)
+    with watched(client, health, settings, active):
+        assert active.control.stopped.wait(STOP_DEADLINE_S)
+    assert active.control.reason is StopReason.TIMEOUT

@@ -247,6 +247,18 @@ def test_begin_retried_after_its_own_slot_expired_begins_anew_under_the_limit(
     assert client.zrange(keys.user_slots(USER), 0, -1) == [first.token]
 
 
+def test_a_runner_with_a_shorter_lease_never_shortens_the_life_of_the_users_slots(
+    client: redis.Redis, leases: Leases
+) -> None:
+    long_lived = delivered_job(client, "r1")
+    assert begin(leases, long_lived, limit=2) is BeginOutcome.OK  # the key lives 2 × LEASE_MS
+    short_lease_ms = 1_000
+    short_lived = delivered_job(client, "r2")
+    assert leases.begin(short_lived, limit=2, lease_ms=short_lease_ms, started_at=1).outcome is BeginOutcome.OK
+    assert leases.renew(short_lived, short_lease_ms)
+    assert client.pttl(keys.user_slots(USER)) > LEASE_MS  # not cut to 2 × the short lease
+
+
 def test_finish_writes_fields_frees_the_slot_and_acks(client: redis.Redis, leases: Leases) -> None:
     attempt = delivered_job(client)
     begin(leases, attempt)
