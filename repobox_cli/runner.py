@@ -315,8 +315,8 @@ class Runner:
             return False
         if not all(lane.idle.is_set() for lane in self.lanes):
             return False
-        if not self._sweep_allowed():
-            return False  # just started, or Redis just came back: live runners renew first
+        if self.health.recoveries and not self._sweep_allowed():
+            return False  # Redis just came back: live runners renew first (a burst run does not wait at its start)
         return not any([lane.take_over() for lane in self.lanes])
 
     # -- the supervisor's steps ----------------------------------------------------------
