@@ -359,6 +359,18 @@ DAMAGED = ["Warning: the clone cache's copy of this repository was damaged: rebu
 FETCHED_ANEW = ["Warning: the clone cache's copy of this repository could not be updated: fetching it anew"]
 
 
+def assert_healed(settings: Settings, remote: Remote, mirror: Path, tip: str, warnings: list[str]) -> None:
+    """The next job gets `tip` with `warnings`, a sound repository of its own and a sound mirror;
+    the job after it comes through that mirror without a word."""
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+    assert job.warnings == warnings
+    assert_self_contained(job.git_dir, tip)
+    git(mirror, "fsck", "--full", "--no-dangling")
+    again = new_job(settings)
+    assert again.clone(remote).base_sha == tip and again.warnings == []
+
+
 def test_a_mirror_whose_damaged_blob_fails_the_next_fetch_is_rebuilt_and_the_job_gets_the_new_commit(
     settings: Settings, git_server: GitHttpsServer
 ) -> None:
@@ -370,13 +382,7 @@ def test_a_mirror_whose_damaged_blob_fails_the_next_fetch_is_rebuilt_and_the_job
     corrupt_object(mirror, git(mirror, "rev-parse", f"{first}:big.txt").stdout.strip())
     # The remote sends the small change as a delta against the blob the mirror has damaged.
     tip = commit_file(remote, "big.txt", text.replace("line 1500 ", "line 1500 changed "))
-    job = new_job(settings)
-    assert job.clone(remote).base_sha == tip
-    assert job.warnings == FETCHED_ANEW
-    assert_self_contained(job.git_dir, tip)
-    git(mirror, "fsck", "--full", "--no-dangling")
-    again = new_job(settings)
-    assert again.clone(remote).base_sha == tip and again.warnings == []
+    assert_healed(settings, remote, mirror, tip, FETCHED_ANEW)
 
 
 def test_a_fetch_that_fails_for_the_network_leaves_the_mirror_as_it_was(
@@ -409,13 +415,8 @@ def test_a_mirror_whose_maintenance_repack_fails_is_rebuilt_and_the_job_goes_on(
     mirror = mirror_of(settings, remote)
     corrupt_object(mirror, git(mirror, "rev-parse", f"{other}:big.txt").stdout.strip())
     tip = commit_file(remote, "new.txt", "new\n")
-    job = new_job(settings)
-    assert job.clone(remote).base_sha == tip  # its fetch adds a second pack: the repack reads every object
-    assert job.warnings == DAMAGED
-    assert_self_contained(job.git_dir, tip)
-    git(mirror, "fsck", "--full", "--no-dangling")
-    again = new_job(settings)
-    assert again.clone(remote).base_sha == tip and again.warnings == []
+    # Its fetch adds a second pack: the repack reads every object, the corrupt one too.
+    assert_healed(settings, remote, mirror, tip, DAMAGED)
 
 
 def test_an_unusable_cache_directory_means_one_warning_and_a_direct_clone(
