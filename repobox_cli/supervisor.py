@@ -48,22 +48,27 @@ def supervise(
     errors, which mark it lost (the rest of those steps is skipped). Then the `local` steps, which
     need no Redis (deadlines, lapsed leases), run every tick, Redis or not: after the others, so a
     lease a late tick can still renew is renewed before it is judged."""
-    seen = health.recoveries
+    seen = [health.recoveries]
+
+    def redis_steps() -> None:
+        if health.is_lost:
+            client.ping()
+            health.ok()
+        recovered = health.recoveries != seen[0]
+        seen[0] = health.recoveries
+        for step in steps:
+            step(recovered)
+
     while not stop.wait(tick_s):
-        try:
-            if health.is_lost:
-                client.ping()
-                health.ok()
-            recovered = health.recoveries != seen
-            seen = health.recoveries
-            for step in steps:
-                step(recovered)
-        except CONNECTION_ERRORS as exc:
-            health.lost(exc)
-        except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
-            log.error("supervisor error: %s: %s", type(exc).__name__, exc)
-        for local_step in local:
-            try:
-                local_step()
-            except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
-                log.error("supervisor error: %s: %s", type(exc).__name__, exc)
+        for run in (redis_steps, *local):
+            _guarded(run, health)
+
+
+def _guarded(run: Callable[[], None], health: RedisHealth) -> None:
+    """One step of a tick: a lost connection marks Redis lost; any other error is logged."""
+    try:
+        run()
+    except CONNECTION_ERRORS as exc:
+        health.lost(exc)
+    except Exception as exc:  # noqa: BLE001 - boundary: the supervisor must outlive any bug
+        log.error("supervisor error: %s: %s", type(exc).__name__, exc)
