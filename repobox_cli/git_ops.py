@@ -184,23 +184,34 @@ class Committed:
 
 
 @dataclass(frozen=True)
-class _Staged:
-    changed: int  # paths the index changes against the base
-    gitlinks: list[str]  # new or changed gitlinks among them
+class _Changes:
+    """What a commit's tree changes against its base: how many paths, the new or changed gitlinks
+    among them, and the lines added and removed (binary files count 0)."""
+
+    changed: int
+    gitlinks: list[str]
+    added: int
+    removed: int
 
 
-def _parse_staged(listing: str) -> _Staged:
-    """`diff-index --raw -z --no-renames`: a `:modes shas status` record and its path per change."""
-    tokens = listing.split("\0")
-    changed = 0
+def _parse_changes(listing: str) -> _Changes:
+    """`diff-tree -z --raw --numstat --no-renames`: first a `:modes shas status` record and its
+    path per change, then an `added<TAB>removed<TAB>path` record per change (`-` for binary)."""
+    tokens = iter(listing.split("\0"))
+    changed = added = removed = 0
     gitlinks: list[str] = []
-    for meta, path in zip(tokens[::2], tokens[1::2], strict=False):
-        if not meta.startswith(":"):
-            break
-        if meta.split(" ")[1] == GITLINK_MODE:
-            gitlinks.append(path)
-        changed += 1
-    return _Staged(changed, sorted(gitlinks))
+    for token in tokens:
+        if token.startswith(":"):
+            path = next(tokens, "")
+            if token.split(" ")[1] == GITLINK_MODE:
+                gitlinks.append(path)
+            changed += 1
+            continue
+        counts = token.split("\t", 2)
+        if len(counts) == 3 and counts[0].isdigit() and counts[1].isdigit():
+            added += int(counts[0])
+            removed += int(counts[1])
+    return _Changes(changed, sorted(gitlinks), added, removed)
 
 
 WORK_REFS = "refs/repobox-work/"  # where a fetch puts the work branch's tip(s), read and dropped
@@ -478,10 +489,16 @@ class Git:
         It borrows the runner's objects (`--shared`) unless `own_objects`: an agent running as
         another user cannot read the runner's repository, so it gets a copy."""
         sharing = "--no-hardlinks" if own_objects else "--shared"
+        # No template files (a dozen hook samples) and no reflogs of these steps: each is a file
+        # written that nobody reads (on a slow disk, about 1 ms each). The empty hooks/ and info/
+        # a clone has are made below, for the agent's tools that write there; the agent's own
+        # commands keep reflogs (its repository's config still asks for them).
+        quiet = [("core.logAllRefUpdates", "false")]
         self.run(
             [
                 "clone",
                 "--quiet",
+                "--template=",
                 sharing,
                 "--no-tags",
                 "--branch",
@@ -491,9 +508,14 @@ class Git:
                 str(self.paths.repo),
             ],
             step="checkout",
-            env=self._env(protocol="file"),
+            env=self._env(quiet, protocol="file"),
         )
-        env = self._env()
+        try:
+            for name in ("hooks", "info"):
+                (self.paths.repo / ".git" / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise GitError(f"git checkout failed: {exc.strerror or exc}") from None
+        env = self._env(quiet)
         env["GIT_DIR"] = str(self.paths.repo / ".git")
         env["GIT_WORK_TREE"] = str(self.paths.repo)
         self.run(["remote", "set-url", "origin", "--", repo.url], step="checkout", env=env)
@@ -528,38 +550,50 @@ class Git:
         its line counts; None if nothing changed."""
         self._in_runner_repo(["read-tree", base_sha], step="commit", work_tree=True)
         nested = self._add_files(self.paths.repo)
-        staged = self._staged(base_sha)
-        gitlinks = staged.gitlinks
+        tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
+        changes = self._changes(base_sha, tree)
+        gitlinks = changes.gitlinks
         if gitlinks:
             # A second line of defence after `_add_files`: a new or changed gitlink is put back
             # as the base tree had that path (a gitlink of the base stays as it was).
             listed = self._in_runner_repo(["ls-tree", "-r", "-z", "--full-tree", base_sha], step="commit", paths=True)
             self._restore_from_base(_entries(listed), gitlinks)
-            staged = self._staged(base_sha)
+            tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
+            changes = self._changes(base_sha, tree)
         skipped = sorted(set(nested) | set(gitlinks))
         if skipped:
             self.emit(_skipped_line(skipped), "stdout")
-        if not staged.changed:
+        if not changes.changed:
             return None
-        tree = self._in_runner_repo(["write-tree"], step="commit", work_tree=True)
-        added, removed = self.line_counts(base_sha, tree)
         commit = self._in_runner_repo(
             ["commit-tree", tree, "-p", base_sha, "-F", "-"], step="commit", stdin=message + "\n"
         )
         if ref:
             self._in_runner_repo(["update-ref", ref, commit], step="commit")
-        return Committed(commit, added, removed)
+        return Committed(commit, changes.added, changes.removed)
 
-    def _staged(self, base_sha: str) -> _Staged:
-        """The paths the index changes against `base_sha`, and the new gitlinks among them. No work
-        tree and `--ignore-submodules=none`: no .gitmodules the agent wrote hides a gitlink."""
+    def _changes(self, base_sha: str, tree: str) -> _Changes:
+        """What `tree` changes against `base_sha`, in one process: paths, gitlinks and line counts.
+        Trees only, in the bare repository: no .gitmodules or attributes file the agent wrote
+        hides a gitlink or changes what counts."""
         listing = self._in_runner_repo(
-            ["diff-index", "--cached", "--raw", "-z", "--no-renames", "--ignore-submodules=none", base_sha],
+            [
+                "diff-tree",
+                "-r",
+                "-z",
+                "--raw",
+                "--numstat",
+                "--no-renames",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--ignore-submodules=none",
+                base_sha,
+                tree,
+            ],
             step="commit",
-            index=True,
             paths=True,
         )
-        return _parse_staged(listing)
+        return _parse_changes(listing)
 
     def _add_files(self, repo: Path) -> list[str]:
         """`git add --all` of the agent's files, leaving out every nested repository (which git

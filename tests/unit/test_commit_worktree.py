@@ -1,5 +1,6 @@
-"""Committing the agent's files with real git: the commit, its line counts (one `diff-index`
-against the base), nothing committed when nothing changed, and gitlinks never committed."""
+"""The agent's clone, and committing the agent's files with real git: the commit, its line counts
+(one `diff-tree` against the base), nothing committed when nothing changed, and gitlinks never
+committed."""
 
 from __future__ import annotations
 
@@ -79,17 +80,32 @@ def test_the_commit_holds_the_agents_files_and_its_line_counts_are_gits_numstat(
     (repo / "new dir").mkdir()
     (repo / "new dir" / "tab\tname.md").write_text("one\ntwo\n")
     (repo / "logo.bin").write_bytes(b"\x00\x01\x02" * 100)
+    (repo / ":lead\tand tab").write_text("x\n")  # a name shaped like diff-tree's own records
     (repo / "vendor" / "lib" / "x.c").chmod(0o755)
 
     committed = runner_git.commit_worktree(base, "Agent change")
 
     assert committed is not None
     git_dir = runner_git.paths.git_dir
-    assert (committed.added, committed.removed) == numstat(git_dir, base, committed.commit) == (3, 4)
+    assert (committed.added, committed.removed) == numstat(git_dir, base, committed.commit) == (4, 4)
     assert git(git_dir, "rev-parse", f"{committed.commit}^") == base
     listed = set(git(git_dir, "ls-tree", "-r", "--name-only", "-z", committed.commit).split("\0")) - {""}
-    assert listed == {"README.md", "src/app.py", "new dir/tab\tname.md", "logo.bin", "vendor/lib/x.c"}
+    assert listed == {"README.md", "src/app.py", "new dir/tab\tname.md", "logo.bin", ":lead\tand tab", "vendor/lib/x.c"}
     assert git(git_dir, "log", "-1", "--format=%s", committed.commit) == "Agent change"
+
+
+def test_the_agents_clone_is_on_the_work_branch_with_the_real_origin_and_empty_hooks(
+    job: tuple[Git, str, list[tuple[str, str]]],
+) -> None:
+    runner_git, base, _ = job
+    dot_git = runner_git.paths.repo / ".git"
+
+    assert git(dot_git, "symbolic-ref", "HEAD") == "refs/heads/repobox/work"
+    assert git(dot_git, "rev-parse", "HEAD") == base
+    assert git(dot_git, "config", "remote.origin.url") == "https://git.example.com/acme/app.git"
+    assert (dot_git / "hooks").is_dir() and not list((dot_git / "hooks").iterdir())  # no sample hooks
+    assert (dot_git / "info").is_dir()
+    assert (runner_git.paths.repo / "README.md").read_text() == BASE_FILES["README.md"]
 
 
 def test_nothing_changed_commits_nothing_and_moves_no_ref(job: tuple[Git, str, list[tuple[str, str]]]) -> None:
