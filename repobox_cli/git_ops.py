@@ -532,12 +532,14 @@ class Git:
                 )
         # Each of these can make git read another config, run a program, or see other history.
         # remove_tree never follows a symlink: a symlinked info/ or objects/info/ goes itself.
-        for name in ("config", "config.worktree", "commondir", "info", "hooks"):
+        # (This repository is never shallow, and keeps no commit-graph: a `shallow` file or a
+        # commit-graph here was planted, and would change which history a push walks.)
+        for name in ("config", "config.worktree", "commondir", "info", "hooks", "shallow"):
             workdir.remove_tree(git_dir / name)
         if not workdir.is_real_dir(git_dir / "objects" / "info"):
             workdir.remove_tree(git_dir / "objects" / "info")
         else:
-            for name in ("alternates", "http-alternates"):
+            for name in ("alternates", "http-alternates", "commit-graph", "commit-graphs"):
                 workdir.remove_tree(git_dir / "objects" / "info" / name)
         (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
         # git's HOME too: the agent could have reached it (~/.netrc is read by curl).

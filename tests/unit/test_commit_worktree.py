@@ -201,3 +201,30 @@ def test_a_nested_repository_whose_name_is_not_utf8_is_left_out_by_name(
         assert not [entry for entry in entries if entry.startswith("160000")]
         assert any(line.startswith("Skipped 1 nested repository") for line, _ in lines)
         lines.clear()
+
+
+def test_resetting_the_runners_repository_removes_what_an_agent_could_plant_there(
+    job: tuple[Git, str, list[tuple[str, str]]],
+) -> None:
+    runner_git, base, _ = job
+    git_dir = runner_git.paths.git_dir
+    planted = {
+        "shallow": f"{base}\n",
+        "config.worktree": "[core]\n\tfsmonitor = /bin/false\n",
+        "commondir": "/tmp\n",
+        "info/grafts": f"{base}\n",
+        "hooks/pre-push": "#!/bin/sh\n",
+        "objects/info/alternates": "/tmp\n",
+        "objects/info/commit-graph": "not a graph",
+        "objects/info/commit-graphs/commit-graph-chain": "x\n",
+    }
+    for name, text in planted.items():
+        (git_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (git_dir / name).write_text(text)
+    (git_dir / "config").write_text('[core]\n\tbare = true\n[url "https://evil/"]\n\tpushInsteadOf = https://\n')
+
+    runner_git.reset_runner_config()
+
+    assert [name for name in planted if (git_dir / name).exists()] == []
+    assert "evil" not in (git_dir / "config").read_text()
+    assert git(git_dir, "rev-parse", "refs/heads/main") == base  # the repository still works
