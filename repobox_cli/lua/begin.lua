@@ -28,7 +28,13 @@ local previous = redis.call('GET', attempt_key) or ''
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
 if previous == token then
-  if redis.call('ZSCORE', slots_key, token) then return with_job('ok:') end
+  if redis.call('ZSCORE', slots_key, token) then
+    -- The same attempt, its slot alive: the retry's runner counts its lease from this retry, so
+    -- the slot and the entry's claim do too.
+    redis.call('ZADD', slots_key, 'XX', now + lease_ms, token)
+    if entry ~= '' then redis.call('XCLAIM', stream, group, consumer, 0, entry, 'JUSTID') end
+    return with_job('ok:')
+  end
   -- A retry that came after this attempt's own slot lapsed: it takes a slot again, under the limit.
   previous = ''
 end

@@ -81,6 +81,21 @@ def test_begin_retried_for_the_same_attempt_is_ok_and_takes_one_slot(client: red
     assert client.zcard(keys.user_slots(USER)) == 1
 
 
+def test_begin_retried_while_its_slot_lives_counts_the_lease_from_the_retry(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client)
+    begin(leases, attempt)  # its reply was lost: the runner's lease clock starts at the retry
+    seconds, micros = client.time()
+    sent_ms = seconds * 1000 + micros // 1000
+    client.zadd(keys.user_slots(USER), {attempt.token: sent_ms + 1_000})  # the first begin was long ago
+
+    assert leases.begin(attempt, limit=LIMIT, lease_ms=LEASE_MS, started_at=1).outcome is BeginOutcome.OK
+
+    assert client.zscore(keys.user_slots(USER), attempt.token) >= sent_ms + LEASE_MS
+    assert client.zcard(keys.user_slots(USER)) == 1
+
+
 def test_begin_at_the_user_limit_is_busy_and_writes_nothing(client: redis.Redis, leases: Leases) -> None:
     for _ in range(LIMIT):
         assert begin(leases, delivered_job(client)) is BeginOutcome.OK
