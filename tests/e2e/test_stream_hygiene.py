@@ -45,9 +45,10 @@ def test_consumers_of_gone_runners_are_removed_once_they_hold_nothing(world: Wor
     client.xgroup_createconsumer("jobs:stream", GROUP, "alive-empty")
     client.set("runner:heartbeat:alive-empty", "{}", ex=60)
 
-    assert world.run_burst(CLAIM_MIN_IDLE="600").returncode == 0
+    assert world.run_burst(CLAIM_MIN_IDLE="600", RUNNER_ID="burst-runner").returncode == 0
 
     names = {c["name"] for c in client.xinfo_consumers("jobs:stream", GROUP)}
+    assert "burst-runner" not in names  # its own consumer, left at its clean stop
     assert "gone-empty" not in names
     assert "gone-holding" in names  # still holds an entry: kept until it is taken over
     assert "alive-empty" in names
