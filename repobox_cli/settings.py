@@ -31,6 +31,9 @@ DEFAULT_CACHE_SUBDIR = CACHE_DIR_NAME
 DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
 DEFAULT_BLOCK_MS = 5000  # a stop wakes blocked reads (CLIENT UNBLOCK): long reads cost an idle runner little
 DEFAULT_TICK_MS = 250
+# A lease renewal period (a third of CLAIM_MIN_IDLE) spans at least this many ticks: a renewal
+# due is then never more than half a period late.
+TICKS_PER_RENEWAL = 2
 DEFAULT_METRICS_HOST = "127.0.0.1"  # the endpoint has no authentication: loopback unless asked
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_AUTHOR_NAME = "Repobox"
@@ -977,7 +980,8 @@ SETTINGS: tuple[Setting, ...] = (
         "REPOBOX_TICK_MS",
         _tick_s,
         str(DEFAULT_TICK_MS),
-        "how often (ms, at least 10) the supervisor checks cancels, deadlines and waiting jobs",
+        "how often (ms, at least 10, at most a sixth of CLAIM_MIN_IDLE) the supervisor checks cancels, deadlines "
+        "and waiting jobs",
     ),
 )
 
@@ -1041,6 +1045,13 @@ def _check_together(values: dict[str, Any]) -> None:
         if values.get("agent_command"):
             raise SettingsError("set AGENT=claude or AGENT_COMMAND, not both")
         values["agent_command"] = CLAUDE_COMMAND
+    tick_s, claim_s = values.get("tick_s"), values.get("claim_min_idle_s")
+    if tick_s is not None and claim_s is not None and tick_s * TICKS_PER_RENEWAL > claim_s / 3:
+        raise SettingsError(
+            f"REPOBOX_TICK_MS={round(tick_s * 1000)} is too long for CLAIM_MIN_IDLE={claim_s:g}: "
+            f"leases are renewed every third of CLAIM_MIN_IDLE, on the tick, so the tick may be "
+            f"at most {round(claim_s / 3 / TICKS_PER_RENEWAL * 1000)} ms"
+        )
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
         _cache_not_shared(values["agent_sandbox_paths"], values.get("cache_dir"))

@@ -94,6 +94,12 @@ def assert_stops_with_one_line(result: subprocess.CompletedProcess[str], elapsed
         ),
         pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "LOG_FORMAT": "xml"}, ["LOG_FORMAT"], id="bad-log-format"),
         pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "AGENT_ENV": "ENCRYPTION_KEY"}, ["AGENT_ENV"], id="agent-env-key"),
+        pytest.param(
+            [],
+            {"ENCRYPTION_KEY": HEX_KEY, "CLAIM_MIN_IDLE": "30", "REPOBOX_TICK_MS": "6000"},
+            ["REPOBOX_TICK_MS=6000", "CLAIM_MIN_IDLE=30", "at most 5000 ms"],
+            id="tick-longer-than-half-a-renewal",
+        ),
     ],
 )
 def test_bad_setting_stops_run(tmp_path: Path, args: list[str], env: dict[str, str], needles: list[str]) -> None:
