@@ -388,7 +388,7 @@ def _rebuild_and_fetch(
 
 def _rebuild(git: Git, mirror: Mirror) -> None:
     if not workdir.remove_tree(mirror.path):
-        raise CacheUnavailable(f"cannot remove the damaged mirror {mirror.path.name}")
+        raise CacheUnavailable(f"cannot remove what is left at {mirror.path.name} to make a mirror there")
     try:
         git.init_mirror(mirror.path)
     except GitError as exc:
