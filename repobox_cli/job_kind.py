@@ -13,6 +13,7 @@ from repobox_cli.executor import Executor
 from repobox_cli.jobs import Job, StreamEntry
 from repobox_cli.leases import Leases
 from repobox_cli.output import JobOutput
+from repobox_cli.output_batcher import OutputBatcher
 from repobox_cli.output_limits import OutputLimits
 from repobox_cli.redis_conn import RedisHealth
 
@@ -24,10 +25,17 @@ class JobKind:
     receives_forwarded = False
 
     def __init__(
-        self, client: redis.Redis, executor: Executor, leases: Leases, max_jobs_per_user: int, limits: OutputLimits
+        self,
+        client: redis.Redis,
+        executor: Executor,
+        leases: Leases,
+        max_jobs_per_user: int,
+        limits: OutputLimits,
+        batcher: OutputBatcher | None = None,
     ) -> None:
         self.client = client
         self.limits = limits
+        self.batcher = batcher
         self.executor = executor
         self._leases = leases
         self.max_jobs_per_user = max_jobs_per_user
@@ -58,7 +66,7 @@ class JobKind:
         return self.max_jobs_per_user
 
     def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
-        return JobOutput(self.client, job.id, health, limits=self.limits)
+        return JobOutput(self.client, job.id, health, limits=self.limits, batcher=self.batcher)
 
     def forward(self, entry_id: str, job: Job, consumer: str) -> str:
         return ""  # any runner may run a job

@@ -12,8 +12,9 @@ Bounds (one `JobOutput` per attempt; `OutputLimits` comes from MAX_OUTPUT_LINES/
   `... output truncated after N lines: …`. Its counts are brought up to date in place (LSET)
   whenever a runner line follows and when the job's output is drained at its end.
 
-Threads: the agent's two pipe readers and the job's own thread all call `write`; every field below
-is guarded by `_lock`, and the Redis calls (one short pipeline) run under it to keep lines in order.
+Threads: the agent's two pipe readers and the job's own thread all call `write`; the runner's
+`OutputBatcher` and the supervisor call `flush`. Every field below is guarded by `_lock`, and the
+Redis calls (one short pipeline) run under it to keep lines in order.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import redis
 
 from repobox_cli import keys
 from repobox_cli.jobs import output_line
+from repobox_cli.output_batcher import OutputBatcher
 from repobox_cli.output_limits import AGENT_SOURCE, OutputLimits
 from repobox_cli.redaction import redact
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
@@ -81,8 +83,11 @@ class JobOutput:
         *,
         key: str | None = None,
         ttl_s: int = OUTPUT_TTL_S,
+        batcher: OutputBatcher | None = None,
     ) -> None:
-        """Lines go to `job:{job_id}:output`, or to `key` (a work session's output) with `ttl_s`."""
+        """Lines go to `job:{job_id}:output`, or to `key` (a work session's output) with `ttl_s`;
+        each line at once, or with `batcher`, in batches (within `BATCH_S`)."""
+        self.batcher = batcher
         self.client = client
         self.key = key or keys.job_output(job_id)
         self.ttl_s = ttl_s
@@ -104,8 +109,10 @@ class JobOutput:
         """Append one line. `reserved` lines (the runner's own) may use the runner's reserve."""
         with self._lock:
             shown = self._admit_locked(line, stream, source, reserved)
-            if shown:
+            if shown and self.batcher is None:
                 self._flush_locked()
+        if shown and self.batcher is not None:
+            self.batcher.due(self)
         if self.echo is not None:
             for text, line_stream, line_source in shown:
                 self.echo(text, line_stream, line_source)

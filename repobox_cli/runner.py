@@ -45,6 +45,7 @@ from repobox_cli.kinds import WorkKind
 from repobox_cli.lanes import POLL_MS, Lane
 from repobox_cli.leases import Leases
 from repobox_cli.logs import JobLog
+from repobox_cli.output_batcher import OutputBatcher
 from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
 from repobox_cli.session_housekeeping import remove_stale_sessions
@@ -78,6 +79,7 @@ class Runner:
         self.hard_stop = threading.Event()
         self.supervisor_stop = threading.Event()
         self.pool = WorkerPool(settings.max_concurrent_jobs, self._execute)
+        self.output_batcher = OutputBatcher()
         self.lanes = [
             Lane(settings, client, kind, self.pool, self.health, self.stopping, self.log) for kind in self._kinds()
         ]
@@ -135,7 +137,7 @@ class Runner:
 
     def _kinds(self) -> list[WorkKind]:
         """The kinds of work this runner serves; the first is read on the caller's thread."""
-        client, limit = self.client, self.settings.max_jobs_per_user
+        client, limit, batcher = self.client, self.settings.max_jobs_per_user, self.output_batcher
         durability = Durability.of(self.settings.redis)
         leases = Leases(client, durability=durability)
         executor = Executor(self.settings, client, leases, self.health, self.hard_stop)
@@ -155,10 +157,10 @@ class Runner:
             client, stream=keys.SESSION_JOBS_STREAM, group=keys.SESSION_JOBS_GROUP, durability=durability
         )
         return [
-            JobKind(client, executor, leases, limit, self.settings.output_limits),
-            InitKind(client, work, step_leases(keys.SESSION_INIT_STREAM, keys.SESSION_INIT_GROUP)),
-            PromptKind(client, work, prompt_leases, limit),
-            PushKind(client, work, step_leases(keys.SESSION_PUSH_STREAM, keys.SESSION_PUSH_GROUP)),
+            JobKind(client, executor, leases, limit, self.settings.output_limits, batcher),
+            InitKind(client, work, step_leases(keys.SESSION_INIT_STREAM, keys.SESSION_INIT_GROUP), batcher),
+            PromptKind(client, work, prompt_leases, limit, batcher),
+            PushKind(client, work, step_leases(keys.SESSION_PUSH_STREAM, keys.SESSION_PUSH_GROUP), batcher),
         ]
 
     def _execute(self, active: ActiveJob) -> RunOutcome:
@@ -291,6 +293,7 @@ class Runner:
         if still:
             self.hard_stop.set()  # jobs still waiting for Redis give up: SHUTDOWN_TIMEOUT is a bound
         self.pool.shutdown()
+        self.output_batcher.stop()  # every job drained its output; lines of jobs left behind go now
         self.supervisor_stop.set()
         supervisor.join(timeout=SUPERVISOR_JOIN_S)
         for lane in self.lanes:

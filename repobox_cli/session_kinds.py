@@ -22,6 +22,7 @@ from repobox_cli.errors import JobDataError
 from repobox_cli.jobs import Job, Status, StreamEntry, is_final, now_ms
 from repobox_cli.leases import Leases
 from repobox_cli.output import JobOutput
+from repobox_cli.output_batcher import OutputBatcher
 from repobox_cli.redis_conn import RedisHealth
 from repobox_cli.session_owner import read_owner
 from repobox_cli.session_work import SessionWork
@@ -31,9 +32,16 @@ STEP_RECORD_TTL_S = 7 * 24 * 3600
 STEP_USER_LIMIT = 1000  # inits and pushes are never held back by the user's job limit
 
 
-def session_output(client: redis.Redis, session_id: str, health: RedisHealth) -> JobOutput:
+def session_output(
+    client: redis.Redis, session_id: str, health: RedisHealth, batcher: OutputBatcher | None = None
+) -> JobOutput:
     return JobOutput(
-        client, session_id, health, key=keys.work_session_output(session_id), ttl_s=sessions.SESSION_OUTPUT_TTL_S
+        client,
+        session_id,
+        health,
+        key=keys.work_session_output(session_id),
+        ttl_s=sessions.SESSION_OUTPUT_TTL_S,
+        batcher=batcher,
     )
 
 
@@ -50,10 +58,13 @@ class _SessionKind:
     group: str
     step: Step
 
-    def __init__(self, client: redis.Redis, work: SessionWork, leases: Leases) -> None:
+    def __init__(
+        self, client: redis.Redis, work: SessionWork, leases: Leases, batcher: OutputBatcher | None = None
+    ) -> None:
         self.client = client
         self.work = work
         self._leases = leases
+        self.batcher = batcher
 
     def leases(self) -> Leases:
         return self._leases
@@ -63,7 +74,7 @@ class _SessionKind:
 
     def open_output(self, job: Job, health: RedisHealth) -> JobOutput:
         assert isinstance(job, SessionJob)
-        return session_output(self.client, job.session_id, health)
+        return session_output(self.client, job.session_id, health, self.batcher)
 
     def execute(self, active: ActiveJob) -> RunOutcome:
         return self.work.execute(active)
@@ -177,8 +188,15 @@ class PromptKind(_SessionKind):
     step = Step.PROMPT
     receives_forwarded = True
 
-    def __init__(self, client: redis.Redis, work: SessionWork, leases: Leases, max_jobs_per_user: int) -> None:
-        super().__init__(client, work, leases)
+    def __init__(
+        self,
+        client: redis.Redis,
+        work: SessionWork,
+        leases: Leases,
+        max_jobs_per_user: int,
+        batcher: OutputBatcher | None = None,
+    ) -> None:
+        super().__init__(client, work, leases, batcher)
         self.max_jobs_per_user = max_jobs_per_user
 
     def user_limit(self) -> int:
