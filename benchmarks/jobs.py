@@ -30,7 +30,7 @@ class Sizes:
 
 QUICK = Sizes(single_rounds=1, concurrencies=(2,), jobs_per_worker=1, rounds=1, fleets=(2,), fleet_concurrency=1)
 FULL = Sizes(
-    single_rounds=11, concurrencies=(1, 4, 8), jobs_per_worker=3, rounds=3, fleets=(1, 2, 3), fleet_concurrency=4
+    single_rounds=21, concurrencies=(1, 4, 8), jobs_per_worker=3, rounds=3, fleets=(1, 2, 3), fleet_concurrency=4
 )
 
 
