@@ -443,6 +443,7 @@ class SessionWork:
         if status is Status.FAILED:
             out.error(done.message)
         active.finishing.set()
+        self._redis(out.drain, "writing the session output")  # the step's lines, before its final status
         leases = self._leases(active)
         result = self._redis(lambda: leases.finish(active.attempt, now_ms(), done.record), "finishing the step")
         active.finished.set()

@@ -3,9 +3,11 @@ HTTPS git server and a GitHub API stand-in on the same host (GitHub Enterprise s
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
+import redis
 
 from repobox_cli import keys
 from tests.support.api_standin import ApiStandIn, Reply
@@ -174,6 +176,55 @@ def test_a_failed_prompt_returns_the_session_to_ready_and_leaves_nothing_behind(
     assert (ok["status"], ok["lines_added"], ok["lines_removed"]) == ("success", "3", "1")
     assert (after["last_job_status"], after["error_message"], after["job_count"]) == ("success", "", "1")
     assert not (world.temp_dir / "sessions" / sid / "repo" / "HALF.md").exists()
+
+
+class CommandLog:
+    """Every command Redis runs (MONITOR, scripts' commands included), in Redis's own order."""
+
+    def __init__(self, world: World) -> None:
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        self._client = redis.Redis.from_url(world.redis_server.url, decode_responses=True)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5), "MONITOR did not start"
+
+    def _listen(self) -> None:
+        with self._client.monitor() as monitor:
+            self._ready.set()
+            for event in monitor.listen():
+                self.commands.append(str(event["command"]))
+                if self._stop.is_set():
+                    return
+
+    def close(self, world: World) -> list[str]:
+        self._stop.set()
+        world.client.ping()  # one more command, so the listener sees the stop
+        self._thread.join(5)
+        return self.commands
+
+    def first(self, *needles: str) -> int:
+        return next(i for i, c in enumerate(self.commands) if all(n in c for n in needles))
+
+
+def test_a_failed_prompts_output_is_all_written_before_its_final_status(
+    world: World, github_repo: tuple[str, str, ApiStandIn]
+) -> None:
+    name, web_url, _ = github_repo
+    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", timeout_s=15)
+    log = CommandLog(world)
+
+    job_id = send_prompt(world, sid, "Fail please")
+    wait_job(world, job_id)
+    wait_session(world, sid, "ready")
+    log.close(world)
+
+    final = log.first("HSET", f"job:{job_id}", "status", "failed")
+    assert log.first("RPUSH", f"work_session:{sid}:output", "boom") < final
+    assert log.first("RPUSH", f"work_session:{sid}:output", "Error: agent command exited with status 3") < final
 
 
 def test_init_falls_back_to_the_default_branch_and_says_so(
