@@ -142,8 +142,10 @@ class JobOutput:
         """Write every waiting line now; raises a connection error if Redis is away (for retry)."""
         with self._lock:
             self._refresh_notice_locked()
-            if self._buffer or self._notice_stale:
-                self._write_locked()
+            # Twice at most: a notice whose place the first write learned is brought up to date.
+            for _ in range(2):
+                if self._buffer or self._notice_stale:
+                    self._write_locked()
 
     @property
     def pending_lines(self) -> int:
@@ -218,9 +220,11 @@ class JobOutput:
             return
         fields["line"] = text  # same timestamp: it is the line written when output was cut
         notice.item = json.dumps(fields, ensure_ascii=False)
-        if notice.buffer_pos is not None:
+        if notice.buffer_pos is not None and notice.buffer_pos >= self._uncertain:
             self._buffer[notice.buffer_pos] = notice.item
-        elif notice.list_index is not None:
+        elif notice.buffer_pos is not None or notice.list_index is not None:
+            # In Redis, or perhaps there (its push lost its reply: the retry must send it as it
+            # was, to recognise it): an LSET, once its place in the list is known.
             notice.stale = True
 
     @property

@@ -143,3 +143,53 @@ def test_lines_whose_push_lost_its_reply_are_written_once_when_retried(client: r
     out._uncertain = 1
     out.runner("fourth")
     assert [o["line"] for o in stored(client)] == ["first", "second", "third", "fourth"]
+
+
+class ReplyLostOnce:
+    """A client whose pipeline's reply is lost (after Redis applied it) the first time `lose()`
+    is true when it executes: what a connection dropped mid-reply does."""
+
+    def __init__(self, client: redis.Redis, lose: Any) -> None:
+        self.client = client
+        self.lose = lose
+        self.lost = False
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        pipe = self.client.pipeline(**kwargs)
+        execute = pipe.execute
+
+        def execute_and_lose(**options: Any) -> Any:
+            replies = execute(**options)
+            if not self.lost and self.lose():
+                self.lost = True
+                raise redis.ConnectionError("the reply was lost")
+            return replies
+
+        pipe.execute = execute_and_lose
+        return pipe
+
+    def register_script(self, text: str) -> Any:
+        return self.client.register_script(text)
+
+
+def test_a_notice_whose_push_lost_its_reply_is_written_once_and_brought_up_to_date(client: redis.Redis) -> None:
+    health = RedisHealth()
+    out: JobOutput
+    lossy = ReplyLostOnce(client, lambda: out._notice is not None)
+    out = JobOutput(lossy, JOB_ID, health, limits=SMALL)  # type: ignore[arg-type]
+    i = 0
+    while not lossy.lost:
+        out.agent(f"line {i}", "stdout")
+        i += 1
+    assert health.is_lost
+    out.agent("one more, discarded", "stdout")  # the notice's counts change while its push is uncertain
+    health.ok()
+
+    out.runner("Committing changes")
+    out.drain()
+
+    lines = [o["line"] for o in stored(client)]
+    assert len(truncation_lines(client)) == 1
+    assert len(lines) == len(set(lines))
+    assert lines[-1] == "Committing changes"
+    assert truncation_lines(client)[0] == out._notice_text(out._notice.kept_lines)  # type: ignore[union-attr]
