@@ -980,8 +980,8 @@ SETTINGS: tuple[Setting, ...] = (
         "REPOBOX_TICK_MS",
         _tick_s,
         str(DEFAULT_TICK_MS),
-        "how often (ms, at least 10, at most a sixth of CLAIM_MIN_IDLE) the supervisor checks cancels, deadlines "
-        "and waiting jobs",
+        "how often (ms, at least 10, at most a sixth of CLAIM_MIN_IDLE: the default is shortened to fit) the "
+        "supervisor checks cancels, deadlines and waiting jobs",
     ),
 )
 
@@ -1029,7 +1029,7 @@ def load_settings(
         values["log_format"] = LogFormat.PRETTY if tty else LogFormat.JSON
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
-    _check_together(values)
+    _check_together(values, tick_given=bool(env.get("REPOBOX_TICK_MS")))
     names = values.get("agent_env_names", ())
     return Settings(
         **values,
@@ -1039,22 +1039,35 @@ def load_settings(
     )
 
 
-def _check_together(values: dict[str, Any]) -> None:
+def _check_together(values: dict[str, Any], *, tick_given: bool) -> None:
     """The checks that need two settings; AGENT=claude sets the agent's command."""
     if values.get("agent_kind") is AgentKind.CLAUDE:
         if values.get("agent_command"):
             raise SettingsError("set AGENT=claude or AGENT_COMMAND, not both")
         values["agent_command"] = CLAUDE_COMMAND
-    tick_s, claim_s = values.get("tick_s"), values.get("claim_min_idle_s")
-    if tick_s is not None and claim_s is not None and tick_s * TICKS_PER_RENEWAL > claim_s / 3:
-        raise SettingsError(
-            f"REPOBOX_TICK_MS={round(tick_s * 1000)} is too long for CLAIM_MIN_IDLE={claim_s:g}: "
-            f"leases are renewed every third of CLAIM_MIN_IDLE, on the tick, so the tick may be "
-            f"at most {round(claim_s / 3 / TICKS_PER_RENEWAL * 1000)} ms"
-        )
+    _fit_tick(values, tick_given=tick_given)
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
         _cache_not_shared(values["agent_sandbox_paths"], values.get("cache_dir"))
+
+
+def _fit_tick(values: dict[str, Any], *, tick_given: bool) -> None:
+    """Leases are renewed on the tick, every third of CLAIM_MIN_IDLE: the tick must fit
+    TICKS_PER_RENEWAL times in that. The default tick is shortened to fit; a tick given is refused."""
+    tick_s, claim_s = values.get("tick_s"), values.get("claim_min_idle_s")
+    if tick_s is None or claim_s is None:
+        return
+    longest_s = claim_s / 3 / TICKS_PER_RENEWAL
+    if tick_s <= longest_s:
+        return
+    if not tick_given:
+        values["tick_s"] = longest_s
+        return
+    raise SettingsError(
+        f"REPOBOX_TICK_MS={round(tick_s * 1000)} is too long for CLAIM_MIN_IDLE={claim_s:g}: "
+        f"leases are renewed every third of CLAIM_MIN_IDLE, on the tick, so the tick may be "
+        f"at most {round(longest_s * 1000)} ms"
+    )
 
 
 def _cache_not_shared(paths: tuple[Path, ...], cache_dir: Path | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from repobox_cli.settings import RUN, load_settings
 from tests.support.redis_server import RedisServer
 
 HEX_KEY = "5e" * 32
@@ -256,3 +257,10 @@ def test_an_unexpected_error_is_one_line_and_exit_1_with_the_traceback_only_on_r
         "repobox: internal error (RuntimeError): a bug over two lines; REPOBOX_DEBUG=1 shows the traceback"
     ]
     assert "Traceback" in debug.stderr and debug.returncode == 1
+
+
+def test_the_default_tick_is_shortened_to_fit_a_short_claim_min_idle() -> None:
+    settings = load_settings(env={"CLAIM_MIN_IDLE": "1"}, command=RUN, stderr_is_tty=False)
+
+    assert settings.tick_s == pytest.approx(1 / 6)
+    assert load_settings(env={}, command=RUN, stderr_is_tty=False).tick_s == pytest.approx(0.25)
