@@ -214,6 +214,17 @@ def _parse_changes(listing: str) -> _Changes:
     return _Changes(changed, sorted(gitlinks), added, removed)
 
 
+def _empty_real_dir(path: Path) -> bool:
+    """Whether `path` is a directory (not a symlink to one) with nothing in it."""
+    try:
+        return workdir.is_real_dir(path) and not os.listdir(path)
+    except OSError:
+        return False
+
+
+# The system's CA bundle, as Debian, Ubuntu and Alpine make it (update-ca-certificates writes it
+# and /etc/ssl/certs from the same certificates).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 WORK_REFS = "refs/repobox-work/"  # where a fetch puts the work branch's tip(s), read and dropped
 
 
@@ -231,6 +242,7 @@ class Git:
         self.paths = paths
         self.control = control
         self.emit = emit
+        self._ca_dir: str | None = None
 
     # environment ------------------------------------------------------------------------
     def _env(self, config: Sequence[tuple[str, str]] = (), *, protocol: str = "https") -> dict[str, str]:
@@ -239,6 +251,7 @@ class Git:
         pairs = [*HARDENED_CONFIG, *SPEED_CONFIG, *((f"protocol.{p}.allow", "always") for p in allowed.split(":"))]
         # The operator's proxy (from the environment) or none: never one planted in a config.
         pairs.append(("http.proxy", proxy_from_env(s.git_env)))
+        pairs += self._ca_config()
         pairs += list(config)
         env = {
             "PATH": s.path_env,
@@ -265,6 +278,32 @@ class Git:
             env[f"GIT_CONFIG_KEY_{i}"] = key
             env[f"GIT_CONFIG_VALUE_{i}"] = value
         return env
+
+    def _ca_config(self) -> list[tuple[str, str]]:
+        """Where git finds the CAs it trusts: one file, read on each HTTPS connection. That file is
+        GIT_SSL_CAINFO, or else the system's bundle (SYSTEM_CA_BUNDLE, where it exists); git's CA
+        directory is then an empty one. Left to git when the operator names a CA directory
+        (GIT_SSL_CAPATH, SSL_CERT_DIR) or an OpenSSL file (SSL_CERT_FILE). Debian's git (libcurl
+        with GnuTLS) otherwise also parses every file of /etc/ssl/certs, the bundle's certificates
+        again three times over, on each connection: about 20 ms each."""
+        env = self.settings.git_env
+        if any(env.get(name) for name in ("GIT_SSL_CAPATH", "SSL_CERT_DIR")):
+            return []
+        if env.get("GIT_SSL_CAINFO"):
+            return [("http.sslCAPath", self._empty_ca_dir())]
+        if not env.get("SSL_CERT_FILE") and os.path.isfile(SYSTEM_CA_BUNDLE):
+            return [("http.sslCAInfo", SYSTEM_CA_BUNDLE), ("http.sslCAPath", self._empty_ca_dir())]
+        return []
+
+    def _empty_ca_dir(self) -> str:
+        """An empty directory of the job's own, made (again) at need: see `_ca_config`."""
+        if self._ca_dir is None:
+            try:
+                workdir.ensure_private_dir(self.paths.no_ca_dir)
+            except workdir.WorkDirError as exc:
+                raise GitError(f"git could not start: {exc}") from None
+            self._ca_dir = str(self.paths.no_ca_dir)
+        return self._ca_dir
 
     @staticmethod
     def auth_config(repo: RepoUrl, token: str) -> list[tuple[str, str]]:
@@ -545,6 +584,10 @@ class Git:
         # git's HOME too: the agent could have reached it (~/.netrc is read by curl).
         workdir.remove_tree(self.paths.git_home)
         self.paths.git_home.mkdir(mode=workdir.PRIVATE_DIR_MODE)
+        # And the empty CA directory, which must stay empty: made again at the next git step.
+        if not _empty_real_dir(self.paths.no_ca_dir):
+            workdir.remove_tree(self.paths.no_ca_dir)
+            self._ca_dir = None
 
     @metrics.timed_step("commit")
     def commit_worktree(self, base_sha: str, message: str, *, ref: str | None = None) -> Committed | None:

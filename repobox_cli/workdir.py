@@ -57,6 +57,11 @@ class WorkPaths:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def no_ca_dir(self) -> Path:
+        """An empty directory: git's CA directory when GIT_SSL_CAINFO names the CAs to trust."""
+        return self.root / "no-ca"
+
 
 def ensure_private_dir(path: Path) -> None:
     """Create `path` 0700 if missing; refuse a symlink or a non-directory in its place."""
