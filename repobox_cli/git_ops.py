@@ -296,8 +296,11 @@ class Git:
         return []
 
     def _empty_ca_dir(self) -> str:
-        """An empty directory of the job's own, made (again) at need: see `_ca_config`."""
+        """An empty directory of the job's own, made (again) at need: see `_ca_config`. One left
+        with something in it (a session's, from an earlier step) is made anew."""
         if self._ca_dir is None:
+            if not _empty_real_dir(self.paths.no_ca_dir):
+                workdir.remove_tree(self.paths.no_ca_dir)
             try:
                 workdir.ensure_private_dir(self.paths.no_ca_dir)
             except workdir.WorkDirError as exc:

@@ -109,3 +109,13 @@ def test_a_symlink_in_place_of_the_empty_directory_is_replaced(tmp_path: Path) -
     ca_dir = Path(git_config(git._env())["http.sslCAPath"])
     assert not ca_dir.is_symlink() and os.listdir(ca_dir) == []
     assert (planted / "evil.pem").exists()  # never followed
+
+
+def test_a_ca_left_in_the_directory_by_an_earlier_step_is_gone_at_the_first_git_step(tmp_path: Path) -> None:
+    first = job_git(tmp_path, GIT_SSL_CAINFO=CA_FILE)
+    ca_dir = Path(git_config(first._env())["http.sslCAPath"])
+    (ca_dir / "evil.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    # A session's next step: a new Git on the same directory.
+    again = Git(first.settings, first.paths, JobControl(JOB_TIMEOUT_S), lambda line, stream: None)
+
+    assert os.listdir(Path(git_config(again._env())["http.sslCAPath"])) == []
