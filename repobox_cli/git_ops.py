@@ -242,7 +242,6 @@ class Git:
         self.paths = paths
         self.control = control
         self.emit = emit
-        self._ca_dir: str | None = None
 
     # environment ------------------------------------------------------------------------
     def _env(self, config: Sequence[tuple[str, str]] = (), *, protocol: str = "https") -> dict[str, str]:
@@ -296,17 +295,16 @@ class Git:
         return []
 
     def _empty_ca_dir(self) -> str:
-        """An empty directory of the job's own, made (again) at need: see `_ca_config`. One left
-        with something in it (a session's, from an earlier step) is made anew."""
-        if self._ca_dir is None:
-            if not _empty_real_dir(self.paths.no_ca_dir):
-                workdir.remove_tree(self.paths.no_ca_dir)
-            try:
-                workdir.ensure_private_dir(self.paths.no_ca_dir)
-            except workdir.WorkDirError as exc:
-                raise GitError(f"git could not start: {exc}") from None
-            self._ca_dir = str(self.paths.no_ca_dir)
-        return self._ca_dir
+        """An empty directory of the job's own (see `_ca_config`), checked before every git step
+        (about 10 µs): one with something in it, or a symlink in its place, is made anew."""
+        path = self.paths.no_ca_dir
+        if not _empty_real_dir(path):
+            workdir.remove_tree(path)
+        try:
+            workdir.ensure_private_dir(path)
+        except workdir.WorkDirError as exc:
+            raise GitError(f"git could not start: {exc}") from None
+        return str(path)
 
     @staticmethod
     def auth_config(repo: RepoUrl, token: str) -> list[tuple[str, str]]:
@@ -587,10 +585,6 @@ class Git:
         # git's HOME too: the agent could have reached it (~/.netrc is read by curl).
         workdir.remove_tree(self.paths.git_home)
         self.paths.git_home.mkdir(mode=workdir.PRIVATE_DIR_MODE)
-        # And the empty CA directory, which must stay empty: made again at the next git step.
-        if not _empty_real_dir(self.paths.no_ca_dir):
-            workdir.remove_tree(self.paths.no_ca_dir)
-            self._ca_dir = None
 
     @metrics.timed_step("commit")
     def commit_worktree(self, base_sha: str, message: str, *, ref: str | None = None) -> Committed | None:
