@@ -33,6 +33,14 @@ SESSION_AGENT = (
 )
 
 
+def ready_session(world: World, name: str, web_url: str) -> str:
+    """A runner with SESSION_AGENT, and a session on `name` it has made ready."""
+    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", timeout_s=15)
+    return sid
+
+
 @pytest.fixture
 def github_repo(world: World) -> tuple[str, str, ApiStandIn]:
     """An `acme/<repo>` repository, its web URL (no `.git`), and the API stand-in on its host."""
@@ -161,9 +169,7 @@ def test_a_failed_prompt_returns_the_session_to_ready_and_leaves_nothing_behind(
     world: World, github_repo: tuple[str, str, ApiStandIn]
 ) -> None:
     name, web_url, _ = github_repo
-    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
-    sid = create_session(world, web_url, name)
-    wait_session(world, sid, "ready", timeout_s=15)
+    sid = ready_session(world, name, web_url)
 
     failed = wait_job(world, send_prompt(world, sid, "Fail please"))
     after = wait_session(world, sid, "ready")
@@ -212,9 +218,7 @@ def test_a_failed_prompts_output_is_all_written_before_its_final_status(
     world: World, github_repo: tuple[str, str, ApiStandIn]
 ) -> None:
     name, web_url, _ = github_repo
-    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
-    sid = create_session(world, web_url, name)
-    wait_session(world, sid, "ready", timeout_s=15)
+    sid = ready_session(world, name, web_url)
     log = CommandLog(world)
 
     job_id = send_prompt(world, sid, "Fail please")
@@ -281,9 +285,7 @@ def test_a_self_hosted_gitlab_session_push_opens_a_merge_request_with_the_privat
     api.answer(
         "POST", f"/api/v4/projects/{project}/merge_requests", Reply(201, {"web_url": f"https://gl/{name}/-/mr/7"})
     )
-    world.start_runner(AGENT_COMMAND=SESSION_AGENT)
-    sid = create_session(world, web_url, name)
-    wait_session(world, sid, "ready", timeout_s=15)
+    sid = ready_session(world, name, web_url)
     assert wait_job(world, send_prompt(world, sid, "Improve the readme"))["status"] == "success"
     wait_session(world, sid, "ready")
 
