@@ -43,6 +43,7 @@ class Child:
         stdin: str | None,
         on_stderr: Callable[[str], None],
         stdout_errors: str = "replace",
+        pass_fds: Sequence[int] = (),
     ) -> None:
         # Surrogate escapes (file names that are not UTF-8, as os.listdir gives them) go back to
         # the bytes they stand for.
@@ -60,6 +61,7 @@ class Child:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
             )
             spawned.add(self.process.pid)
 

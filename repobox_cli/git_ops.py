@@ -62,6 +62,8 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
 # 5,000-file checkout 2-4 times faster even on 2 cores. git uses them only from 100 files up.
 CHECKOUT_WORKERS = 8
 SPEED_CONFIG: tuple[tuple[str, str], ...] = (("checkout.workers", str(CHECKOUT_WORKERS)),)
+# What a killed `fetch` (index-pack) or `repack` leaves in objects/pack/.
+TEMPORARY_PACK_PREFIXES = ("tmp_", ".tmp-")
 
 
 def proxy_from_env(env: Mapping[str, str]) -> str:
@@ -323,10 +325,12 @@ class Git:
         stdin: str | None = None,
         stream: bool = False,
         paths: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> str:
         """Run git; its stdout. GitError (git's reason, redacted) or JobStopped on failure. With
         `paths`, bytes that are not UTF-8 (in file names) come back as surrogate escapes, which
-        stdin turns back into the same bytes; otherwise as replacement characters."""
+        stdin turns back into the same bytes; otherwise as replacement characters. `pass_fds`:
+        this process's descriptors git (and what it starts) holds open too."""
         self.control.check()
         errors = _StderrLines(self.emit if stream else None)
         try:
@@ -337,6 +341,7 @@ class Git:
                 stdin=stdin,
                 on_stderr=errors.feed,
                 stdout_errors="surrogateescape" if paths else "replace",
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise GitError(f"git {step} failed: git could not start: {exc.strerror or exc}") from None
@@ -437,7 +442,7 @@ class Git:
     ) -> Fetched:
         """Fetch the remote's `branch` into `git_dir` as `base_ref` and, in the same negotiation,
         its `work_branch` if it exists (a pattern refspec: a missing branch is no error)."""
-        self._drop_stale_locks(git_dir)
+        self._drop_leftovers(git_dir)
         # This fetch's own place for the work branch: refs a killed job left under WORK_REFS (in
         # a mirror) are never read as this job's, and are dropped with this fetch's below.
         mine = f"{WORK_REFS}{secrets.token_hex(8)}/"
@@ -474,28 +479,46 @@ class Git:
     def copy_from_mirror(self, mirror: Path, sha: str, branch: str, *, into: Path | None = None) -> None:
         """The runner's repository at `sha` as `branch`, with its own pack of exactly the objects
         `sha` reaches, taken from the mirror (never the mirror's files: they also hold other
-        users' objects). It borrows the mirror's objects (alternates) for one `repack`, which
-        reuses the mirror's packed data without the pack protocol's transfer, re-indexing and
-        connectivity walk, then stops borrowing. `into`: another directory than the runner's
-        repository (a staging copy)."""
+        users' objects). It borrows the mirror's objects (alternates) for one `pack-objects`,
+        which reuses the mirror's packed data without the pack protocol's transfer, re-indexing
+        and connectivity walk, and counts the objects from the mirror's reachability bitmap
+        where it has one (`maintain_mirror`); then it stops borrowing. `into`: another directory
+        than the runner's repository (a staging copy)."""
         git_dir = into or self.paths.git_dir
         self.init_bare(git_dir, branch)
         alternates = git_dir / "objects" / "info" / "alternates"
+        pack = git_dir / "objects" / "pack" / "pack"
         try:
             alternates.parent.mkdir(mode=workdir.PRIVATE_DIR_MODE, exist_ok=True)
             alternates.write_text(f"{mirror / 'objects'}\n")
             self._in(git_dir, ["update-ref", f"refs/heads/{branch}", sha], step="clone")
-            self._in(git_dir, ["repack", "-a", "-d", "-n", "--quiet", "--no-write-bitmap-index"], step="clone")
+            # `repack` would count the objects by walking every commit and tree: it never reads
+            # a bitmap when it writes a pack to disk. (The temporary pack is written in the
+            # job's own objects/pack/, beside where it ends: no rename across file systems.)
+            self._in(
+                git_dir,
+                ["pack-objects", "--quiet", "--revs", "--use-bitmap-index", "--delta-base-offset", str(pack)],
+                step="clone",
+                stdin=f"{sha}\n",
+            )
         except OSError as exc:
             raise GitError(f"git clone failed: cannot borrow the mirror's objects: {exc.strerror or exc}") from None
         finally:
             with contextlib.suppress(OSError):
                 alternates.unlink()
 
-    def repack(self, git_dir: Path) -> None:
-        """All of `git_dir`'s packs made one; objects no ref reaches are dropped."""
-        # With a reachability bitmap: copies out of a mirror then count objects faster.
-        self._in(git_dir, ["repack", "-a", "-d", "-b", "--quiet"], step="repack")
+    def maintain_mirror(self, mirror: Path, *, lock_fd: int | None = None) -> None:
+        """The mirror's newer, smaller packs rolled into one (pack sizes kept a geometric
+        progression: the big old pack is left as it is) and one multi-pack index over all of
+        them, with a reachability bitmap (`copy_from_mirror` counts from it). `lock_fd`: the
+        mirror's lock, which git then holds too, until it exits, whatever becomes of this
+        process."""
+        self._in(
+            mirror,
+            ["repack", "--geometric=2", "-d", "--write-midx", "--write-bitmap-index", "--quiet"],
+            step="repack",
+            pass_fds=() if lock_fd is None else (lock_fd,),
+        )
 
     def is_sound(self, git_dir: Path) -> bool:
         """Whether `git_dir` is a repository whose refs reach only objects it has (blobs unread)."""
@@ -505,10 +528,12 @@ class Git:
             return False
         return True
 
-    def _in(self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None) -> str:
+    def _in(
+        self, git_dir: Path, args: Sequence[str], *, step: str, stdin: str | None = None, pass_fds: Sequence[int] = ()
+    ) -> str:
         env = self._env()
         env["GIT_DIR"] = env["GIT_COMMON_DIR"] = str(git_dir)
-        return self.run(args, step=step, env=env, stdin=stdin).strip()
+        return self.run(args, step=step, env=env, stdin=stdin, pass_fds=pass_fds).strip()
 
     def _delete_refs(self, git_dir: Path, refs: Sequence[str]) -> None:
         if refs:
@@ -516,11 +541,13 @@ class Git:
             self._in(git_dir, ["update-ref", "--stdin"], step="clone", stdin=stdin)
 
     @staticmethod
-    def _drop_stale_locks(git_dir: Path) -> None:
-        """`*.lock` files a killed git left (its caller holds the mirror's flock: none is live)."""
+    def _drop_leftovers(git_dir: Path) -> None:
+        """`*.lock` files and temporary packs a killed git left (its caller holds the mirror's
+        flock: no git is writing there now)."""
         for directory, _, files in os.walk(git_dir):
+            in_packs = directory == os.path.join(git_dir, "objects", "pack")
             for name in files:
-                if name.endswith(".lock"):
+                if name.endswith(".lock") or (in_packs and name.startswith(TEMPORARY_PACK_PREFIXES)):
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(directory, name))
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import redis
 
-from repobox_cli import keys, procs, workdir
+from repobox_cli import clone_cache, keys, procs, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import StopReason
 from repobox_cli.executor import Executor
@@ -293,6 +293,7 @@ class Runner:
         if still:
             self.hard_stop.set()  # jobs still waiting for Redis give up: SHUTDOWN_TIMEOUT is a bound
         self.pool.shutdown()
+        clone_cache.background.stop()  # the mirrors' maintenance: the next job starts it again
         self.output_batcher.stop()  # every job drained its output; lines of jobs left behind go now
         self.supervisor_stop.set()
         supervisor.join(timeout=SUPERVISOR_JOIN_S)

@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from repobox_cli import keys, procs, validation
+from repobox_cli import clone_cache, keys, procs, validation
 from repobox_cli.active import ActiveJob, RunOutcome
 from repobox_cli.control import JobControl
 from repobox_cli.errors import JobDataError, RepoboxError
@@ -82,5 +82,6 @@ class SingleJob:
             )
         finally:
             self.work_dir = active.work_dir
+            clone_cache.background.stop()  # a mirror's maintenance this job started: a later job does it
             stop.set()
             watcher.join(timeout=5)

@@ -1,12 +1,16 @@
 """The clone cache with real git against the suite's HTTPS git server: isolation between jobs
-and users, concurrent jobs on one repository, damaged mirrors, LRU eviction."""
+and users, concurrent jobs on one repository, damaged mirrors, LRU eviction, maintenance."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
+import shutil
+import signal
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,7 @@ from repobox_cli.validation import RepoUrl, repo_url
 from tests.support.git_server import GitHttpsServer
 from tests.support.git_server import git_in as git
 from tests.support.tls import TestCA
+from tests.support.world import wait_for
 
 JOB_TIMEOUT_S = 60.0
 GIT_DEADLINE_S = 30.0
@@ -46,7 +51,12 @@ class Job:
         return self.git.paths.git_dir
 
     def clone(self, remote: Remote, branch: str = "main", work_branch: str | None = None) -> Fetched:
-        return self.git.clone_branch(remote.repo, remote.token, branch, work_branch)
+        """The job's clone, and then the mirror's maintenance if it started any (so that each
+        test sees one state of the mirror)."""
+        try:
+            return self.git.clone_branch(remote.repo, remote.token, branch, work_branch)
+        finally:
+            assert clone_cache.background.wait(GIT_DEADLINE_S)
 
     @property
     def warnings(self) -> list[str]:
@@ -55,6 +65,15 @@ class Job:
     @property
     def notes(self) -> list[str]:
         return [line for line, stream in self.lines if line.startswith("Cloning directly") and stream == "stdout"]
+
+
+@pytest.fixture(autouse=True)
+def maintenance(monkeypatch: pytest.MonkeyPatch) -> Iterator[clone_cache.Maintenance]:
+    """This test's own mirror maintenance, stopped at its end."""
+    own = clone_cache.Maintenance()
+    monkeypatch.setattr(clone_cache, "background", own)
+    yield own
+    assert own.stop()
 
 
 @pytest.fixture
@@ -234,6 +253,7 @@ def _clone_in_another_process(temp_dir: str, ca_file: str, url: str, token: str,
     settings = Settings(temp_dir=Path(temp_dir), git_env={"GIT_SSL_CAINFO": ca_file}, path_env=os.environ["PATH"])
     job = new_job(settings)
     fetched = job.git.clone_branch(repo_url(url), token, branch, None)
+    assert clone_cache.background.wait(GIT_DEADLINE_S)  # not left to run on after this process
     sound = git(job.git_dir, "fsck", "--full", "--no-dangling", check=False).returncode == 0
     return fetched.base_sha, sound and not job.warnings
 
@@ -405,17 +425,19 @@ def test_a_fetch_that_fails_for_the_network_leaves_the_mirror_as_it_was(
     assert sorted(p.name for p in mirror.parent.iterdir() if p.name.startswith(mirror.name)) == [mirror.name]
 
 
-def test_a_mirror_whose_maintenance_repack_fails_is_rebuilt_and_the_job_goes_on(
+def test_a_mirror_whose_maintenance_in_the_jobs_path_fails_is_rebuilt_and_the_job_goes_on(
     settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clone_cache, "MAX_PACKS", 1)
+    monkeypatch.setattr(clone_cache, "MAX_PACKS", 2)
     remote = new_remote(git_server, other={"other.txt": "other\n"})
+    new_job(settings).clone(remote)
     other = commit_file(remote, "big.txt", varied_text(2), branch="other")
     new_job(settings).clone(remote, "other")  # another user's job, say: its blob stays in the mirror
     mirror = mirror_of(settings, remote)
     corrupt_object(mirror, git(mirror, "rev-parse", f"{other}:big.txt").stdout.strip())
     tip = commit_file(remote, "new.txt", "new\n")
-    # Its fetch adds a second pack: the repack reads every object, the corrupt one too.
+    # Its fetch adds a third pack, past MAX_PACKS: the job rolls the packs of about its size
+    # together, the one with the corrupt blob too.
     assert_healed(settings, remote, mirror, tip, DAMAGED)
 
 
@@ -497,3 +519,178 @@ def test_the_cache_defaults_to_temp_dir_and_no_sandbox_path_may_expose_it(tmp_pa
         env = {"CACHE_DIR": str(cache_dir), "AGENT_SANDBOX_PATHS": str(shared)}
         with pytest.raises(SettingsError, match="must not name CACHE_DIR"):
             load_settings(env, command=RUN)
+
+
+# -- maintenance ------------------------------------------------------------------------------
+def trace_events(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_after_a_jobs_clone_the_mirror_gets_a_bitmap_and_later_copies_count_their_objects_from_it(
+    tmp_path: Path, settings: Settings, git_server: GitHttpsServer
+) -> None:
+    trace = tmp_path / "trace2.json"
+    traced = dataclasses.replace(settings, git_env={**settings.git_env, "GIT_TRACE2_EVENT": str(trace)})
+    remote = new_remote(git_server)
+    new_job(traced).clone(remote)
+    mirror = mirror_of(traced, remote)
+    assert list((mirror / "objects" / "pack").glob("multi-pack-index-*.bitmap"))
+    assert not clone_cache.maintenance_due(clone_cache.Mirror(mirror, mirror.with_suffix(clone_cache.LOCK_SUFFIX)))
+    tip = advance(remote)  # its fetch brings a pack the bitmap does not cover
+    trace.write_text("")
+    job = new_job(traced)
+    assert job.clone(remote).base_sha == tip
+    assert_self_contained(job.git_dir, tip)
+    bitmap_sources = [e.get("value") for e in trace_events(trace) if e.get("key") == "source"]
+    assert bitmap_sources and set(bitmap_sources) == {"midx"}  # each copy (the early one too) read it
+
+
+def test_maintenance_never_waits_for_a_job_using_the_mirror_and_a_later_job_starts_it_again(
+    settings: Settings,
+    git_server: GitHttpsServer,
+    maintenance: clone_cache.Maintenance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    maintenance.stop()  # none while the mirror is made
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    mirror = cache.mirror(remote.repo.url)
+    assert clone_cache.maintenance_due(mirror)
+    with cache.locked(mirror, JobControl(JOB_TIMEOUT_S), shared=True):  # a job copying out of it
+        clone_cache.maintain(settings, cache, mirror, JobControl(JOB_TIMEOUT_S))
+        assert clone_cache.maintenance_due(mirror)
+    monkeypatch.setattr(clone_cache, "background", clone_cache.Maintenance())
+    new_job(settings).clone(remote)
+    assert not clone_cache.maintenance_due(mirror)
+
+
+def test_a_mirror_whose_maintenance_fails_is_removed_and_the_next_job_makes_it_anew(
+    settings: Settings,
+    git_server: GitHttpsServer,
+    maintenance: clone_cache.Maintenance,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    maintenance.stop()
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    big = commit_file(remote, "big.txt", varied_text(3))
+    new_job(settings).clone(remote)  # a second pack, as small: maintenance rolls both into one
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    mirror = cache.mirror(remote.repo.url)
+    corrupt_object(mirror.path, git(mirror.path, "rev-parse", f"{big}:big.txt").stdout.strip())
+
+    clone_cache.maintain(settings, cache, mirror, JobControl(JOB_TIMEOUT_S))
+
+    assert not mirror.path.exists()
+    [failed] = [r.getMessage() for r in caplog.records if "maintaining mirror" in r.getMessage()]
+    assert failed.startswith(f"clone cache: maintaining mirror {mirror.path.name} failed (git repack failed: ")
+    assert "is corrupt" in failed and failed.endswith("removing it, the next job on its repository makes it anew")
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == git_server.branches(remote.name)["main"]
+    assert job.warnings == [] and mirror.path.is_dir()
+
+
+def test_a_fetch_drops_the_temporary_packs_and_lock_files_a_killed_git_left_in_the_mirror(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    packs = mirror_of(settings, remote) / "objects" / "pack"
+    kept = sorted(packs.iterdir())
+    left = [packs / ".tmp-4242-pack-0123.pack", packs / "tmp_pack_AbCdEf", packs / "multi-pack-index.lock"]
+    for path in left:
+        path.write_bytes(b"left by a killed git")
+    new_job(settings).clone(remote)
+    assert not [path for path in left if path.exists()]
+    assert all(path.exists() for path in kept)
+
+
+@dataclass(frozen=True)
+class GatedGit:
+    """`git` on PATH that, for `repack`, marks `started` and then waits until `release`."""
+
+    settings: Settings
+    started: Path
+    gate: Path
+
+    def release(self) -> None:
+        with open(self.gate, "w") as gate:  # the waiting `read` ends
+            gate.write("go\n")
+
+
+@pytest.fixture
+def gated_git(tmp_path: Path, settings: Settings) -> GatedGit:
+    bin_dir = tmp_path / "gated-bin"
+    bin_dir.mkdir()
+    started, gate = tmp_path / "repack-started", tmp_path / "repack-gate"
+    os.mkfifo(gate)
+    shim = bin_dir / "git"
+    shim.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = repack ]; then : > "$GATED_GIT_STARTED"; read -r _ < "$GATED_GIT_GATE"; fi\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
+    shim.chmod(0o755)
+    gated = dataclasses.replace(
+        settings,
+        path_env=f"{bin_dir}:{settings.path_env}",
+        git_env={**settings.git_env, "GATED_GIT_STARTED": str(started), "GATED_GIT_GATE": str(gate)},
+    )
+    return GatedGit(gated, started, gate)
+
+
+def held_by_another(mirror: clone_cache.Mirror) -> bool:
+    with clone_cache.locked_if_idle(mirror) as fd:
+        return fd is None
+
+
+def _maintain_then_die(settings: Settings, url: str, started: str) -> None:
+    """A runner process killed while its maintenance's git runs."""
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    assert clone_cache.background.start(settings, cache, cache.mirror(url))
+    wait_for(Path(started).exists, GIT_DEADLINE_S, "the maintenance's git to start")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_maintaining_git_keeps_the_mirror_locked_after_its_runner_process_is_killed(
+    gated_git: GatedGit, git_server: GitHttpsServer, maintenance: clone_cache.Maintenance
+) -> None:
+    settings = gated_git.settings
+    maintenance.stop()
+    remote = new_remote(git_server)
+    new_job(settings).clone(remote)
+    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    mirror = cache.mirror(remote.repo.url)
+    runner = multiprocessing.get_context("spawn").Process(
+        target=_maintain_then_die, args=(settings, remote.repo.url, str(gated_git.started))
+    )
+    runner.start()
+    runner.join(GIT_DEADLINE_S)
+    assert runner.exitcode == -signal.SIGKILL
+
+    assert held_by_another(mirror)  # by the orphaned git: no job reads a mirror being repacked
+    gated_git.release()
+    wait_for(lambda: not held_by_another(mirror), GIT_DEADLINE_S, "the orphaned git to end")
+    assert not clone_cache.maintenance_due(mirror)
+    git(mirror.path, "fsck", "--full", "--no-dangling")
+
+
+def test_a_stopping_runner_kills_its_maintenance_and_frees_the_mirror_at_once(
+    gated_git: GatedGit, git_server: GitHttpsServer, maintenance: clone_cache.Maintenance
+) -> None:
+    settings = gated_git.settings
+    remote = new_remote(git_server)
+    job = new_job(settings)
+    job.git.clone_branch(remote.repo, remote.token, "main", None)  # its maintenance is left running
+    wait_for(gated_git.started.exists, GIT_DEADLINE_S, "the maintenance's git to start")
+    mirror = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes).mirror(remote.repo.url)
+    assert held_by_another(mirror)
+
+    assert maintenance.stop(timeout_s=GIT_DEADLINE_S)
+
+    assert not held_by_another(mirror)
+    assert not maintenance.start(settings, clone_cache.CloneCache(settings.clone_cache_dir, 1 << 30), mirror)
+    again = new_job(settings)
+    assert again.clone(remote).base_sha == git_server.branches(remote.name)["main"]
+    assert again.warnings == []
