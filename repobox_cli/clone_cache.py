@@ -19,9 +19,11 @@ last job on that repository, and fills its own repository from the mirror on thi
   smaller packs into one and writes a multi-pack index with a bitmap over all of them (a copy
   then counts its objects from the bitmap: about half its time on a medium repository). The git
   doing it holds the lock too, so a runner killed meanwhile leaves no job reading a mirror being
-  repacked. A mirror whose maintenance fails is removed (the next job makes it anew). A job that
-  finds more than MAX_PACKS packs (maintenance never got the lock) does the same maintenance
-  itself, under its own lock.
+  repacked. A failed maintenance leaves the mirror as it is, and is not tried again by this
+  process for RETRY_AFTER_FAILURE_S. A job that finds more than MAX_PACKS packs (maintenance
+  never got the lock) does the same maintenance itself, under its own lock. Before each copy,
+  the index and bitmap files are checked whole (`indexes_intact`): git does not check a bitmap,
+  and a damaged one could hand a job objects its commit does not reach.
 - Locks: `flock` on `<key>.lock`: exclusive to fetch into, rebuild or evict a mirror; shared while
   a job copies out of it. Waiting polls, so a cancelled job stops waiting, and ends after
   LOCK_WAIT_S (1 s: the job then clones directly, with one plain line, so a burst of jobs on one
@@ -46,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -75,7 +78,19 @@ MAX_PACKS = 32
 # something new, before the mirror is maintained again.
 MAINTAIN_AFTER_PACKS = 4
 MAINTENANCE_DIR = "maintenance"  # in CACHE_DIR: the working directory of maintenance's git
-STOP_WAIT_S = 5.0  # how long a stopping process waits for its killed maintenance to end
+STOP_WAIT_S = 5.0
+# A mirror whose maintenance failed is not maintained again by this process for this long (the
+# jobs that read a damaged object rebuild it; one that never gets the lock does it past MAX_PACKS).
+RETRY_AFTER_FAILURE_S = 600.0
+# Multi-pack indexes and bitmaps as this change writes them: git 2.36 fixed multi-pack bitmaps
+# written out of order (2.34, 2.35). Older gits get no maintenance; past MAX_PACKS a job repacks
+# everything into one pack with a bitmap, as before.
+MIDX_BITMAP_GIT = (2, 36)
+CHECKSUM_BYTES = 20  # a mirror is SHA-1 (`git init`'s default): its index files end with one
+INDEX_SUFFIXES = frozenset({".idx", ".rev", ".bitmap"})
+HASH_CHUNK_BYTES = 1 << 20
+MAX_INTACT_ENTRIES = 10_000
+_INTACT: set[tuple[str, int, int, int]] = set()  # how long a stopping process waits for its killed maintenance to end
 MIDX_NAME = "multi-pack-index"
 MIDX_MAGIC = b"MIDX"
 MIDX_PACK_COUNT = slice(8, 12)  # the header's number of packs (big-endian)
@@ -136,7 +151,9 @@ class CloneCache:
             deadline = time.monotonic() + LOCK_WAIT_S
             while not _try_flock(fd, mode):
                 if time.monotonic() > deadline:
-                    raise CacheBusy(f"another job is fetching into its mirror of this repository ({LOCK_WAIT_S:g} s)")
+                    raise CacheBusy(
+                        f"its mirror of this repository is in use: a fetch or maintenance ({LOCK_WAIT_S:g} s)"
+                    )
                 control.stopped.wait(LOCK_POLL_S)
                 control.check()
             os.utime(fd)
@@ -258,7 +275,7 @@ def _through_cache(
     with cache.locked(mirror, git.control) as fd:
         early = EarlyCopy.start(git, mirror, branch)
         try:
-            fetched = _fetch_into_mirror(git, mirror, repo, token, branch, work_branch, warn)
+            fetched = _fetch_into_mirror(git, mirror, fd, repo, token, branch, work_branch, warn)
         except BaseException:
             if early is not None:
                 early.discard()
@@ -345,7 +362,7 @@ def _cached_sha(mirror: Mirror, branch: str) -> str | None:
 
 
 def _fetch_into_mirror(
-    git: Git, mirror: Mirror, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
+    git: Git, mirror: Mirror, lock_fd: int, repo: RepoUrl, token: str, branch: str, work_branch: str | None, warn: Warn
 ) -> Fetched:
     """Fetch into the mirror (made if missing), holding its exclusive lock. A mirror that fails
     its fetch or its maintenance repack for any other reason than the remote's answer is fetched
@@ -370,7 +387,7 @@ def _fetch_into_mirror(
             _warn_damaged(warn, mirror)
         return _rebuild_and_fetch(git, mirror, repo, token, branch, work_branch)
     try:
-        _repack_if_many_packs(git, mirror)
+        _repack_if_many_packs(git, mirror, lock_fd)
     except GitError as exc:
         log.warning("clone cache: repacking mirror %s failed: %s", mirror.path.name, exc)
         _warn_damaged(warn, mirror)
@@ -378,15 +395,16 @@ def _fetch_into_mirror(
     return fetched
 
 
-def _repack_if_many_packs(git: Git, mirror: Mirror) -> None:
+def _repack_if_many_packs(git: Git, mirror: Mirror, lock_fd: int) -> None:
     """Each fetch adds a pack, which maintenance rolls together; past MAX_PACKS (maintenance has
-    not had the mirror's lock for that long) the job maintains it itself (reads slow down)."""
+    not had the mirror's lock for that long, or git is older than MIDX_BITMAP_GIT) the job does it
+    itself (reads slow down with many packs); with an older git, all into one pack."""
     try:
-        packs = sum(1 for _ in (mirror.path / "objects" / "pack").glob("*.pack"))
+        packs = sum(1 for _ in (mirror.path / "objects" / "pack").glob("pack-*.idx"))
     except OSError:
         return
     if packs > MAX_PACKS:
-        git.maintain_mirror(mirror.path)
+        git.maintain_mirror(mirror.path, lock_fd=lock_fd, whole=git.version() < MIDX_BITMAP_GIT)
 
 
 def _warn_damaged(warn: Warn, mirror: Mirror) -> None:
@@ -430,53 +448,124 @@ def _rebuild(git: Git, mirror: Mirror) -> None:
 
 # -- maintenance ------------------------------------------------------------------------------
 def maintenance_due(mirror: Mirror) -> bool:
-    """Whether the mirror has packs but no reachability bitmap, or MAINTAIN_AFTER_PACKS packs its
-    multi-pack index does not cover."""
+    """Whether the mirror has packs but no reachability bitmap for its multi-pack index, or
+    MAINTAIN_AFTER_PACKS packs that index does not cover."""
     packs_dir = mirror.path / "objects" / "pack"
     try:
-        packs = sum(1 for _ in packs_dir.glob("*.pack"))
-        has_bitmap = any(packs_dir.glob(f"{MIDX_NAME}-*.bitmap"))
+        packs = sum(1 for _ in packs_dir.glob("pack-*.idx"))  # a pack without its index is not read
         with open(packs_dir / MIDX_NAME, "rb") as midx:
-            header = midx.read(MIDX_PACK_COUNT.stop)
+            data = midx.read()
     except FileNotFoundError:
-        header = b""
+        data = b""
     except OSError:
         return False  # a mirror that cannot be read: the next job's fetch or copy finds out
-    covered = int.from_bytes(header[MIDX_PACK_COUNT], "big") if header.startswith(MIDX_MAGIC) else 0
-    return packs > 0 and (not has_bitmap or packs - covered >= MAINTAIN_AFTER_PACKS)
+    if not data.startswith(MIDX_MAGIC) or len(data) < MIDX_PACK_COUNT.stop + CHECKSUM_BYTES:
+        return packs > 0
+    covered = int.from_bytes(data[MIDX_PACK_COUNT], "big")
+    bitmap = packs_dir / f"{MIDX_NAME}-{data[-CHECKSUM_BYTES:].hex()}.bitmap"
+    return not bitmap.exists() or packs - covered >= MAINTAIN_AFTER_PACKS
+
+
+def indexes_intact(mirror: Path) -> bool:
+    """Whether the mirror's pack indexes, multi-pack index, reverse indexes and reachability
+    bitmaps are whole: each ends with the SHA-1 of what precedes it. git reads them without that
+    check, and one damaged bit in a bitmap can make a copy take an object its commit does not
+    reach (another user's). Each version of a file is hashed once per process."""
+    try:
+        found = list((mirror / "objects" / "pack").iterdir())
+    except OSError:
+        return False
+    return all(_intact(path) for path in found if path.suffix in INDEX_SUFFIXES or path.name == MIDX_NAME)
+
+
+def _intact(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            info = os.fstat(file.fileno())
+            key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+            if key in _INTACT:
+                return True
+            digest = hashlib.sha1(usedforsecurity=False)
+            remaining = info.st_size - CHECKSUM_BYTES
+            while remaining > 0:
+                chunk = file.read(min(remaining, HASH_CHUNK_BYTES))
+                if not chunk:
+                    return False
+                digest.update(chunk)
+                remaining -= len(chunk)
+            whole = remaining == 0 and file.read() == digest.digest()
+    except OSError:
+        return False
+    if whole:
+        if len(_INTACT) > MAX_INTACT_ENTRIES:
+            _INTACT.clear()
+        _INTACT.add(key)
+    return whole
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    NOT_DUE = "not due"  # maintained meanwhile, or removed
+    BUSY = "busy"  # a job holds the lock: a later job starts it again
+    STOPPED = "stopped"
+    FAILED = "failed"
+    UNSUPPORTED = "unsupported"  # git older than MIDX_BITMAP_GIT
 
 
 class Maintenance:
-    """The mirrors being maintained by this process, each on a thread of its own (one at a time
-    per mirror); `stop` kills them and lets no more start (the runner's stop)."""
+    """Mirror maintenance in this process: one mirror at a time, on a thread of its own; `stop`
+    kills it and lets no more start (the runner's stop)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[Path, tuple[threading.Thread, JobControl]] = {}
+        self._failed_at: dict[Path, float] = {}
+        self._unsupported = False
         self._stopped = False
 
     def start(self, settings: Settings, cache: CloneCache, mirror: Mirror) -> bool:
-        """Maintain `mirror` in the background; False when stopped or already under way here."""
+        """Maintain `mirror` in the background; False when stopped, when maintenance is under way
+        here already, or when its last one failed less than RETRY_AFTER_FAILURE_S ago."""
         with self._lock:
-            if self._stopped or mirror.path in self._running:
+            failed_at = self._failed_at.get(mirror.path)
+            if (
+                self._stopped
+                or self._unsupported
+                or self._running
+                or (failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_FAILURE_S)
+            ):
                 return False
             control = JobControl(settings.job_timeout_s)
             thread = threading.Thread(
                 target=self._run, args=(settings, cache, mirror, control), name="mirror-maintenance", daemon=True
             )
             self._running[mirror.path] = (thread, control)
-        thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had: the mirror is only slower to copy from
+                del self._running[mirror.path]
+                log.warning("clone cache: cannot start maintenance of mirror %s: %s", mirror.path.name, exc)
+                return False
         return True
 
     def _run(self, settings: Settings, cache: CloneCache, mirror: Mirror, control: JobControl) -> None:
+        # A maintenance that hangs (a stalled disk) is killed after JOB_TIMEOUT, as a job's git is.
+        timer = threading.Timer(settings.job_timeout_s, control.cancel, args=(StopReason.TIMEOUT,))
+        timer.daemon = True
+        timer.start()
+        outcome = Outcome.FAILED
         try:
-            maintain(settings, cache, mirror, control)
+            outcome = maintain(settings, cache, mirror, control)
         except Exception as exc:  # noqa: BLE001 - a thread's boundary: the mirror is only slower to copy from
             name, kind = mirror.path.name, type(exc).__name__
             log.error("clone cache: maintaining mirror %s: internal error: %s: %s", name, kind, exc)
         finally:
+            timer.cancel()
             with self._lock:
                 self._running.pop(mirror.path, None)
+                if outcome is Outcome.FAILED or (outcome is Outcome.STOPPED and control.reason is StopReason.TIMEOUT):
+                    self._failed_at[mirror.path] = time.monotonic()
+                self._unsupported = self._unsupported or outcome is Outcome.UNSUPPORTED
 
     def wait(self, timeout_s: float) -> bool:
         """Wait for the maintenance under way; whether none is left."""
@@ -505,30 +594,29 @@ class Maintenance:
 background = Maintenance()
 
 
-def maintain(settings: Settings, cache: CloneCache, mirror: Mirror, control: JobControl) -> None:
-    """Maintain the mirror if it is still due and no job holds its lock (otherwise a later job
-    starts it again); a mirror whose maintenance fails is removed."""
+def maintain(settings: Settings, cache: CloneCache, mirror: Mirror, control: JobControl) -> Outcome:
+    """Maintain the mirror if it is still due and no job holds its lock. A failure leaves the
+    mirror as it is: a job that reads a damaged object in it rebuilds it."""
     with locked_if_idle(mirror) as fd:
-        if fd is None or not maintenance_due(mirror):
-            return
+        if fd is None:
+            return Outcome.BUSY
+        if not maintenance_due(mirror):
+            return Outcome.NOT_DUE
         git = _maintenance_git(settings, cache, control)
         if git is None:
-            return
+            return Outcome.FAILED
         started = time.monotonic()
         try:
+            if git.version() < MIDX_BITMAP_GIT:
+                return Outcome.UNSUPPORTED
             git.maintain_mirror(mirror.path, lock_fd=fd)
         except JobStopped:
-            return  # the runner is stopping: what git left is dropped by the next fetch
+            return Outcome.STOPPED  # what git left is dropped by the next fetch
         except GitError as exc:
-            log.warning(
-                "clone cache: maintaining mirror %s failed (%s): removing it, the next job on its "
-                "repository makes it anew",
-                mirror.path.name,
-                exc,
-            )
-            workdir.remove_tree(mirror.path)
-            return
-        log.info("clone cache: maintained mirror %s in %.0f ms", mirror.path.name, (time.monotonic() - started) * 1000)
+            log.warning("clone cache: maintaining mirror %s failed: %s", mirror.path.name, exc)
+            return Outcome.FAILED
+    log.info("clone cache: maintained mirror %s in %.0f ms", mirror.path.name, (time.monotonic() - started) * 1000)
+    return Outcome.DONE
 
 
 def _maintenance_git(settings: Settings, cache: CloneCache, control: JobControl) -> Git | None:

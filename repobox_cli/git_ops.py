@@ -62,6 +62,8 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
 # 5,000-file checkout 2-4 times faster even on 2 cores. git uses them only from 100 files up.
 CHECKOUT_WORKERS = 8
 SPEED_CONFIG: tuple[tuple[str, str], ...] = (("checkout.workers", str(CHECKOUT_WORKERS)),)
+_GIT_VERSION_RE = re.compile(r"git version (\d+)\.(\d+)")
+_VERSIONS: dict[str, tuple[int, int]] = {}  # PATH -> the version of the git found on it
 # What a killed `fetch` (index-pack) or `repack` leaves in objects/pack/.
 TEMPORARY_PACK_PREFIXES = ("tmp_", ".tmp-")
 
@@ -484,6 +486,8 @@ class Git:
         and connectivity walk, and counts the objects from the mirror's reachability bitmap
         where it has one (`maintain_mirror`); then it stops borrowing. `into`: another directory
         than the runner's repository (a staging copy)."""
+        if not clone_cache.indexes_intact(mirror):
+            raise GitError("git clone failed: the clone cache's index or bitmap files are damaged")
         git_dir = into or self.paths.git_dir
         self.init_bare(git_dir, branch)
         alternates = git_dir / "objects" / "info" / "alternates"
@@ -507,18 +511,28 @@ class Git:
             with contextlib.suppress(OSError):
                 alternates.unlink()
 
-    def maintain_mirror(self, mirror: Path, *, lock_fd: int | None = None) -> None:
+    def maintain_mirror(self, mirror: Path, *, lock_fd: int | None = None, whole: bool = False) -> None:
         """The mirror's newer, smaller packs rolled into one (pack sizes kept a geometric
         progression: the big old pack is left as it is) and one multi-pack index over all of
-        them, with a reachability bitmap (`copy_from_mirror` counts from it). `lock_fd`: the
-        mirror's lock, which git then holds too, until it exits, whatever becomes of this
-        process."""
+        them, with a reachability bitmap (`copy_from_mirror` counts from it); `whole`: every
+        pack into one, with a bitmap (for a git older than clone_cache.MIDX_BITMAP_GIT).
+        `lock_fd`: the mirror's lock, which git then holds too, until it exits, whatever
+        becomes of this process."""
+        how = ["-a"] if whole else ["--geometric=2", "--write-midx"]
         self._in(
             mirror,
-            ["repack", "--geometric=2", "-d", "--write-midx", "--write-bitmap-index", "--quiet"],
+            ["repack", *how, "-d", "--write-bitmap-index", "--quiet"],
             step="repack",
             pass_fds=() if lock_fd is None else (lock_fd,),
         )
+
+    def version(self) -> tuple[int, int]:
+        """git's version (major, minor), asked once per PATH; (0, 0) if it cannot be told."""
+        path = self.settings.path_env
+        if path not in _VERSIONS:
+            found = _GIT_VERSION_RE.search(self.run(["--version"], step="version", env=self._env()))
+            _VERSIONS[path] = (int(found[1]), int(found[2])) if found else (0, 0)
+        return _VERSIONS[path]
 
     def is_sound(self, git_dir: Path) -> bool:
         """Whether `git_dir` is a repository whose refs reach only objects it has (blobs unread)."""

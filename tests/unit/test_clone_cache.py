@@ -4,6 +4,7 @@ and users, concurrent jobs on one repository, damaged mirrors, LRU eviction, mai
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import multiprocessing
 import os
@@ -54,9 +55,12 @@ class Job:
         """The job's clone, and then the mirror's maintenance if it started any (so that each
         test sees one state of the mirror)."""
         try:
-            return self.git.clone_branch(remote.repo, remote.token, branch, work_branch)
-        finally:
-            assert clone_cache.background.wait(GIT_DEADLINE_S)
+            fetched = self.git.clone_branch(remote.repo, remote.token, branch, work_branch)
+        except BaseException:
+            clone_cache.background.wait(GIT_DEADLINE_S)
+            raise
+        assert clone_cache.background.wait(GIT_DEADLINE_S)
+        return fetched
 
     @property
     def warnings(self) -> list[str]:
@@ -284,7 +288,8 @@ def test_a_job_clones_directly_when_another_job_holds_the_mirror_past_the_short_
     assert result.base_sha == git_server.branches(remote.name)["main"]
     assert job.warnings == []
     assert job.notes == [
-        "Cloning directly: the clone cache is busy (another job is fetching into its mirror of this repository (0.3 s))"
+        "Cloning directly: the clone cache is busy "
+        "(its mirror of this repository is in use: a fetch or maintenance (0.3 s))"
     ]
     assert_self_contained(job.git_dir, result.base_sha)
 
@@ -426,7 +431,7 @@ def test_a_fetch_that_fails_for_the_network_leaves_the_mirror_as_it_was(
 
 
 def test_a_mirror_whose_maintenance_in_the_jobs_path_fails_is_rebuilt_and_the_job_goes_on(
-    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(clone_cache, "MAX_PACKS", 2)
     remote = new_remote(git_server, other={"other.txt": "other\n"})
@@ -439,6 +444,8 @@ def test_a_mirror_whose_maintenance_in_the_jobs_path_fails_is_rebuilt_and_the_jo
     # Its fetch adds a third pack, past MAX_PACKS: the job rolls the packs of about its size
     # together, the one with the corrupt blob too.
     assert_healed(settings, remote, mirror, tip, DAMAGED)
+    [failed] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("clone cache: repacking")]
+    assert "is corrupt" in failed
 
 
 def test_an_unusable_cache_directory_means_one_warning_and_a_direct_clone(
@@ -558,17 +565,18 @@ def test_maintenance_never_waits_for_a_job_using_the_mirror_and_a_later_job_star
     mirror = cache.mirror(remote.repo.url)
     assert clone_cache.maintenance_due(mirror)
     with cache.locked(mirror, JobControl(JOB_TIMEOUT_S), shared=True):  # a job copying out of it
-        clone_cache.maintain(settings, cache, mirror, JobControl(JOB_TIMEOUT_S))
-        assert clone_cache.maintenance_due(mirror)
+        outcome = clone_cache.maintain(settings, cache, mirror, JobControl(JOB_TIMEOUT_S))
+        assert outcome is clone_cache.Outcome.BUSY and clone_cache.maintenance_due(mirror)
     monkeypatch.setattr(clone_cache, "background", clone_cache.Maintenance())
     new_job(settings).clone(remote)
     assert not clone_cache.maintenance_due(mirror)
 
 
-def test_a_mirror_whose_maintenance_fails_is_removed_and_the_next_job_makes_it_anew(
+def test_a_failed_maintenance_leaves_the_mirror_to_the_job_that_reads_the_damage_and_rebuilds_it(
     settings: Settings,
     git_server: GitHttpsServer,
     maintenance: clone_cache.Maintenance,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     maintenance.stop()
@@ -579,16 +587,17 @@ def test_a_mirror_whose_maintenance_fails_is_removed_and_the_next_job_makes_it_a
     cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
     mirror = cache.mirror(remote.repo.url)
     corrupt_object(mirror.path, git(mirror.path, "rev-parse", f"{big}:big.txt").stdout.strip())
+    retrying = clone_cache.Maintenance()
+    monkeypatch.setattr(clone_cache, "background", retrying)
 
-    clone_cache.maintain(settings, cache, mirror, JobControl(JOB_TIMEOUT_S))
+    assert retrying.start(settings, cache, mirror) and retrying.wait(GIT_DEADLINE_S)
 
-    assert not mirror.path.exists()
     [failed] = [r.getMessage() for r in caplog.records if "maintaining mirror" in r.getMessage()]
-    assert failed.startswith(f"clone cache: maintaining mirror {mirror.path.name} failed (git repack failed: ")
-    assert "is corrupt" in failed and failed.endswith("removing it, the next job on its repository makes it anew")
-    job = new_job(settings)
-    assert job.clone(remote).base_sha == git_server.branches(remote.name)["main"]
-    assert job.warnings == [] and mirror.path.is_dir()
+    assert failed.startswith(f"clone cache: maintaining mirror {mirror.path.name} failed: git repack failed: ")
+    assert "is corrupt" in failed
+    assert clone_cache.maintenance_due(mirror)  # as it was
+    assert not retrying.start(settings, cache, mirror)  # not again for RETRY_AFTER_FAILURE_S
+    assert_healed(settings, remote, mirror.path, big, DAMAGED)  # the job's copy reads the blob
 
 
 def test_a_fetch_drops_the_temporary_packs_and_lock_files_a_killed_git_left_in_the_mirror(
@@ -614,13 +623,25 @@ class GatedGit:
     started: Path
     gate: Path
 
-    def release(self) -> None:
-        with open(self.gate, "w") as gate:  # the waiting `read` ends
-            gate.write("go\n")
+    def release(self, timeout_s: float = GIT_DEADLINE_S) -> None:
+        """Let the waiting `repack` go on (fails after `timeout_s` if none is waiting)."""
+        wait_for(self.try_release, timeout_s, "a gated git waiting to be released")
+
+    def try_release(self) -> bool:
+        try:
+            gate = os.open(self.gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return False  # nobody is reading the gate (yet, or any more)
+            raise
+        with os.fdopen(gate, "w") as writer:
+            writer.write("go\n")
+        return True
 
 
 @pytest.fixture
-def gated_git(tmp_path: Path, settings: Settings) -> GatedGit:
+def gated_git(tmp_path: Path, settings: Settings) -> Iterator[GatedGit]:
+    """A GatedGit; one still waiting when the test ends is let go (so it holds no mirror lock)."""
     bin_dir = tmp_path / "gated-bin"
     bin_dir.mkdir()
     started, gate = tmp_path / "repack-started", tmp_path / "repack-gate"
@@ -637,7 +658,9 @@ def gated_git(tmp_path: Path, settings: Settings) -> GatedGit:
         path_env=f"{bin_dir}:{settings.path_env}",
         git_env={**settings.git_env, "GATED_GIT_STARTED": str(started), "GATED_GIT_GATE": str(gate)},
     )
-    return GatedGit(gated, started, gate)
+    gated_git = GatedGit(gated, started, gate)
+    yield gated_git
+    gated_git.try_release()
 
 
 def held_by_another(mirror: clone_cache.Mirror) -> bool:
@@ -694,3 +717,61 @@ def test_a_stopping_runner_kills_its_maintenance_and_frees_the_mirror_at_once(
     again = new_job(settings)
     assert again.clone(remote).base_sha == git_server.branches(remote.name)["main"]
     assert again.warnings == []
+
+
+def test_a_damaged_bitmap_is_found_before_a_copy_reads_it_and_the_mirror_is_rebuilt(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, private={"secret.txt": "another user's secret\n"})
+    private_tip = new_job(settings).clone(remote, "private").base_sha  # the bitmap covers it
+    mirror = mirror_of(settings, remote)
+    [bitmap] = (mirror / "objects" / "pack").glob("multi-pack-index-*.bitmap")
+    data = bytearray(bitmap.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit: git would read the bitmap without noticing
+    bitmap.write_bytes(bytes(data))
+    main_tip = git_server.branches(remote.name)["main"]
+    probe = new_job(settings)
+    with pytest.raises(GitError, match="the clone cache's index or bitmap files are damaged"):
+        probe.git.copy_from_mirror(mirror, main_tip, "main")
+
+    job = new_job(settings)
+    tip = job.clone(remote, "main").base_sha
+
+    assert job.warnings == DAMAGED
+    assert_self_contained(job.git_dir, tip)
+    assert git(job.git_dir, "cat-file", "-e", private_tip, check=False).returncode != 0
+    git(mirror, "fsck", "--full", "--no-dangling")
+
+
+@pytest.fixture
+def old_git(tmp_path: Path, settings: Settings) -> Settings:
+    """Settings whose git says it is 2.34.1 (multi-pack bitmaps not trusted), and is the real one."""
+    bin_dir = tmp_path / "old-git-bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "git"
+    shim.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "git version 2.34.1"; exit 0; fi\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return dataclasses.replace(settings, path_env=f"{bin_dir}:{settings.path_env}")
+
+
+def test_with_a_git_older_than_2_36_mirrors_get_no_maintenance_and_many_packs_become_one(
+    old_git: Settings, git_server: GitHttpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clone_cache, "MAX_PACKS", 1)
+    remote = new_remote(git_server)
+    new_job(old_git).clone(remote)
+    packs = mirror_of(old_git, remote) / "objects" / "pack"
+    assert not (packs / "multi-pack-index").exists()
+    cache = clone_cache.CloneCache(old_git.clone_cache_dir, old_git.cache_max_bytes)
+    assert not clone_cache.background.start(old_git, cache, cache.mirror(remote.repo.url))  # git is too old
+    tip = advance(remote)
+    job = new_job(old_git)
+    assert job.clone(remote).base_sha == tip  # its fetch makes two packs: past MAX_PACKS
+    assert len(list(packs.glob("pack-*.pack"))) == 1 and len(list(packs.glob("pack-*.bitmap"))) == 1
+    assert not (packs / "multi-pack-index").exists()
+    assert_self_contained(job.git_dir, tip)
+    again = new_job(old_git)
+    assert again.clone(remote).base_sha == tip and again.warnings == []
