@@ -78,7 +78,7 @@ MAX_PACKS = 32
 # something new, before the mirror is maintained again.
 MAINTAIN_AFTER_PACKS = 4
 MAINTENANCE_DIR = "maintenance"  # in CACHE_DIR: the working directory of maintenance's git
-STOP_WAIT_S = 5.0
+STOP_WAIT_S = 5.0  # how long a stopping process waits for its killed maintenance to end
 # A mirror whose maintenance failed is not maintained again by this process for this long (the
 # jobs that read a damaged object rebuild it; one that never gets the lock does it past MAX_PACKS).
 RETRY_AFTER_FAILURE_S = 600.0
@@ -90,7 +90,7 @@ CHECKSUM_BYTES = 20  # a mirror is SHA-1 (`git init`'s default): its index files
 INDEX_SUFFIXES = frozenset({".idx", ".rev", ".bitmap"})
 HASH_CHUNK_BYTES = 1 << 20
 MAX_INTACT_ENTRIES = 10_000
-_INTACT: set[tuple[str, int, int, int]] = set()  # how long a stopping process waits for its killed maintenance to end
+_INTACT: set[tuple[str, int, int, int]] = set()  # (path, inode, size, mtime) of files found whole
 MIDX_NAME = "multi-pack-index"
 MIDX_MAGIC = b"MIDX"
 MIDX_PACK_COUNT = slice(8, 12)  # the header's number of packs (big-endian)
@@ -454,15 +454,17 @@ def maintenance_due(mirror: Mirror) -> bool:
     try:
         packs = sum(1 for _ in packs_dir.glob("pack-*.idx"))  # a pack without its index is not read
         with open(packs_dir / MIDX_NAME, "rb") as midx:
-            data = midx.read()
+            header = midx.read(MIDX_PACK_COUNT.stop)
+            midx.seek(-CHECKSUM_BYTES, os.SEEK_END)
+            checksum = midx.read()
     except FileNotFoundError:
-        data = b""
+        return packs > 0
     except OSError:
         return False  # a mirror that cannot be read: the next job's fetch or copy finds out
-    if not data.startswith(MIDX_MAGIC) or len(data) < MIDX_PACK_COUNT.stop + CHECKSUM_BYTES:
+    if not header.startswith(MIDX_MAGIC) or len(header) < MIDX_PACK_COUNT.stop:
         return packs > 0
-    covered = int.from_bytes(data[MIDX_PACK_COUNT], "big")
-    bitmap = packs_dir / f"{MIDX_NAME}-{data[-CHECKSUM_BYTES:].hex()}.bitmap"
+    covered = int.from_bytes(header[MIDX_PACK_COUNT], "big")
+    bitmap = packs_dir / f"{MIDX_NAME}-{checksum.hex()}.bitmap"
     return not bitmap.exists() or packs - covered >= MAINTAIN_AFTER_PACKS
 
 
@@ -524,8 +526,9 @@ class Maintenance:
         self._stopped = False
 
     def start(self, settings: Settings, cache: CloneCache, mirror: Mirror) -> bool:
-        """Maintain `mirror` in the background; False when stopped, when maintenance is under way
-        here already, or when its last one failed less than RETRY_AFTER_FAILURE_S ago."""
+        """Maintain `mirror` in the background; False when stopped, when git is too old, when a
+        maintenance is under way here already (of any mirror), or when this mirror's last one
+        failed less than RETRY_AFTER_FAILURE_S ago."""
         with self._lock:
             failed_at = self._failed_at.get(mirror.path)
             if (
