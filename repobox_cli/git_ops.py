@@ -52,6 +52,9 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
     ("push.gpgSign", "false"),
     ("gc.auto", "0"),
     ("maintenance.auto", "false"),  # no `git maintenance run --auto` after every fetch
+    # A commit-graph stores parents as positions: one damaged (nothing here writes one) would
+    # change the history a walk sees, and a copy out of the mirror would take another branch's objects.
+    ("core.commitGraph", "false"),
     ("http.sslVerify", "true"),
     ("core.attributesFile", "/dev/null"),
     ("core.excludesFile", "/dev/null"),
@@ -530,7 +533,10 @@ class Git:
         """git's version (major, minor), asked once per PATH; (0, 0) if it cannot be told."""
         path = self.settings.path_env
         if path not in _VERSIONS:
-            found = _GIT_VERSION_RE.search(self.run(["--version"], step="version", env=self._env()))
+            try:
+                found = _GIT_VERSION_RE.search(self.run(["--version"], step="version", env=self._env()))
+            except GitError:
+                return (0, 0)  # asked again next time (git could not start, say)
             _VERSIONS[path] = (int(found[1]), int(found[2])) if found else (0, 0)
         return _VERSIONS[path]
 

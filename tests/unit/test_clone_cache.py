@@ -775,3 +775,40 @@ def test_with_a_git_older_than_2_36_mirrors_get_no_maintenance_and_many_packs_be
     assert_self_contained(job.git_dir, tip)
     again = new_job(old_git)
     assert again.clone(remote).base_sha == tip and again.warnings == []
+
+
+def point_first_parent_at(graph: Path, commit: str, parent: str) -> None:
+    """Make `commit`'s first parent `parent` in a commit-graph file, as one damaged bit can: the
+    file stores parents as positions in its own list of commits, not as object ids."""
+    data = bytearray(graph.read_bytes())
+    assert data[:4] == b"CGPH"
+    table = {
+        bytes(data[8 + 12 * i : 12 + 12 * i]): int.from_bytes(data[12 + 12 * i : 20 + 12 * i], "big")
+        for i in range(data[6])
+    }
+    fanout, oids, commits = table[b"OIDF"], table[b"OIDL"], table[b"CDAT"]
+    count = int.from_bytes(data[fanout + 255 * 4 : fanout + 256 * 4], "big")
+    listed = [data[oids + 20 * i : oids + 20 * (i + 1)].hex() for i in range(count)]
+    entry = commits + 36 * listed.index(commit) + 20  # after the tree's id: parent 1, parent 2, date
+    data[entry : entry + 4] = listed.index(parent).to_bytes(4, "big")
+    graph.chmod(0o600)
+    graph.write_bytes(bytes(data))
+
+
+def test_a_commit_graph_in_the_mirror_is_never_read_so_a_damaged_one_cannot_widen_a_copy(
+    settings: Settings, git_server: GitHttpsServer
+) -> None:
+    remote = new_remote(git_server, private={"secret.txt": "another user's secret\n"})
+    private_tip = new_job(settings).clone(remote, "private").base_sha
+    new_job(settings).clone(remote)  # the bitmap covers both branches
+    tip = advance(remote)
+    new_job(settings).clone(remote)  # the mirror's new commit is not in the bitmap: a copy walks from it
+    mirror = mirror_of(settings, remote)
+    git(mirror, "commit-graph", "write", "--reachable")
+    point_first_parent_at(mirror / "objects" / "info" / "commit-graph", tip, private_tip)
+
+    job = new_job(settings)
+    assert job.clone(remote).base_sha == tip
+
+    assert git(job.git_dir, "cat-file", "-e", private_tip, check=False).returncode != 0
+    assert_self_contained(job.git_dir, tip)
