@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import dataclass
 from enum import StrEnum
@@ -12,13 +11,13 @@ import redis
 
 from repobox_cli import sandbox
 from repobox_cli.errors import RepoboxError, SettingsError
+from repobox_cli.git_ops import parse_version
 from repobox_cli.keycheck import check_key
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
 from repobox_cli.settings import SandboxMode, Settings, dir_problem
 
 GIT_TIMEOUT_S = 10.0
 MIN_GIT_VERSION = (2, 31)  # GIT_CONFIG_COUNT/KEY/VALUE: how the token reaches git
-_GIT_VERSION_RE = re.compile(r"git version (\d+)\.(\d+)")
 
 
 class Verdict(StrEnum):
@@ -101,10 +100,9 @@ def git_check(settings: Settings) -> Check:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check(Verdict.FAIL, "git", f"cannot run git: {exc}")
-    found = _GIT_VERSION_RE.search(done.stdout)
-    if done.returncode != 0 or not found:
+    version = parse_version(done.stdout)
+    if done.returncode != 0 or version is None:
         return Check(Verdict.FAIL, "git", f"`git --version` failed: {done.stderr.strip() or done.stdout.strip()}")
-    version = (int(found[1]), int(found[2]))
     text = done.stdout.strip().removeprefix("git version ")
     if version < MIN_GIT_VERSION:
         need = ".".join(map(str, MIN_GIT_VERSION))

@@ -65,10 +65,16 @@ HARDENED_CONFIG: tuple[tuple[str, str], ...] = (
 # 5,000-file checkout 2-4 times faster even on 2 cores. git uses them only from 100 files up.
 CHECKOUT_WORKERS = 8
 SPEED_CONFIG: tuple[tuple[str, str], ...] = (("checkout.workers", str(CHECKOUT_WORKERS)),)
-_GIT_VERSION_RE = re.compile(r"git version (\d+)\.(\d+)")
+GIT_VERSION_RE = re.compile(r"git version (\d+)\.(\d+)")
 _VERSIONS: dict[str, tuple[int, int]] = {}  # PATH -> the version of the git found on it
 # What a killed `fetch` (index-pack) or `repack` leaves in objects/pack/.
 TEMPORARY_PACK_PREFIXES = ("tmp_", ".tmp-")
+
+
+def parse_version(said: str) -> tuple[int, int] | None:
+    """(major, minor) from what `git --version` printed; None if it is not there."""
+    found = GIT_VERSION_RE.search(said)
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def proxy_from_env(env: Mapping[str, str]) -> str:
@@ -534,10 +540,10 @@ class Git:
         path = self.settings.path_env
         if path not in _VERSIONS:
             try:
-                found = _GIT_VERSION_RE.search(self.run(["--version"], step="version", env=self._env()))
+                said = self.run(["--version"], step="version", env=self._env())
             except GitError:
                 return (0, 0)  # asked again next time (git could not start, say)
-            _VERSIONS[path] = (int(found[1]), int(found[2])) if found else (0, 0)
+            _VERSIONS[path] = parse_version(said) or (0, 0)
         return _VERSIONS[path]
 
     def is_sound(self, git_dir: Path) -> bool:
