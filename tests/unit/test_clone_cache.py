@@ -104,8 +104,12 @@ def new_remote(server: GitHttpsServer, **branches: dict[str, str]) -> Remote:
     return Remote(server, name, repo_url(url), token)
 
 
+def cache_of(settings: Settings) -> clone_cache.CloneCache:
+    return clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+
+
 def mirror_of(settings: Settings, remote: Remote) -> Path:
-    return clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes).mirror(remote.repo.url).path
+    return cache_of(settings).mirror(remote.repo.url).path
 
 
 def assert_self_contained(git_dir: Path, tip: str) -> None:
@@ -281,7 +285,7 @@ def test_a_job_clones_directly_when_another_job_holds_the_mirror_past_the_short_
     monkeypatch.setattr(clone_cache, "LOCK_WAIT_S", 0.3)
     remote = new_remote(git_server)
     new_job(settings).clone(remote)
-    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    cache = cache_of(settings)
     with cache.locked(cache.mirror(remote.repo.url), JobControl(JOB_TIMEOUT_S)):  # a stalled fetch
         job = new_job(settings)
         result = job.clone(remote)
@@ -476,7 +480,7 @@ def test_past_cache_max_bytes_the_least_recently_used_mirror_goes_but_never_one_
     tiny = dataclasses.replace(settings, cache_max_bytes=1)
     first, second, third = (new_remote(git_server) for _ in range(3))
     new_job(tiny).clone(first)
-    cache = clone_cache.CloneCache(tiny.clone_cache_dir, tiny.cache_max_bytes)
+    cache = cache_of(tiny)
     with cache.locked(cache.mirror(first.repo.url), JobControl(JOB_TIMEOUT_S), shared=True):
         new_job(tiny).clone(second)  # over the limit, but the first mirror is in use
         assert mirror_of(tiny, first).is_dir() and mirror_of(tiny, second).is_dir()
@@ -561,7 +565,7 @@ def test_maintenance_never_waits_for_a_job_using_the_mirror_and_a_later_job_star
     maintenance.stop()  # none while the mirror is made
     remote = new_remote(git_server)
     new_job(settings).clone(remote)
-    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    cache = cache_of(settings)
     mirror = cache.mirror(remote.repo.url)
     assert clone_cache.maintenance_due(mirror)
     with cache.locked(mirror, JobControl(JOB_TIMEOUT_S), shared=True):  # a job copying out of it
@@ -584,7 +588,7 @@ def test_a_failed_maintenance_leaves_the_mirror_to_the_job_that_reads_the_damage
     new_job(settings).clone(remote)
     big = commit_file(remote, "big.txt", varied_text(3))
     new_job(settings).clone(remote)  # a second pack, as small: maintenance rolls both into one
-    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    cache = cache_of(settings)
     mirror = cache.mirror(remote.repo.url)
     corrupt_object(mirror.path, git(mirror.path, "rev-parse", f"{big}:big.txt").stdout.strip())
     retrying = clone_cache.Maintenance()
@@ -615,6 +619,16 @@ def test_a_fetch_drops_the_temporary_packs_and_lock_files_a_killed_git_left_in_t
     assert all(path.exists() for path in kept)
 
 
+def with_git_shim(settings: Settings, bin_dir: Path, first: str) -> Settings:
+    """`settings` whose `git` is a script in `bin_dir` that runs the shell line `first`, then the
+    real git with the same arguments."""
+    bin_dir.mkdir()
+    shim = bin_dir / "git"
+    shim.write_text(f'#!/bin/sh\n{first}\nexec {shutil.which("git")} "$@"\n')
+    shim.chmod(0o755)
+    return dataclasses.replace(settings, path_env=f"{bin_dir}:{settings.path_env}")
+
+
 @dataclass(frozen=True)
 class GatedGit:
     """`git` on PATH that, for `repack`, marks `started` and then waits until `release`."""
@@ -642,21 +656,14 @@ class GatedGit:
 @pytest.fixture
 def gated_git(tmp_path: Path, settings: Settings) -> Iterator[GatedGit]:
     """A GatedGit; one still waiting when the test ends is let go (so it holds no mirror lock)."""
-    bin_dir = tmp_path / "gated-bin"
-    bin_dir.mkdir()
     started, gate = tmp_path / "repack-started", tmp_path / "repack-gate"
     os.mkfifo(gate)
-    shim = bin_dir / "git"
-    shim.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = repack ]; then : > "$GATED_GIT_STARTED"; read -r _ < "$GATED_GIT_GATE"; fi\n'
-        f'exec {shutil.which("git")} "$@"\n'
-    )
-    shim.chmod(0o755)
-    gated = dataclasses.replace(
-        settings,
-        path_env=f"{bin_dir}:{settings.path_env}",
-        git_env={**settings.git_env, "GATED_GIT_STARTED": str(started), "GATED_GIT_GATE": str(gate)},
+    gated = with_git_shim(
+        dataclasses.replace(
+            settings, git_env={**settings.git_env, "GATED_GIT_STARTED": str(started), "GATED_GIT_GATE": str(gate)}
+        ),
+        tmp_path / "gated-bin",
+        'if [ "$1" = repack ]; then : > "$GATED_GIT_STARTED"; read -r _ < "$GATED_GIT_GATE"; fi',
     )
     gated_git = GatedGit(gated, started, gate)
     yield gated_git
@@ -670,7 +677,7 @@ def held_by_another(mirror: clone_cache.Mirror) -> bool:
 
 def _maintain_then_die(settings: Settings, url: str, started: str) -> None:
     """A runner process killed while its maintenance's git runs."""
-    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    cache = cache_of(settings)
     assert clone_cache.background.start(settings, cache, cache.mirror(url))
     wait_for(Path(started).exists, GIT_DEADLINE_S, "the maintenance's git to start")
     os.kill(os.getpid(), signal.SIGKILL)
@@ -683,7 +690,7 @@ def test_the_maintaining_git_keeps_the_mirror_locked_after_its_runner_process_is
     maintenance.stop()
     remote = new_remote(git_server)
     new_job(settings).clone(remote)
-    cache = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes)
+    cache = cache_of(settings)
     mirror = cache.mirror(remote.repo.url)
     runner = multiprocessing.get_context("spawn").Process(
         target=_maintain_then_die, args=(settings, remote.repo.url, str(gated_git.started))
@@ -707,13 +714,13 @@ def test_a_stopping_runner_kills_its_maintenance_and_frees_the_mirror_at_once(
     job = new_job(settings)
     job.git.clone_branch(remote.repo, remote.token, "main", None)  # its maintenance is left running
     wait_for(gated_git.started.exists, GIT_DEADLINE_S, "the maintenance's git to start")
-    mirror = clone_cache.CloneCache(settings.clone_cache_dir, settings.cache_max_bytes).mirror(remote.repo.url)
+    mirror = cache_of(settings).mirror(remote.repo.url)
     assert held_by_another(mirror)
 
     assert maintenance.stop(timeout_s=GIT_DEADLINE_S)
 
     assert not held_by_another(mirror)
-    assert not maintenance.start(settings, clone_cache.CloneCache(settings.clone_cache_dir, 1 << 30), mirror)
+    assert not maintenance.start(settings, cache_of(settings), mirror)
     again = new_job(settings)
     assert again.clone(remote).base_sha == git_server.branches(remote.name)["main"]
     assert again.warnings == []
@@ -746,15 +753,9 @@ def test_a_damaged_bitmap_is_found_before_a_copy_reads_it_and_the_mirror_is_rebu
 @pytest.fixture
 def old_git(tmp_path: Path, settings: Settings) -> Settings:
     """Settings whose git says it is 2.34.1 (multi-pack bitmaps not trusted), and is the real one."""
-    bin_dir = tmp_path / "old-git-bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "git"
-    shim.write_text(
-        '#!/bin/sh\nif [ "$1" = --version ]; then echo "git version 2.34.1"; exit 0; fi\n'
-        f'exec {shutil.which("git")} "$@"\n'
+    return with_git_shim(
+        settings, tmp_path / "old-git-bin", 'if [ "$1" = --version ]; then echo "git version 2.34.1"; exit 0; fi'
     )
-    shim.chmod(0o755)
-    return dataclasses.replace(settings, path_env=f"{bin_dir}:{settings.path_env}")
 
 
 def test_with_a_git_older_than_2_36_mirrors_get_no_maintenance_and_many_packs_become_one(
@@ -765,7 +766,7 @@ def test_with_a_git_older_than_2_36_mirrors_get_no_maintenance_and_many_packs_be
     new_job(old_git).clone(remote)
     packs = mirror_of(old_git, remote) / "objects" / "pack"
     assert not (packs / "multi-pack-index").exists()
-    cache = clone_cache.CloneCache(old_git.clone_cache_dir, old_git.cache_max_bytes)
+    cache = cache_of(old_git)
     assert not clone_cache.background.start(old_git, cache, cache.mirror(remote.repo.url))  # git is too old
     tip = advance(remote)
     job = new_job(old_git)
