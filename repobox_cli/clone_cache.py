@@ -509,7 +509,7 @@ class Maintenance:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[Path, tuple[threading.Thread, JobControl]] = {}
+        self._running: tuple[threading.Thread, JobControl] | None = None  # one at a time
         self._failed_at: dict[Path, float] = {}
         self._unsupported = False
         self._stopped = False
@@ -523,7 +523,7 @@ class Maintenance:
             if (
                 self._stopped
                 or self._unsupported
-                or self._running
+                or self._running is not None
                 or (failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_FAILURE_S)
             ):
                 return False
@@ -531,11 +531,11 @@ class Maintenance:
             thread = threading.Thread(
                 target=self._run, args=(settings, cache, mirror, control), name="mirror-maintenance", daemon=True
             )
-            self._running[mirror.path] = (thread, control)
+            self._running = (thread, control)
             try:
                 thread.start()
             except RuntimeError as exc:  # no thread to be had: the mirror is only slower to copy from
-                del self._running[mirror.path]
+                self._running = None
                 log.warning("clone cache: cannot start maintenance of mirror %s: %s", mirror.path.name, exc)
                 return False
         return True
@@ -554,7 +554,7 @@ class Maintenance:
         finally:
             timer.cancel()
             with self._lock:
-                self._running.pop(mirror.path, None)
+                self._running = None
                 if outcome is Outcome.FAILED or (outcome is Outcome.STOPPED and control.reason is StopReason.TIMEOUT):
                     self._failed_at[mirror.path] = time.monotonic()
                 self._unsupported = self._unsupported or outcome is Outcome.UNSUPPORTED
@@ -564,22 +564,22 @@ class Maintenance:
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
-                threads = [thread for thread, _ in self._running.values()]
-            if not threads:
+                running = self._running
+            if running is None:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            threads[0].join(remaining)
+            running[0].join(remaining)
 
     def stop(self, timeout_s: float = STOP_WAIT_S) -> bool:
         """Kill the maintenance under way (its git: the mirror's lock goes with it) and start no
         more; whether all of it ended within `timeout_s`."""
         with self._lock:
             self._stopped = True
-            controls = [control for _, control in self._running.values()]
-        for control in controls:
-            control.cancel(StopReason.SHUTDOWN)
+            running = self._running
+        if running is not None:
+            running[1].cancel(StopReason.SHUTDOWN)
         return self.wait(timeout_s)
 
 
