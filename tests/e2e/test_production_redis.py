@@ -192,7 +192,8 @@ def test_a_runner_whose_acl_refuses_client_id_warns_once_and_still_stops_on_sigt
     world, server = acl_world
     server.client().execute_command("ACL", "SETUSER", RUNNER_USER, "-client|id", "-client|unblock")
     runner = world.start_runner(**server.runner_env())
-    wait_for(lambda: world.client.exists(f"runner:heartbeat:{runner.log_path.stem}"), 20, "the runner to start")
+    # its first read asks CLIENT ID; the heartbeat comes before that read, so wait for the warning
+    wait_for(lambda: "Redis refused CLIENT ID" in runner.log_path.read_text(), 20, "the runner's first read")
     runner.signal(signal.SIGTERM)
 
     assert runner.wait() == 0
