@@ -417,7 +417,7 @@ def test_ctrl_c_during_exec_hands_the_job_back_and_exits_130(world: World) -> No
 
 def test_an_idle_runner_exits_promptly_on_sigterm_and_burst_exits_promptly_when_dry(world: World) -> None:
     runner = world.start_runner(REPOBOX_BLOCK_MS="")  # the default BLOCK, not the suite's short one
-    wait_for(lambda: world.client.exists(f"runner:heartbeat:{runner.log_path.stem}"), 20, "the runner to start")
+    wait_for(lambda: world.client.info("clients")["blocked_clients"] >= 1, 20, "the runner's blocked read")
     start = time.monotonic()
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0
