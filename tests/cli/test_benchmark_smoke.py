@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 SMOKE_DEADLINE_S = 150.0  # about 50 s alone on 2 cores; the rest is room for a loaded machine
 EXPECTED_FIGURES = (
     "pickup p50",
+    "the same begin script",
     "pickup p99",
     "first job after",
     "the clock alone",
