@@ -1,11 +1,13 @@
 """A runner's heartbeat `runner:heartbeat:{runner}`: who it is and how loaded, with a short TTL so
-a killed runner shows as gone within seconds."""
+a killed runner shows as gone within seconds. Once stopped it stays gone: a beat still in flight
+on another thread (a supervisor that outlived its join) takes its own write back."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import threading
 
 import redis
 
@@ -23,6 +25,7 @@ class Heartbeat:
         self.concurrency = concurrency
         self.started_at_ms = now_ms()
         self.host = socket.gethostname()
+        self._stopped = threading.Event()
 
     def beat(self, running: int, waiting: int) -> None:
         info = {
@@ -35,7 +38,12 @@ class Heartbeat:
             "waiting": waiting,
             "at": now_ms(),
         }
+        if self._stopped.is_set():
+            return
         self.client.set(keys.heartbeat(self.runner_id), json.dumps(info), px=HEARTBEAT_TTL_MS)
+        if self._stopped.is_set():  # `stop` ran while this write was on its way: it may have come after the delete
+            self.client.delete(keys.heartbeat(self.runner_id))
 
     def stop(self) -> None:
+        self._stopped.set()
         self.client.delete(keys.heartbeat(self.runner_id))
