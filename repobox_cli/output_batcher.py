@@ -51,12 +51,12 @@ class OutputBatcher:
                 return
         self._flush(output)
 
-    def stop(self) -> None:
-        """Flush what waits now, then end the thread."""
+    def stop(self, join_s: float = STOP_JOIN_S) -> None:
+        """Flush what waits now, then end the thread (waiting for it at most `join_s`)."""
         with self._cond:
             self._stopped = True
             self._cond.notify()
-        self._thread.join(STOP_JOIN_S)
+        self._thread.join(join_s)
 
     def _run(self) -> None:
         while True:

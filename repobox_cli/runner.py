@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 CLAIM_SWEEP_MAX_S = 5.0
 OUTAGE_GRACE_S = 3.0  # after Redis returns, live runners renew before anyone sweeps
 SUPERVISOR_JOIN_S = 5.0
+STOP_NOW_FLUSH_S = 1.0  # a second signal still sends the output lines waiting in their batch, for this long at most
 REAP_INTERVAL_S = 5.0  # exit statuses of processes re-parented to the runner are collected this often
 WAKE_AGAIN_S = 0.05  # a consumer not yet blocked when woken is woken again this often
 
@@ -267,6 +268,8 @@ class Runner:
         for active in actives:
             active.finished.set()  # no renewal may undo the abandon below
             active.control.cancel(StopReason.SHUTDOWN)
+        # Lines still in their batch go before the entries are handed back (a takeover's lines come after).
+        self.output_batcher.stop(join_s=STOP_NOW_FLUSH_S)
         try:
             for active in actives:
                 (active.leases or self.lanes[0].leases).abandon(active.attempt, hand_back=True)

@@ -472,6 +472,30 @@ def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: Worl
     _assert_clean_end(world, [world.user("alice")])
 
 
+# The agent prints a first line, waits for the test's go, prints a last line and says so (a file).
+LAST_LINE_AGENT = (
+    "echo first-line; while [ ! -e go ]; do sleep 0.01; done; echo last-line-before-the-stop; : > printed; sleep 20"
+)
+
+
+def test_second_signal_still_writes_the_output_lines_waiting_in_their_batch(world: World) -> None:
+    runner = world.start_runner(name="r1", AGENT_COMMAND=LAST_LINE_AGENT)
+    wait_ready(world, ["r1"])
+    job_id = world.add_job(user=world.user("alice"))
+    wait_for(lambda: "first-line" in world.output_text(job_id), 30, "the agent's first line")
+    runner.signal(signal.SIGTERM)
+    wait_for(lambda: log_messages(runner, "waiting for 1 running job"), 10, "the runner to wait for its job")
+    repo = next((world.temp_dir / job_id).glob("*/repo"))
+
+    (repo / "go").touch()
+    wait_for(lambda: (repo / "printed").exists(), 10, "the agent's last line", interval_s=0.002)
+    runner.signal(signal.SIGTERM)  # within the line's 50 ms batch: only the stop can still send it
+
+    assert runner.wait(10) != 0
+    assert "last-line-before-the-stop" in world.output_text(job_id)
+    assert world.job(job_id)["status"] == "running"  # left for takeover, as any second signal leaves it
+
+
 # -- 8. soak ------------------------------------------------------------------------------------
 
 SOAK_JOBS = int(os.environ.get("REPOBOX_SOAK_JOBS", "160"))  # 10-20 s on 2 cores; more with REPOBOX_SOAK_JOBS
