@@ -1,11 +1,16 @@
 """Item 4: a medium repository the benchmark generates (~5,000 files, ~2,000 commits, with
 `git fast-import`): one whole job cold, and — when this tree has a clone cache (a `CACHE_DIR`
-setting) — the repeat job with a warm cache; against `shell_job.sh`'s cold clone-and-push."""
+setting) — the repeat job with a warm cache, on this disk and with TEMP_DIR on a tmpfs (where
+/dev/shm is one); against `shell_job.sh`'s cold clone-and-push."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 from benchmarks.env import Bench
 from benchmarks.jobs import SHELL_JOB
@@ -15,6 +20,20 @@ from benchmarks.timed_run import run_timed
 from repobox_cli.settings import SETTINGS
 
 FILES_PER_DIR = 100
+TMPFS = Path("/dev/shm")  # where a tmpfs is found on Linux, for the TEMP_DIR-on-tmpfs row
+
+
+def _tmpfs_temp_dir() -> Path | None:
+    """A fresh private directory on a tmpfs, or None where there is none to write to."""
+    try:
+        with open("/proc/mounts") as mounts:
+            if not any(line.split()[1:3] == [str(TMPFS), "tmpfs"] for line in mounts):
+                return None
+        path = Path(tempfile.mkdtemp(prefix="repobox-bench-", dir=TMPFS))
+    except OSError:
+        return None
+    os.chmod(path, 0o700)
+    return path
 
 
 def has_clone_cache() -> bool:
@@ -95,21 +114,34 @@ def run(bench: Bench, quick: bool) -> list[Row]:
     warm: list[float] = []
     cold_clone: list[float] = []
     warm_clone: list[float] = []
+    warm_tmpfs: list[float] = []
     shell: list[float] = []
-    for n in range(rounds):
-        env = {"CACHE_DIR": str(bench.root / f"cache-{n}")} if cache else {}
-        runner = bench.start_runner(name=f"clone-{n}", MAX_CONCURRENT_JOBS="1", **env)
-        try:
-            shell.append(_shell_job(bench, url, n))
-            job_s, clone_s = _runner_job(bench, url)
-            cold.append(job_s)
-            cold_clone.append(clone_s)
-            if cache:
+    tmpfs = _tmpfs_temp_dir() if cache else None
+    try:
+        for n in range(rounds):
+            env = {"CACHE_DIR": str(bench.root / f"cache-{n}")} if cache else {}
+            runner = bench.start_runner(name=f"clone-{n}", MAX_CONCURRENT_JOBS="1", **env)
+            try:
+                shell.append(_shell_job(bench, url, n))
                 job_s, clone_s = _runner_job(bench, url)
-                warm.append(job_s)
-                warm_clone.append(clone_s)
-        finally:
-            bench.stop_runner(runner)
+                cold.append(job_s)
+                cold_clone.append(clone_s)
+                if cache:
+                    job_s, clone_s = _runner_job(bench, url)
+                    warm.append(job_s)
+                    warm_clone.append(clone_s)
+            finally:
+                bench.stop_runner(runner)
+            if tmpfs is not None:  # the same warm cache (on disk), the job's files on a tmpfs
+                name = f"clone-tmpfs-{n}"
+                runner = bench.start_runner(name=name, MAX_CONCURRENT_JOBS="1", TEMP_DIR=str(tmpfs), **env)
+                try:
+                    warm_tmpfs.append(_runner_job(bench, url)[0])
+                finally:
+                    bench.stop_runner(runner)
+    finally:
+        if tmpfs is not None:
+            shutil.rmtree(tmpfs, ignore_errors=True)
     cold_s, shell_s = median(cold), median(shell)
     size = f"{files:,} files, {commits:,} commits"
     rows = [Row("4", f"one job, medium repo ({size}), cold", fmt_ms(cold_s), fmt_ms(shell_s), ratio(cold_s, shell_s))]
@@ -147,6 +179,17 @@ def run(bench: Bench, quick: bool) -> list[Row]:
                 ratio(warm_s, cold_s),
             )
         )
+        if warm_tmpfs:
+            tmpfs_s = median(warm_tmpfs)
+            rows.append(
+                Row(
+                    "4",
+                    f"repeat job with cache, TEMP_DIR on a tmpfs ({TMPFS}) vs. on this disk",
+                    fmt_ms(tmpfs_s),
+                    fmt_ms(warm_s),
+                    ratio(tmpfs_s, warm_s),
+                )
+            )
     else:
         rows.append(
             Row(
