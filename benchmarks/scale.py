@@ -72,7 +72,7 @@ def _burst(bench: Bench, clock: KeyspaceClock, users: int) -> float:
 
 def run(bench: Bench, quick: bool) -> list[Row]:
     big = 1_000 if quick else 100_000
-    rounds, jobs = (1, 3) if quick else (4, 10)
+    rounds, jobs = (1, 3) if quick else (6, 15)
     clock = KeyspaceClock(bench.client, "job:*", "hset")
     samples: dict[int, list[float]] = {10: [], big: []}
     commands: dict[int, int] = {10: 0, big: 0}
