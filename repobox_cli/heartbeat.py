@@ -28,6 +28,8 @@ class Heartbeat:
         self._stopped = threading.Event()
 
     def beat(self, running: int, waiting: int) -> None:
+        if self._stopped.is_set():
+            return
         info = {
             "runner_id": self.runner_id,
             "host": self.host,
@@ -38,8 +40,6 @@ class Heartbeat:
             "waiting": waiting,
             "at": now_ms(),
         }
-        if self._stopped.is_set():
-            return
         self.client.set(keys.heartbeat(self.runner_id), json.dumps(info), px=HEARTBEAT_TTL_MS)
         if self._stopped.is_set():  # `stop` ran while this write was on its way: it may have come after the delete
             self.client.delete(keys.heartbeat(self.runner_id))
