@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import sys
 import time
 import uuid
 from collections import Counter
@@ -472,10 +474,20 @@ def test_second_signal_stops_at_once_and_leaves_the_job_for_takeover(world: Worl
     _assert_clean_end(world, [world.user("alice")])
 
 
-# The agent prints a first line, waits for the test's go, prints a last line and says so (a file).
-LAST_LINE_AGENT = (
-    "echo first-line; while [ ! -e go ]; do sleep 0.01; done; echo last-line-before-the-stop; : > printed; sleep 20"
-)
+# The agent prints a first line, waits for the test's go, prints a last line, waits until the
+# runner has read it from the pipe (nothing left in it: FIONREAD on its own end) and says so (a file).
+LAST_LINE_SOURCE = """
+import fcntl, os, struct, sys, termios, time
+print("first-line", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.01)
+print("last-line-before-the-stop", flush=True)
+while struct.unpack("i", fcntl.ioctl(1, termios.FIONREAD, bytes(4)))[0]:
+    time.sleep(0.001)
+open("printed", "w").close()
+time.sleep(20)
+"""
+LAST_LINE_AGENT = shlex.join([sys.executable, "-c", LAST_LINE_SOURCE])
 
 
 def test_second_signal_still_writes_the_output_lines_waiting_in_their_batch(world: World) -> None:
