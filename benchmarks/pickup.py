@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from benchmarks.env import BareLoop, Bench, KeyspaceClock, stream_fields
@@ -74,16 +75,20 @@ def _clock_bias(bench: Bench, clock: KeyspaceClock, trials: int) -> tuple[float,
 
 
 def run(bench: Bench, sizes: Sizes) -> list[Row]:
-    clock = KeyspaceClock(bench.client, "job:*", "hset")
-    runner = bench.start_runner(name="pickup", MAX_CONCURRENT_JOBS="4")
-    bare = BareLoop(bench, "pickup", "bench:pickup")
-    scripted = BareLoop(bench, "begin", "bench:pickup-begin")
     ours: list[float] = []
     base: list[float] = []
     base_begin: list[float] = []
     idle_ours: list[float] = []
     idle_base: list[float] = []
-    try:
+    with ExitStack() as started:  # whatever started is stopped, whichever start or step fails
+        clock = KeyspaceClock(bench.client, "job:*", "hset")
+        started.callback(clock.close)
+        runner = bench.start_runner(name="pickup", MAX_CONCURRENT_JOBS="4")
+        started.callback(bench.stop_runner, runner)
+        bare = BareLoop(bench, "pickup", "bench:pickup")
+        started.callback(bare.close)
+        scripted = BareLoop(bench, "begin", "bench:pickup-begin")
+        started.callback(scripted.close)
         per_round = max(1, sizes.jobs // sizes.rounds)
         for _ in range(sizes.rounds):
             for _ in range(per_round):
@@ -96,11 +101,6 @@ def run(bench: Bench, sizes: Sizes) -> list[Row]:
             time.sleep(sizes.idle_s)
             idle_base.append(_one(bench, clock, bare.stream, runner=False))
         bias_script, bias_plain = _clock_bias(bench, clock, sizes.jobs)
-    finally:
-        bare.close()
-        scripted.close()
-        bench.stop_runner(runner)
-        clock.close()
     p50, p99 = percentile(ours, 50), percentile(ours + idle_ours, 99)
     b50, b99 = percentile(base, 50), percentile(base + idle_base, 99)
     first, first_base = max(idle_ours), max(idle_base)
