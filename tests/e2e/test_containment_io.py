@@ -66,7 +66,8 @@ def leftovers(world: World) -> list[str]:
 
 
 def output_items(world: World, job_id: str) -> list[str]:
-    return world.client.lrange(f"job:{job_id}:output", 0, -1)
+    items: list[str] = world.client.lrange(f"job:{job_id}:output", 0, -1)
+    return items
 
 
 def assert_next_run_starts_and_runs_a_job(world: World) -> None:
@@ -80,10 +81,10 @@ def assert_next_run_starts_and_runs_a_job(world: World) -> None:
 @pytest.mark.slow
 def test_deep_trees_in_the_clone_and_tmpdir_are_removed_and_the_next_run_starts(cworld: World, tmp_path: Path) -> None:
     job_id = cworld.add_job()
-    result = cworld.repobox(
+    result = cworld.repobox_within(
+        BURST_DEADLINE_S,
         "run",
         "--burst",
-        timeout_s=BURST_DEADLINE_S,
         AGENT_COMMAND=f"{python_agent(tmp_path, TREE_SCRIPT, DEEP_LEVELS, 10)} {IN_CLONE_AND_TMPDIR}",
     )
     assert result.returncode == 0, result.stderr
@@ -101,7 +102,7 @@ def test_a_hundred_thousand_files_in_the_clone_and_tmpdir_are_removed(cworld: Wo
     # The agent fails after making them: the clean-up is what is tested, not committing 100,000 files.
     agent = python_agent(tmp_path, TREE_SCRIPT, 5, MANY_FILES)
     agent = f"{agent} {IN_CLONE_AND_TMPDIR} && exit 3"
-    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=agent)
+    result = cworld.repobox_within(BURST_DEADLINE_S, "run", "--burst", AGENT_COMMAND=agent)
     assert result.returncode == 0, result.stderr
     job = cworld.job(job_id)
     assert job["status"] == "failed" and job["error_message"] == "agent command exited with status 3", job
@@ -174,7 +175,7 @@ def test_endless_output_stays_within_the_caps_and_other_jobs_carry_on(cworld: Wo
     flood = cworld.add_job(user=cworld.user("talker"), prompt="flood")
     other = cworld.add_job(user=cworld.user("quiet-user"), prompt="be quiet")
     only_for_the_flood = f'if [ "$REPOBOX_PROMPT" = flood ]; then {agent}; else echo quiet > quiet.txt; fi'
-    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=only_for_the_flood)
+    result = cworld.repobox_within(BURST_DEADLINE_S, "run", "--burst", AGENT_COMMAND=only_for_the_flood)
     assert result.returncode == 0, result.stderr
     assert cworld.job(other)["status"] == "success", cworld.output_text(other)[-2000:]
     if agent.endswith("sys.exit(4)'"):
@@ -237,7 +238,7 @@ def test_nested_repositories_are_not_committed_and_one_line_names_them(cworld: W
     ).stdout.strip()
     job_id = cworld.add_job()
     agent = f"PRIVATE_GIT_DIR={shlex.quote(str(private))} && export PRIVATE_GIT_DIR && {NESTED_AGENT}"
-    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND=agent)
+    result = cworld.repobox_within(BURST_DEADLINE_S, "run", "--burst", AGENT_COMMAND=agent)
     assert result.returncode == 0, result.stderr
     assert cworld.job(job_id)["status"] == "success", cworld.output_text(job_id)
     branch = f"repobox/{job_id[:8]}"
@@ -287,7 +288,7 @@ def test_a_gitlink_already_in_the_base_branch_is_kept_unchanged(cworld: World) -
     ).stdout.strip()
     subprocess.run([*git, "update-ref", "refs/heads/main", commit], check=True)
     job_id = cworld.add_job()
-    result = cworld.repobox("run", "--burst", timeout_s=BURST_DEADLINE_S, AGENT_COMMAND="echo more >> README.md")
+    result = cworld.repobox_within(BURST_DEADLINE_S, "run", "--burst", AGENT_COMMAND="echo more >> README.md")
     assert result.returncode == 0, result.stderr
     assert cworld.job(job_id)["status"] == "success", cworld.output_text(job_id)
     tree_out = subprocess.run(

@@ -92,7 +92,8 @@ def test_a_delivery_that_only_waited_is_not_counted(world: World) -> None:
 
 
 def _entry_of(world: World, job_id: str) -> str:
-    return next(i for i, f in world.client.xrange("jobs:stream") if f["job_id"] == job_id)
+    entry_id: str = next(i for i, f in world.client.xrange("jobs:stream") if f["job_id"] == job_id)
+    return entry_id
 
 
 def _pending_rows(world: World) -> list[dict[str, object]]:

@@ -11,7 +11,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from repobox_cli import metrics
+from repobox_cli import __version__, metrics
 from tests.support.redis_server import find_free_port
 from tests.support.reliability_helpers import wait_agent_running, wait_ready, wait_status
 from tests.support.world import World, wait_for
@@ -62,7 +62,7 @@ def test_metrics_endpoint_serves_the_documented_metrics_and_they_follow_the_jobs
 
     names, samples = scrape(port)
     assert set(metrics.DOCUMENTED) <= names
-    assert value(samples, "repobox_runner_info", runner_id="metered", version=metrics.__version__) == 1
+    assert value(samples, "repobox_runner_info", runner_id="metered", version=__version__) == 1
     assert value(samples, "repobox_workers") == 1
     assert value(samples, "repobox_jobs_running") == 1
     assert value(samples, "repobox_stream_lag", stream="jobs:stream") == 1  # no free worker: not read yet
@@ -136,7 +136,7 @@ def test_two_runners_in_one_process_keep_their_own_metrics() -> None:
 
         assert metric(one.port, "repobox_takeovers_total", stream="jobs:stream") == 3
         assert metric(two.port, "repobox_takeovers_total", stream="jobs:stream") == 0
-        assert metric(two.port, "repobox_runner_info", runner_id="two", version=metrics.__version__) == 1
+        assert metric(two.port, "repobox_runner_info", runner_id="two", version=__version__) == 1
     finally:
         one.close()
         two.close()

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -58,11 +59,15 @@ def _work_branch(job_id: str) -> str:
     return f"repobox/{job_id[:8]}"
 
 
+def _no_slots(world: World, user: str) -> bool:
+    return slots_held(world.client, user) == 0
+
+
 def _assert_clean_end(world: World, users: list[str], timeout_s: float = 15.0) -> None:
     """No entry pending, no user slot held (dead runners' leases expire by themselves)."""
     wait_for(lambda: pending_count(world.client) == 0, timeout_s, "no entry pending")
     for user in users:
-        wait_for(lambda u=user: slots_held(world.client, u) == 0, timeout_s, f"user {user}'s slots to be free")
+        wait_for(partial(_no_slots, world, user), timeout_s, f"user {user}'s slots to be free")
 
 
 # -- 1. kill -9 mid-job ----------------------------------------------------------------------

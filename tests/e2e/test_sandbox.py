@@ -406,7 +406,7 @@ def test_a_stopped_job_whose_keeper_cannot_act_on_its_stop_ends_and_leaves_nothi
 
 
 def ancestors(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     while pid > 1 and len(found) < 10:
         pid = parent_of(pid)
         found.append(pid)
@@ -432,7 +432,7 @@ def describe(pids: list[int]) -> str:
     """Each process with its parents (pid, state, name, command line's start): what a failure needs."""
     lines = []
     for pid in pids:
-        chain = []
+        chain: list[str] = []
         current = pid
         while current > 1 and len(chain) < 6:
             try:

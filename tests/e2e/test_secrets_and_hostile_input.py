@@ -453,10 +453,10 @@ def trap_run(tmp_path_factory: pytest.TempPathFactory, git_server: GitHttpsServe
             scripts.mkdir(exist_ok=True)
             (scripts / case.job_id).symlink_to(script)
             cases[name] = case
-        result = world.repobox(
+        result = world.repobox_within(
+            BURST_DEADLINE_S,
             "run",
             "--burst",
-            timeout_s=BURST_DEADLINE_S,
             AGENT_COMMAND=f'exec /bin/sh {shlex.quote(str(scripts))}/"$REPOBOX_JOB_ID"',
             CLEANUP_AFTER_JOB="false",
             MAX_CONCURRENT_JOBS="6",
@@ -794,16 +794,15 @@ def _setup_case(world: World, case: Case) -> tuple[str | None, str | None]:
             client.hset(f"job:{job_id}", mapping={k: str(v) for k, v in kwargs.items() if k in ("user_id", "id")})
         return job_id, entry_id
     assert case.entry is not None
-    job_id = None
     fields = dict(case.entry)
-    if fields.get("job_id") == "{job}":
-        job_id = world.add_job(enqueue=False)
-        fields["job_id"] = job_id
-    return job_id, client.xadd("jobs:stream", fields)
+    if fields.get("job_id") != "{job}":
+        return None, client.xadd("jobs:stream", fields)
+    fields["job_id"] = world.add_job(enqueue=False)
+    return fields["job_id"], client.xadd("jobs:stream", fields)
 
 
 def snapshot(root: Path, skip: set[Path]) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in skip]
         found.update(str(Path(dirpath, n).relative_to(root)) for n in dirnames + filenames)
@@ -901,7 +900,7 @@ def test_undecodable_bytes_and_wrong_key_types_are_refused_and_the_runner_keeps_
         fields["job_id"] = b"\xff\xfe-bad-id"
     else:
         fields.update(job_id="ok-id", prompt=b"\x80\x81")
-    raw.xadd("jobs:stream", fields)  # type: ignore[arg-type]
+    raw.xadd("jobs:stream", fields)
     good = world.add_job(prompt="after the hostile one")
     result = world.run_burst(MAX_CONCURRENT_JOBS="1")
     assert "Traceback" not in result.stderr, result.stderr[-1500:]

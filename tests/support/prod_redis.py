@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -235,7 +236,7 @@ class SentinelGroup:
             self._sentinels.append(_Process(["redis-server", str(conf), "--sentinel"]))
         for port in self.sentinel_ports:
             wait_for(
-                lambda p=port: self._sentinel_sees_replica(p),
+                partial(self._sentinel_sees_replica, port),
                 START_DEADLINE_S,
                 f"sentinel {port} to see the primary, its replica and the other sentinels",
             )
@@ -323,7 +324,7 @@ class OldRedisStandIn:
         if command == "PING":
             return b"+PONG\r\n"
         if command == "HELLO":  # RESP3, as redis-py 8 asks for
-            fields = {
+            fields: dict[str, str | int] = {
                 "server": "redis",
                 "version": self.version,
                 "proto": 3,
@@ -337,11 +338,11 @@ class OldRedisStandIn:
             )
             return b"%%%d\r\n%s" % (len(fields), body)
         if command == "INFO":
-            body = (
+            info = (
                 f"# Server\r\nredis_version:{self.version}\r\nredis_mode:standalone\r\n"
                 "# Cluster\r\ncluster_enabled:0\r\n"
             )
-            data = body.encode()
+            data = info.encode()
             return b"$%d\r\n%s\r\n" % (len(data), data)
         return b"+OK\r\n"
 

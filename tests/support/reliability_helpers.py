@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -84,7 +85,7 @@ def wait_agent_running(world: World, job_id: str, timeout_s: float = 30.0) -> st
 def wait_ready(world: World, names: Iterable[str], timeout_s: float = READY_DEADLINE_S) -> None:
     """Wait until each named runner wrote its heartbeat (it has connected and joined the group)."""
     for name in names:
-        wait_for(lambda n=name: world.client.exists(f"runner:heartbeat:{n}"), timeout_s, f"runner {name} to start")
+        wait_for(partial(world.client.exists, f"runner:heartbeat:{name}"), timeout_s, f"runner {name} to start")
 
 
 def start_fleet(world: World, names: Iterable[str], **env: str) -> dict[str, RunnerProcess]:
@@ -153,7 +154,7 @@ class Sampler:
             self._sample()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -216,7 +216,7 @@ class ProcessScanner:
             if any(marker in raw_env.split(b"\0") for marker in self._markers):
                 self.agent_pids_seen.add(pid)
             for leak in leaks_in(raw_env, self.forms):
-                self.findings.add(f"environ of pid {pid} ({exe_after}, {cmdline[:80]!r}): {leak}")
+                self.findings.add(f"environ of pid {pid} ({exe_after}, {(cmdline or b'')[:80]!r}): {leak}")
         for root in self.roots:
             self.findings.update(scan_tree(root, self.forms))
         if self.redis_url:

@@ -108,23 +108,26 @@ def push(world: World, sid: str, *, title: str = "", description: str = "") -> N
 
 
 def session(world: World, sid: str) -> dict[str, str]:
-    return world.client.hgetall(f"work_session:{sid}")
+    record: dict[str, str] = world.client.hgetall(f"work_session:{sid}")
+    return record
 
 
 def wait_session(world: World, sid: str, status: str, timeout_s: float = 30.0) -> dict[str, str]:
-    return wait_for(
+    found: dict[str, str] = wait_for(
         lambda: (s := session(world, sid)) and s.get("status") == status and s,
         timeout_s,
         f"session {sid[:8]} {status}, now {session(world, sid).get('status')}",
     )
+    return found
 
 
 def wait_job(world: World, job_id: str, timeout_s: float = 30.0) -> dict[str, str]:
-    return wait_for(
+    job: dict[str, str] = wait_for(
         lambda: (j := world.job(job_id)).get("status") in ("success", "failed", "cancelled") and j,
         timeout_s,
         f"job {job_id[:8]} final",
     )
+    return job
 
 
 def output(world: World, sid: str) -> list[dict[str, Any]]:

@@ -208,7 +208,8 @@ class World:
         return job_id
 
     def job(self, job_id: str) -> dict[str, str]:
-        return self.client.hgetall(f"job:{job_id}")
+        job: dict[str, str] = self.client.hgetall(f"job:{job_id}")
+        return job
 
     def output(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.client.lrange(f"job:{job_id}:output", 0, -1)]
@@ -235,9 +236,13 @@ class World:
         env.update(overrides)
         return env
 
-    def repobox(
-        self, *args: str, input: str | None = None, timeout_s: float = PROCESS_DEADLINE_S, **env: str
+    def repobox(self, *args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.repobox_within(PROCESS_DEADLINE_S, *args, input=input, **env)
+
+    def repobox_within(
+        self, timeout_s: float, *args: str, input: str | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
+        """`repobox *args`, failing the test if it has not exited after `timeout_s`."""
         return subprocess.run(
             [sys.executable, "-m", "repobox_cli", *args],
             env=self.env(**env),

@@ -20,8 +20,8 @@ import pytest
 
 from repobox_cli import clone_cache, workdir
 from repobox_cli.control import JobControl
-from repobox_cli.errors import BranchMissing, SettingsError
-from repobox_cli.git_ops import Fetched, Git, GitError
+from repobox_cli.errors import BranchMissing, GitError, SettingsError
+from repobox_cli.git_ops import Fetched, Git
 from repobox_cli.redaction import basic_auth_value
 from repobox_cli.settings import RUN, Settings, load_settings
 from repobox_cli.validation import RepoUrl, repo_url

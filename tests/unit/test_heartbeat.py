@@ -15,13 +15,13 @@ from tests.support.redis_server import RedisServer
 RUNNER = "runner-7f3c"
 
 
-class StopDuringWrite(redis.Redis):
+class StopDuringWrite(redis.Redis):  # type: ignore[misc]  # redis-py is untyped here (pyproject)
     """A real client whose next SET is preceded by the runner's stop, as when the supervisor's
     beat has read the stop flag and the main thread then stops the heartbeat before the SET lands."""
 
     heartbeat: Heartbeat | None = None
 
-    def set(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def set(self, *args: Any, **kwargs: Any) -> Any:
         if self.heartbeat is not None:
             heartbeat, self.heartbeat = self.heartbeat, None
             heartbeat.stop()

@@ -195,7 +195,8 @@ def test_begin_that_reads_the_job_refuses_a_final_job_and_carries_the_fields_of_
     busy = leases.begin(extra, limit=LIMIT, lease_ms=LEASE_MS, started_at=1, read=True)
 
     assert busy.outcome is BeginOutcome.BUSY
-    assert busy.record == client.hgetall(keys.job(extra.job_id)) and busy.record["status"] == "pending"
+    assert busy.record is not None and busy.record == client.hgetall(keys.job(extra.job_id))
+    assert busy.record["status"] == "pending"
 
 
 def test_begin_many_gives_each_attempt_the_outcome_begin_alone_would(client: redis.Redis, leases: Leases) -> None:

@@ -176,7 +176,7 @@ def test_a_notice_whose_push_lost_its_reply_is_written_once_and_brought_up_to_da
     health = RedisHealth()
     out: JobOutput
     lossy = ReplyLostOnce(client, lambda: out._notice is not None)
-    out = JobOutput(lossy, JOB_ID, health, limits=SMALL)  # type: ignore[arg-type]
+    out = JobOutput(lossy, JOB_ID, health, limits=SMALL)
     i = 0
     while not lossy.lost:
         out.agent(f"line {i}", "stdout")

@@ -98,9 +98,12 @@ def test_a_job_that_drains_its_output_writes_every_line_before_it_returns(
     client: redis.Redis, batcher: OutputBatcher
 ) -> None:
     out = JobOutput(client, JOB_ID, RedisHealth(), batcher=batcher)
-    writers = [
-        threading.Thread(target=lambda n=n: [out.agent(f"{n}-{i}", "stdout") for i in range(50)]) for n in range(3)
-    ]
+
+    def write(n: int) -> None:
+        for i in range(50):
+            out.agent(f"{n}-{i}", "stdout")
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
     for writer in writers:
         writer.start()
     for writer in writers:
