@@ -49,11 +49,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from repobox_cli import workdir
+from repobox_cli.background import STOP_WAIT_S, OneAtATime
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.errors import BranchMissing, GitError, JobStopped, RemoteRefused, RepoboxError
 from repobox_cli.validation import RepoUrl
@@ -78,7 +80,6 @@ MAX_PACKS = 32
 # something new, before the mirror is maintained again.
 MAINTAIN_AFTER_PACKS = 4
 MAINTENANCE_DIR = "maintenance"  # in CACHE_DIR: the working directory of maintenance's git
-STOP_WAIT_S = 5.0  # how long a stopping process waits for its killed maintenance to end
 # A mirror whose maintenance failed is not maintained again by this process for this long (the
 # jobs that read a damaged object rebuild it; one that never gets the lock does it past MAX_PACKS).
 RETRY_AFTER_FAILURE_S = 600.0
@@ -504,15 +505,15 @@ class Outcome(StrEnum):
 
 
 class Maintenance:
-    """Mirror maintenance in this process: one mirror at a time, on a thread of its own; `stop`
-    kills it and lets no more start (the runner's stop)."""
+    """Mirror maintenance in this process: one mirror at a time, on a thread of its own, killed
+    after JOB_TIMEOUT (a stalled disk), as a job's git is; `stop` kills it and lets no more start
+    (the runner's stop)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: tuple[threading.Thread, JobControl] | None = None  # one at a time
+        self._task = OneAtATime("mirror-maintenance")
+        self._lock = threading.Lock()  # guards what follows
         self._failed_at: dict[Path, float] = {}
         self._unsupported = False
-        self._stopped = False
 
     def start(self, settings: Settings, cache: CloneCache, mirror: Mirror) -> bool:
         """Maintain `mirror` in the background; False when stopped, when git is too old, when a
@@ -520,67 +521,28 @@ class Maintenance:
         failed less than RETRY_AFTER_FAILURE_S ago."""
         with self._lock:
             failed_at = self._failed_at.get(mirror.path)
-            if (
-                self._stopped
-                or self._unsupported
-                or self._running is not None
-                or (failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_FAILURE_S)
-            ):
+            if self._unsupported or (failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_FAILURE_S):
                 return False
-            control = JobControl(settings.job_timeout_s)
-            thread = threading.Thread(
-                target=self._run, args=(settings, cache, mirror, control), name="mirror-maintenance", daemon=True
-            )
-            self._running = (thread, control)
-            try:
-                thread.start()
-            except RuntimeError as exc:  # no thread to be had: the mirror is only slower to copy from
-                self._running = None
-                log.warning("clone cache: cannot start maintenance of mirror %s: %s", mirror.path.name, exc)
-                return False
-        return True
+        return self._task.start(partial(self._run, settings, cache, mirror), settings.job_timeout_s)
 
     def _run(self, settings: Settings, cache: CloneCache, mirror: Mirror, control: JobControl) -> None:
-        # A maintenance that hangs (a stalled disk) is killed after JOB_TIMEOUT, as a job's git is.
-        timer = threading.Timer(settings.job_timeout_s, control.cancel, args=(StopReason.TIMEOUT,))
-        timer.daemon = True
-        outcome = Outcome.FAILED
+        outcome = Outcome.FAILED  # also when `maintain` raises (`OneAtATime` logs it)
         try:
-            timer.start()
             outcome = maintain(settings, cache, mirror, control)
-        except Exception as exc:  # noqa: BLE001 - a thread's boundary: the mirror is only slower to copy from
-            name, kind = mirror.path.name, type(exc).__name__
-            log.error("clone cache: maintaining mirror %s: internal error: %s: %s", name, kind, exc)
         finally:
-            timer.cancel()
             with self._lock:
-                self._running = None
                 if outcome is Outcome.FAILED or (outcome is Outcome.STOPPED and control.reason is StopReason.TIMEOUT):
                     self._failed_at[mirror.path] = time.monotonic()
                 self._unsupported = self._unsupported or outcome is Outcome.UNSUPPORTED
 
     def wait(self, timeout_s: float) -> bool:
         """Wait for the maintenance under way; whether none is left."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                running = self._running
-            if running is None:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            running[0].join(remaining)
+        return self._task.wait(timeout_s)
 
     def stop(self, timeout_s: float = STOP_WAIT_S) -> bool:
         """Kill the maintenance under way (its git: the mirror's lock goes with it) and start no
         more; whether all of it ended within `timeout_s`."""
-        with self._lock:
-            self._stopped = True
-            running = self._running
-        if running is not None:
-            running[1].cancel(StopReason.SHUTDOWN)
-        return self.wait(timeout_s)
+        return self._task.stop(timeout_s)
 
 
 background = Maintenance()

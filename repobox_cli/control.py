@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 
 from repobox_cli import procs
@@ -117,6 +118,18 @@ class JobControl:
 
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline
+
+    @contextlib.contextmanager
+    def enforced(self) -> Iterator[JobControl]:
+        """For work no supervisor watches (a job's deadline is the supervisor's to enforce): a
+        timer cancels this control at its deadline (TIMEOUT), killing what is registered then."""
+        timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self.cancel, args=(StopReason.TIMEOUT,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield self
+        finally:
+            timer.cancel()
 
     def check(self) -> None:
         """Raise JobStopped if the job must stop."""

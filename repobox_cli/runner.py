@@ -8,9 +8,13 @@ Threads, and what each owns:
   there are free workers, and admits each entry (`Admission`). In burst mode reads do not block:
   between empty reads a lane waits for work to finish, and the jobs lane ends the run once every
   lane is dry and nothing runs;
-- the **supervisor thread** (`supervisor.supervise`) watches running work (`JobWatch`: deadlines,
+- the **supervisor thread** (`supervisor.supervise`) watches running work (`JobWatch.tick`:
   cancels, renewals) and does the runner's duties for every lane: start waiting entries, heartbeat
-  and renew waiting claims, take over idle entries (`ClaimSweeper`), housekeeping;
+  and renew waiting claims, take over idle entries (`ClaimSweeper`), stream housekeeping; its
+  **watchdog thread** enforces deadlines and lapsed leases (`JobWatch.enforce`), whatever the
+  supervisor waits for;
+- the **session-tidy thread** (`background.OneAtATime`) removes stale session working copies,
+  deleting archived sessions' checkpoints from their remotes (which can stall), under a deadline;
 - **worker threads** (`WorkerPool`, shared by all lanes) each run one attempt (`WorkKind.execute`)
   to its final state;
 - the **signals thread** reads SIGINT/SIGTERM from `StopSignals` (handlers do nothing): the first
@@ -30,13 +34,15 @@ import logging
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import redis
 
 from repobox_cli import clone_cache, keys, procs, workdir
 from repobox_cli.active import ActiveJob, RunOutcome
-from repobox_cli.control import StopReason
+from repobox_cli.background import OneAtATime
+from repobox_cli.control import JobControl, StopReason
 from repobox_cli.executor import Executor
 from repobox_cli.heartbeat import HEARTBEAT_INTERVAL_S, Heartbeat
 from repobox_cli.housekeeping import HOUSEKEEPING_INTERVAL_S, remove_stale_workdirs
@@ -50,7 +56,7 @@ from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, Backoff, Durability, RedisHealth, describe
 from repobox_cli.session_housekeeping import remove_stale_sessions
 from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
-from repobox_cli.session_work import SessionWork
+from repobox_cli.session_work import CHECKPOINT_DROP_TIMEOUT_S, SessionWork
 from repobox_cli.sessions import SessionJob
 from repobox_cli.settings import Settings
 from repobox_cli.stop_signals import StopSignals
@@ -92,6 +98,7 @@ class Runner:
         self._sweep = Every(min(CLAIM_SWEEP_MAX_S, settings.claim_min_idle_s / 2))
         self._tidy = Every(HOUSEKEEPING_INTERVAL_S)
         self._reap = Every(REAP_INTERVAL_S)
+        self._session_tidy = OneAtATime("session-tidy")
 
     # -- life cycle ----------------------------------------------------------------------
     def run(self, signals: StopSignals | None = None) -> int:
@@ -108,7 +115,7 @@ class Runner:
                 self.settings.tick_s,
                 self.supervisor_stop,
                 [self._watch_jobs, self._duties],
-                [lambda: self.watch.enforce(self._actives())],
+                [lambda woke_late: self.watch.enforce(self._actives(), woke_late)],
             ),
         )
         supervisor.start()
@@ -250,7 +257,7 @@ class Runner:
         workdir.ensure_private_dir(self.settings.temp_dir)
         if self.settings.cleanup_after_job:
             remove_stale_workdirs(self.client, Path(self.settings.temp_dir))
-        self._tidy_sessions()
+        self._session_tidy.start(self._tidy_sessions, CHECKPOINT_DROP_TIMEOUT_S)
 
     def _obey(self, signals: StopSignals) -> None:
         """First signal: stop reading, finish running work. Second: stop now."""
@@ -297,6 +304,7 @@ class Runner:
             self.hard_stop.set()  # jobs still waiting for Redis give up: SHUTDOWN_TIMEOUT is a bound
         self.pool.shutdown()
         clone_cache.background.stop()  # the mirrors' maintenance: the next job starts it again
+        self._session_tidy.stop()  # a checkpoint's deletion under way: the next runner's pass does it
         self.output_batcher.stop()  # every job drained its output; lines of jobs left behind go now
         self.supervisor_stop.set()
         supervisor.join(timeout=SUPERVISOR_JOIN_S)
@@ -348,21 +356,26 @@ class Runner:
         if self._tidy.due():
             for lane in self.lanes:
                 lane.tidy()
-            self._tidy_sessions()
+            # On a thread of its own: an archived session's checkpoint is deleted from the user's
+            # remote, which can stall; this thread renews leases and must never wait on one.
+            self._session_tidy.start(self._tidy_sessions, CHECKPOINT_DROP_TIMEOUT_S)
         if self._reap.due():
             # A stopped step's process group is killed whole: git's helpers (git-remote-https,
             # index-pack) outlive git by a moment and are re-parented to the runner, a subreaper.
             procs.reap_orphans()
 
-    def _tidy_sessions(self) -> None:
-        """Working copies of sessions pushed, archived, gone, idle or held elsewhere: removed."""
+    def _tidy_sessions(self, control: JobControl) -> None:
+        """Working copies of sessions pushed, archived, gone, idle or held elsewhere: removed.
+        `control`: the pass's deadline and the runner's stop (the rest wait for the next pass)."""
         busy = {active.job.session_id for active in self.pool.actives() if isinstance(active.job, SessionJob)}
         remove_stale_sessions(
             self.client,
             Path(self.settings.temp_dir),
             self.settings.session_idle_ttl_s,
             busy,
-            on_archived=self.session_work.drop_checkpoint,
+            on_archived=partial(self.session_work.drop_checkpoint, control=control),
+            stopped=control.stopped.is_set,
+            lock_of=self.session_work.locks.get,
         )
 
     def _sweep_allowed(self) -> bool:

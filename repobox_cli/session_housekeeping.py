@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable, Set
 from pathlib import Path
 
@@ -30,28 +31,39 @@ def remove_stale_sessions(
     idle_ttl_s: float,
     busy: Set[str],
     on_archived: Callable[[str], None] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+    lock_of: Callable[[str], threading.Lock] | None = None,
 ) -> list[str]:
     """Remove the stale working copies under `TEMP_DIR/sessions`, except `busy` sessions (a step
-    of theirs runs in this process); `on_archived` is told of an archived session first (its
-    checkpoint ref goes too). The session ids removed."""
+    of theirs runs in this process) and those whose lock (`lock_of`, held by their steps) is
+    taken; `on_archived` is told of an archived session first (its checkpoint ref goes too). Once
+    `stopped()`, the rest wait for a later call. The session ids removed."""
     root = temp_dir / SESSIONS_DIR
     if not workdir.is_real_dir(root):
         return []
     removed = []
     for child in sorted(root.iterdir()):
+        if stopped():
+            break
         try:
             session_id = validation.safe_name(child.name, "session id")
         except JobDataError:
             continue  # not a directory repobox made: never removed
         if session_id in busy or not workdir.is_real_dir(child):
             continue
-        why = _stale_because(client, session_id, child, idle_ttl_s)
-        if why:
-            if why == ARCHIVED_REASON and on_archived is not None:
-                on_archived(session_id)
-            workdir.remove_tree(child)
-            removed.append(session_id)
-            log.info("removed the working copy of session %s: %s", session_id, why)
+        lock = lock_of(session_id) if lock_of is not None else threading.Lock()
+        if not lock.acquire(blocking=False):
+            continue  # a step of the session began meanwhile
+        try:
+            why = _stale_because(client, session_id, child, idle_ttl_s)
+            if why:
+                if why == ARCHIVED_REASON and on_archived is not None:
+                    on_archived(session_id)
+                workdir.remove_tree(child)
+                removed.append(session_id)
+                log.info("removed the working copy of session %s: %s", session_id, why)
+        finally:
+            lock.release()
     return removed
 
 

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SESSIONS_DIR = workdir.SESSIONS_DIR_NAME
 BASE_REF = "refs/repobox/base"
+# A pass of session housekeeping, which deletes archived sessions' checkpoints from their remotes, is
+# killed after this (the rest waits for the next pass).
 CHECKPOINT_DROP_TIMEOUT_S = 60.0
 
 
@@ -197,9 +199,10 @@ class SessionWork:
             for directory in (paths.root.parent.parent, paths.root.parent, paths.root):
                 os.chmod(directory, workdir.TRAVERSE_ONLY_MODE)
 
-    def drop_checkpoint(self, session_id: str) -> None:
+    def drop_checkpoint(self, session_id: str, control: JobControl) -> None:
         """An archived session's checkpoint ref is deleted from the user's remote (by the runner
-        holding its working copy, before removing it); a failure is logged, never raised."""
+        holding its working copy, before removing it); a failure is logged, never raised. The push
+        is registered with `control` (its caller's deadline and stop kill it)."""
         try:
             data = self.client.hgetall(keys.work_session(session_id))
             if not data:
@@ -218,7 +221,7 @@ class SessionWork:
             )
             repo = self.executor.checked_repo(job)
             paths = session_paths(self.settings.temp_dir, session_id)
-            git = Git(self.settings, paths, JobControl(CHECKPOINT_DROP_TIMEOUT_S), lambda _line, _stream: None)
+            git = Git(self.settings, paths, control, lambda _line, _stream: None)
             with self.executor.provider_token(job, repo) as token:
                 git.push_ref(repo, token, None, checkpoint_ref(session_id))
             log.info("deleted the checkpoint of archived session %s from its remote", session_id)

@@ -72,7 +72,7 @@ class SingleJob:
                 self.settings.tick_s,
                 stop,
                 [lambda r: watch.tick([active], r)],
-                [lambda: watch.enforce([active])],
+                [lambda woke_late: watch.enforce([active], woke_late)],
             ),
         )
         watcher.start()

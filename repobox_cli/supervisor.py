@@ -1,5 +1,7 @@
 """The supervisor loop: every tick, run each step (watching jobs, periodic duties), riding out
-Redis outages and never dying. One loop for `run` and `exec` alike."""
+Redis outages and never dying; beside it, the watchdog, which enforces what needs no Redis
+(deadlines, lapsed leases) on a thread of its own, so that no Redis call or duty can delay it.
+One loop for `run` and `exec` alike."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import redis
 
@@ -16,6 +19,12 @@ log = logging.getLogger(__name__)
 
 # A step gets `recovered=True` on the first tick after Redis came back from an outage.
 Step = Callable[[bool], None]
+# A local step gets `woke_late=True` when the watchdog woke this much later than asked: the process
+# was paused (SIGSTOP, a frozen VM) or starved, so the supervisor had no chance to renew leases
+# either; the step judges leases only once the supervisor had one more tick.
+LocalStep = Callable[[bool], None]
+LATE_S = 1.0
+WATCHDOG_JOIN_S = 5.0
 
 
 class Every:
@@ -42,12 +51,25 @@ def supervise(
     tick_s: float,
     stop: threading.Event,
     steps: Sequence[Step],
-    local: Sequence[Callable[[], None]] = (),
+    local: Sequence[LocalStep] = (),
 ) -> None:
     """Tick until `stop`. While Redis is away each tick first pings it; steps raise connection
-    errors, which mark it lost (the rest of those steps is skipped). Then the `local` steps, which
-    need no Redis (deadlines, lapsed leases), run every tick, Redis or not: after the others, so a
-    lease a late tick can still renew is renewed before it is judged."""
+    errors, which mark it lost (the rest of those steps is skipped). The `local` steps, which need
+    no Redis (deadlines, lapsed leases), run every tick on the watchdog thread, whatever the
+    supervisor's thread is waiting for."""
+    watchdog = threading.Thread(target=_watchdog, args=(tick_s, stop, local, health), name="watchdog", daemon=True)
+    if local:
+        watchdog.start()
+    try:
+        _supervise(client, health, tick_s, stop, steps)
+    finally:
+        if local:
+            watchdog.join(WATCHDOG_JOIN_S)
+
+
+def _supervise(
+    client: redis.Redis, health: RedisHealth, tick_s: float, stop: threading.Event, steps: Sequence[Step]
+) -> None:
     seen = [health.recoveries]
 
     def redis_steps() -> None:
@@ -60,8 +82,17 @@ def supervise(
             step(recovered)
 
     while not stop.wait(tick_s):
-        for run in (redis_steps, *local):
-            _guarded(run, health)
+        _guarded(redis_steps, health)
+
+
+def _watchdog(tick_s: float, stop: threading.Event, local: Sequence[LocalStep], health: RedisHealth) -> None:
+    due = time.monotonic() + tick_s
+    while not stop.wait(tick_s):
+        now = time.monotonic()
+        woke_late = now - due > LATE_S
+        due = now + tick_s
+        for run in local:
+            _guarded(partial(run, woke_late), health)
 
 
 def _guarded(run: Callable[[], None], health: RedisHealth) -> None:

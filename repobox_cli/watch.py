@@ -26,9 +26,9 @@ CANCEL_CHECK_S = 1.0
 
 class JobWatch:
     """The supervisor's steps for running jobs. `enforce`, which needs no Redis and runs every
-    tick, outage or not: deadlines, and leases this runner could not renew in time. `tick`: the
-    web app's cancel, lease renewal (every CLAIM_MIN_IDLE/3, and at once after an outage), output
-    held back by an outage."""
+    tick on the watchdog's thread, outage or not: deadlines, and leases this runner could not
+    renew in time. `tick`: the web app's cancel, lease renewal (every CLAIM_MIN_IDLE/3, and at once
+    after an outage), output held back by an outage."""
 
     def __init__(self, settings: Settings, client: redis.Redis, leases: Leases, health: RedisHealth) -> None:
         self.settings = settings
@@ -42,10 +42,12 @@ class JobWatch:
     def lease_ms(self) -> int:
         return int(self.settings.claim_min_idle_s * 1000)
 
-    def enforce(self, actives: Sequence[ActiveJob]) -> None:
+    def enforce(self, actives: Sequence[ActiveJob], woke_late: bool = False) -> None:
         """JOB_TIMEOUT, and the lease: a job whose lease this runner has not renewed for
-        CLAIM_MIN_IDLE (Redis unreachable, from here at least) is stopped, since another runner may
-        take it over from then on. Its entry is handed back if it is still this runner's."""
+        CLAIM_MIN_IDLE (Redis unreachable, from here at least, or the supervisor held up) is
+        stopped, since another runner may take it over from then on. Its entry is handed back if it
+        is still this runner's. `woke_late` (the whole process was paused): leases are judged at the
+        next tick, once the supervisor had its chance to renew them (or to learn they were lost)."""
         now = time.monotonic()
         lease_s = self.lease_ms / 1000
         for active in actives:
@@ -53,8 +55,8 @@ class JobWatch:
                 continue
             if active.control.expired():
                 active.control.cancel(StopReason.TIMEOUT)
-            elif not active.attempt.entry_id:
-                continue  # `repobox exec`: no stream entry that another runner's sweep could take over
+            elif woke_late or not active.attempt.entry_id:
+                continue  # judged next tick; or `repobox exec`: no stream entry another runner's sweep could take
             elif now - active.renewed_monotonic >= lease_s and active.control.cancel(StopReason.LEASE_EXPIRED):
                 log.warning(
                     "could not renew the job's lease for %g s (CLAIM_MIN_IDLE): stopping it",

@@ -5,13 +5,17 @@ archived ones are removed."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
+import uuid
 
 import pytest
 
 from tests.support.api_standin import ApiStandIn, Reply
+from tests.support.reliability_helpers import processes_with, wait_status
 from tests.support.webapp_sessions import (
     create_session,
     lines,
@@ -150,6 +154,45 @@ def test_a_restart_keeps_working_copies_and_removes_idle_and_archived_ones_with_
     assert (sessions_dir / kept / "repo" / "NOTES.md").read_text() == "note kept\nnote again\n"
     refs = set(_remote_refs(world, name))
     assert f"refs/repobox/sessions/{kept}" in refs and f"refs/repobox/sessions/{archived}" not in refs
+
+
+def _git_stalling_on_checkpoint_deletes(world: World, stall: str) -> str:
+    """A PATH whose git hangs (runs `stall`) when asked to delete a session's checkpoint ref, as a
+    user's git host that accepts the connection and never answers; any other git call is git's."""
+    shim = world.tmp / "stalling-git"
+    shim.mkdir()
+    script = shim / "git"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do case "$a" in :refs/repobox/sessions/*) exec {stall};; esac; done\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
+    script.chmod(0o755)
+    return f"{shim}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def test_a_checkpoint_delete_stalled_by_the_remote_holds_up_no_job_and_is_killed_at_the_stop(
+    world: World, repo: tuple[str, str]
+) -> None:
+    name, web_url = repo
+    runner = _runner(world, "r1")
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    world.client.hset(f"work_session:{sid}", "status", "archived")  # the user deletes it meanwhile
+    stall = f"sleep 600.{uuid.uuid4().int % 10**6:06d}"  # a command line no other process has
+
+    runner = _runner(world, "r1", PATH=_git_stalling_on_checkpoint_deletes(world, stall))
+    wait_for(lambda: processes_with(stall), 15, "the archived session's checkpoint delete to stall")
+    job_id = world.add_job()
+
+    assert wait_status(world, job_id, {"success", "failed"}, 30) == "success", world.output_text(job_id)
+    assert world.client.exists("runner:heartbeat:r1")
+    assert processes_with(stall), "the stalled delete ended before the stop: the test proved nothing"
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(30) == 0, runner.log()
+    wait_for(lambda: not processes_with(stall), 10, "the stalled delete's git to be killed with the runner")
 
 
 def test_kill_9_of_the_owner_mid_prompt_the_prompt_reruns_elsewhere_and_the_session_moves_on(

@@ -1,6 +1,7 @@
-"""What the supervisor enforces on running jobs without Redis: JOB_TIMEOUT, and a lease this
-runner could not renew for CLAIM_MIN_IDLE (after which another runner may take the job over).
-Both hold while Redis is unreachable: a real redis-server, stopped."""
+"""What the supervisor's watchdog enforces on running jobs without Redis: JOB_TIMEOUT, and a lease
+this runner could not renew for CLAIM_MIN_IDLE (after which another runner may take the job over).
+Both hold while Redis is unreachable (a real redis-server, stopped) and while the supervisor's own
+thread is held up."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from repobox_cli.leases import Attempt, Leases, new_attempt_id
 from repobox_cli.output import JobOutput
 from repobox_cli.redis_conn import RedisHealth
 from repobox_cli.settings import Settings
-from repobox_cli.supervisor import supervise
+from repobox_cli.supervisor import LATE_S, Step, supervise
 from repobox_cli.watch import JobWatch
 from tests.support.redis_server import RedisServer
 
@@ -60,14 +61,16 @@ def redis_away(redis_server: RedisServer) -> Iterator[tuple[redis.Redis, RedisHe
 
 @contextmanager
 def watched(
-    client: redis.Redis, health: RedisHealth, settings: Settings, active: ActiveJob
+    client: redis.Redis, health: RedisHealth, settings: Settings, active: ActiveJob, *duties: Step
 ) -> Iterator[threading.Event]:
-    """The supervisor loop watching `active`, as `run` wires it; stopped at the end."""
+    """The supervisor loop watching `active`, as `run` wires it, with `duties` after its watch;
+    stopped at the end."""
     watch = JobWatch(settings, client, Leases(client), health)
     stop = threading.Event()
+    steps: list[Step] = [lambda r: watch.tick([active], r), *duties]
     thread = threading.Thread(
         target=supervise,
-        args=(client, health, TICK_S, stop, [lambda r: watch.tick([active], r)], [lambda: watch.enforce([active])]),
+        args=(client, health, TICK_S, stop, steps, [lambda late: watch.enforce([active], late)]),
         daemon=True,
     )
     thread.start()
@@ -125,3 +128,69 @@ def test_a_job_run_by_exec_without_a_stream_entry_outlives_its_lease_while_redis
     with watched(client, health, settings, active):
         assert active.control.stopped.wait(STOP_DEADLINE_S)
     assert active.control.reason is StopReason.TIMEOUT
+
+
+@pytest.mark.parametrize("limit", ["JOB_TIMEOUT", "CLAIM_MIN_IDLE"])
+def test_a_supervisor_duty_that_never_returns_delays_neither_the_deadline_nor_the_lease(
+    redis_server: RedisServer, limit: str
+) -> None:
+    """As a push to a user's git host that stalls: the supervisor's thread waits in it for ever."""
+    client = redis.Redis.from_url(redis_server.url)
+    health = RedisHealth()
+    released = threading.Event()
+    stuck = threading.Event()
+
+    def stalled_duty(_recovered: bool) -> None:
+        stuck.set()
+        released.wait()
+
+    timeout_s, lease_s = (0.5, 60.0) if limit == "JOB_TIMEOUT" else (600.0, 0.6)
+    active = running_job(client, health, timeout_s=timeout_s)
+    settings = Settings(job_timeout_s=timeout_s, claim_min_idle_s=lease_s, tick_s=TICK_S)
+    try:
+        with watched(client, health, settings, active, stalled_duty):
+            assert stuck.wait(STOP_DEADLINE_S)
+            assert active.control.stopped.wait(STOP_DEADLINE_S), f"{limit} waited for the supervisor's duty"
+    finally:
+        released.set()
+        client.close()
+    assert active.control.reason is (StopReason.TIMEOUT if limit == "JOB_TIMEOUT" else StopReason.LEASE_EXPIRED)
+
+
+def test_after_the_process_was_paused_a_lapsed_lease_is_judged_only_at_the_next_tick(
+    redis_away: tuple[redis.Redis, RedisHealth],
+) -> None:
+    """Woken late, the watchdog leaves the supervisor its tick to renew (or to learn the lease was
+    lost); a deadline is enforced at once all the same."""
+    client, health = redis_away
+    settings = Settings(job_timeout_s=600, claim_min_idle_s=0.3, tick_s=TICK_S)
+    watch = JobWatch(settings, client, Leases(client), health)
+    lapsed = running_job(client, health, timeout_s=600)
+    lapsed.renewed_monotonic -= 10
+    overdue = running_job(client, health, timeout_s=0)
+
+    watch.enforce([lapsed, overdue], woke_late=True)
+    assert not lapsed.control.stopped.is_set()
+    assert overdue.control.reason is StopReason.TIMEOUT
+
+    watch.enforce([lapsed, overdue])
+    assert lapsed.control.reason is StopReason.LEASE_EXPIRED
+
+
+def test_the_watchdog_says_it_woke_late_once_after_its_thread_was_held_up(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    stop = threading.Event()
+    calls: list[bool] = []
+
+    def local(woke_late: bool) -> None:
+        calls.append(woke_late)
+        if len(calls) == 1:
+            time.sleep(LATE_S + 0.3)  # as a paused process: the next wake comes late
+        elif len(calls) == 3:
+            stop.set()
+
+    thread = threading.Thread(target=supervise, args=(client, RedisHealth(), TICK_S, stop, [], [local]), daemon=True)
+    thread.start()
+    thread.join(STOP_DEADLINE_S)
+    client.close()
+    assert calls == [False, True, False]
