@@ -466,8 +466,12 @@ def _secs(minimum: float = 0.0) -> Parse:
     return lambda name, raw: _seconds(name, raw, minimum)
 
 
-def _path(_name: str, raw: Any) -> Path:
-    return Path(str(raw)).absolute()
+def _path(name: str, raw: Any) -> Path:
+    """Absolute, symbolic links resolved: the sandbox hides and checks the real directories. An
+    empty value (an option given as "") is refused: it would name the current directory."""
+    if not str(raw).strip():
+        raise SettingsError(f"{name} must not be empty")
+    return Path(os.path.realpath(str(raw)))
 
 
 def _work_dir(name: str, raw: Any) -> Path:
@@ -740,7 +744,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TEMP_DIR",
         _work_dir,
         DEFAULT_TEMP_DIR,
-        "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700",
+        "work directories `TEMP_DIR/<job id>/<attempt id>`, mode 0700 (symbolic links in the path are resolved)",
         "--temp-dir",
         Path,
     ),
@@ -846,7 +850,9 @@ SETTINGS: tuple[Setting, ...] = (
         _sandbox_paths,
         "",
         "extra absolute paths shown read-only in the sandbox (`:` or `,` separated), e.g. a toolchain "
-        "under /opt; never `/`, `/etc`, `/proc`, `/sys`, `/dev` or anything in TEMP_DIR",
+        "under /opt; never `/`, `/etc`, `/proc`, `/sys`, `/dev`, anything in TEMP_DIR, CACHE_DIR or a directory "
+        "around it, or a secret file (`ENCRYPTION_KEY_FILE`, `REDIS_PASSWORD_FILE`, `REDIS_KEY_FILE`) or a "
+        "directory around one",
     ),
     Setting(
         "log_format",
@@ -1029,7 +1035,7 @@ def load_settings(
         values["log_format"] = LogFormat.PRETTY if tty else LogFormat.JSON
     if command == RUN and "shutdown_timeout_s" not in values:
         values["shutdown_timeout_s"] = values["job_timeout_s"]
-    _check_together(values, tick_given=bool(env.get("REPOBOX_TICK_MS")))
+    _check_together(values, tick_given=bool(env.get("REPOBOX_TICK_MS")), secret_files=_secret_files(env))
     names = values.get("agent_env_names", ())
     return Settings(
         **values,
@@ -1039,7 +1045,15 @@ def load_settings(
     )
 
 
-def _check_together(values: dict[str, Any], *, tick_given: bool) -> None:
+# Files holding secrets the agent must never read (the Redis client certificate's private key too).
+SECRET_FILE_ENV_NAMES = ("ENCRYPTION_KEY_FILE", "REDIS_PASSWORD_FILE", "REDIS_KEY_FILE")
+
+
+def _secret_files(env: Mapping[str, str]) -> tuple[Path, ...]:
+    return tuple(Path(os.path.realpath(env[name])) for name in SECRET_FILE_ENV_NAMES if env.get(name))
+
+
+def _check_together(values: dict[str, Any], *, tick_given: bool, secret_files: tuple[Path, ...] = ()) -> None:
     """The checks that need two settings; AGENT=claude sets the agent's command."""
     if values.get("agent_kind") is AgentKind.CLAUDE:
         if values.get("agent_command"):
@@ -1049,6 +1063,7 @@ def _check_together(values: dict[str, Any], *, tick_given: bool) -> None:
     if "agent_sandbox_paths" in values:
         _outside_temp_dir(values["agent_sandbox_paths"], values["temp_dir"])
         _cache_not_shared(values["agent_sandbox_paths"], values.get("cache_dir"))
+        _no_secret_shown(values["agent_sandbox_paths"], secret_files)
 
 
 def _fit_tick(values: dict[str, Any], *, tick_given: bool) -> None:
@@ -1075,6 +1090,17 @@ def _cache_not_shared(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
     for path in paths:
         if cache_dir is not None and (path == cache_dir or path in cache_dir.parents or cache_dir in path.parents):
             raise SettingsError(f"AGENT_SANDBOX_PATHS must not name CACHE_DIR or a path around it ({path})")
+
+
+def _no_secret_shown(paths: tuple[Path, ...], secret_files: tuple[Path, ...]) -> None:
+    """The key file, the Redis password file and TLS key: no sandbox may see them (an agent runs
+    as this user, or as one that may read what it reads)."""
+    for path in paths:
+        for secret in secret_files:
+            if path == secret or path in secret.parents:
+                raise SettingsError(
+                    f"AGENT_SANDBOX_PATHS must not show the agent a secret file ({path} holds {secret})"
+                )
 
 
 class Source(StrEnum):

@@ -389,14 +389,16 @@ JOB_DIR_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 def looks_like_job_dir(path: Path) -> bool:
-    """A directory repobox made: a job-id name holding only attempt directories. Anything else
-    under TEMP_DIR (a mis-set TEMP_DIR, say) is never removed by the start-up sweep."""
+    """A directory repobox made: a job-id name holding attempt directories and nothing else.
+    Anything else under TEMP_DIR (a mis-set TEMP_DIR, say: an empty directory too) is never
+    removed by the start-up sweep."""
     if not JOB_DIR_RE.match(path.name) or ".." in path.name or not is_real_dir(path):
         return False
     try:
-        return all(ATTEMPT_DIR_RE.match(entry.name) for entry in path.iterdir())
+        names = [entry.name for entry in path.iterdir()]
     except OSError:
         return False
+    return bool(names) and all(ATTEMPT_DIR_RE.match(name) for name in names)
 
 
 def is_real_dir(path: Path) -> bool:

@@ -77,6 +77,39 @@ def test_sandbox_paths_inside_temp_dir_are_refused(tmp_path: Path) -> None:
         load_settings({"TEMP_DIR": str(tmp_path), "AGENT_SANDBOX_PATHS": str(tmp_path / "inside")})
 
 
+@pytest.mark.parametrize("secret", ["ENCRYPTION_KEY_FILE", "REDIS_PASSWORD_FILE"])
+def test_sandbox_paths_that_show_a_secret_file_are_refused(tmp_path: Path, secret: str) -> None:
+    shared = tmp_path / "home"
+    (shared / "secrets").mkdir(parents=True)
+    secret_file = shared / "secrets" / "repobox.key"
+    secret_file.write_text("ab" * 32 + "\n")
+    secret_file.chmod(0o600)
+    for shown in (shared, shared / "secrets", secret_file):
+        env = {"TEMP_DIR": str(tmp_path / "work"), secret: str(secret_file), "AGENT_SANDBOX_PATHS": str(shown)}
+        with pytest.raises(SettingsError, match="must not show the agent a secret file"):
+            load_settings(env)
+
+
+def test_temp_dir_and_cache_dir_named_through_a_symlink_are_checked_and_hidden_at_their_real_paths(
+    tmp_path: Path,
+) -> None:
+    disk = tmp_path / "disk"
+    (disk / "work" / "inside").mkdir(parents=True)
+    (disk / "cache").mkdir()
+    (tmp_path / "data").symlink_to(disk)
+    linked = {"TEMP_DIR": str(tmp_path / "data" / "work"), "CACHE_DIR": str(tmp_path / "data" / "cache")}
+
+    settings = load_settings(linked)
+    assert settings.temp_dir == disk / "work" and settings.clone_cache_dir == disk / "cache"
+    with pytest.raises(SettingsError, match="inside TEMP_DIR"):
+        load_settings({**linked, "AGENT_SANDBOX_PATHS": str(disk / "work" / "inside")})
+    with pytest.raises(SettingsError, match="must not name CACHE_DIR"):
+        load_settings({**linked, "AGENT_SANDBOX_PATHS": str(disk)})
+    shared = load_settings({"TEMP_DIR": linked["TEMP_DIR"], "AGENT_SANDBOX_PATHS": str(disk)})
+    argv = bwrap_argv(shared, "/usr/bin/bwrap", [Bind(disk, disk)], disk, ["/bin/true"], staged=False)
+    assert argv[argv.index("--tmpfs", argv.index("/var/tmp")) + 1] == str(disk / "work")
+
+
 def test_sandbox_paths_are_split_on_colons_and_commas(tmp_path: Path) -> None:
     settings = load_settings({"AGENT_SANDBOX_PATHS": f"/usr, {tmp_path}:/usr"})
     assert settings.agent_sandbox_paths == (Path("/usr"), tmp_path.resolve())

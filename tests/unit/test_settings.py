@@ -113,6 +113,11 @@ def test_relative_temp_dir_becomes_absolute() -> None:
     assert load({"TEMP_DIR": "work"}).temp_dir == Path.cwd() / "work"
 
 
+def test_an_empty_path_option_is_refused_not_taken_for_the_current_directory() -> None:
+    with pytest.raises(SettingsError, match="TEMP_DIR must not be empty"):
+        load(temp_dir="")
+
+
 @pytest.mark.parametrize(
     ("word", "value"),
     [

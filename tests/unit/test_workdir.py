@@ -12,12 +12,16 @@ import stat
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from repobox_cli import workdir
+from repobox_cli.housekeeping import remove_stale_workdirs
+from tests.support.redis_server import RedisServer
 
 DEEP_LEVELS = 1500
 MANY_FILES = 100_000
@@ -331,3 +335,23 @@ def test_a_job_id_naming_a_directory_the_runner_keeps_is_refused_and_that_direct
         workdir.prepare(tmp_path, job_id, "a1b2c3d4e5f6", agent_uid=os.getuid())
     assert stat.S_IMODE(kept.stat().st_mode) == 0o700
     assert sorted(p.name for p in kept.iterdir()) == ["mirror"]
+
+
+def test_the_start_up_sweep_removes_only_job_directories_holding_attempts(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A mis-set TEMP_DIR (the operator's own directories, empty ones too) loses nothing; a
+    crashed attempt of a job that is gone is removed."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    temp_dir = tmp_path / "temp"
+    crashed = temp_dir / str(uuid.uuid4())
+    (crashed / "a1b2c3d4e5f6" / "repo").mkdir(parents=True)
+    own = [temp_dir / "logs", temp_dir / "build", temp_dir / str(uuid.uuid4())]
+    for directory in own:
+        directory.mkdir()
+    try:
+        remove_stale_workdirs(client, temp_dir)
+    finally:
+        client.close()
+    assert not crashed.exists()
+    assert all(directory.is_dir() for directory in own)
