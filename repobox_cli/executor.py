@@ -281,8 +281,8 @@ class Executor:
             raise ProviderError(f"cannot decrypt the provider's token: {exc}") from None
         if len(token.encode()) > max_token_bytes:
             raise ProviderError(too_large)
-        if not token or any(ord(c) < 0x21 for c in token):
-            raise ProviderError("the provider's token is empty or holds whitespace")
+        if not token or any(not 0x21 <= ord(c) <= 0x7E for c in token):
+            raise ProviderError("the provider's token is empty or holds whitespace, control or non-ASCII characters")
         with registered(token):
             try:
                 yield token

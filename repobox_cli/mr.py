@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from repobox_cli.git_ops import proxy_from_env
-from repobox_cli.redaction import one_line, registered
+from repobox_cli.redaction import one_line, redact, registered
 from repobox_cli.tokens import ProviderType  # the provider hash's `type`, declared once
 
 if TYPE_CHECKING:  # httpx (≈ 15 MiB with its dependencies) is imported when a request is opened
@@ -80,10 +80,18 @@ def project_path(repo_url: str) -> str:
 
 
 def ssl_context(git_env: Mapping[str, str]) -> ssl.SSLContext:
-    """Verification as git does it: GIT_SSL_CAINFO, else SSL_CERT_FILE, else the system store."""
+    """Verification as git does it: GIT_SSL_CAINFO, else SSL_CERT_FILE, else the system store.
+    Host names and certificates are checked as by `ssl.create_default_context`, which would also
+    write the session's keys to a file named by SSLKEYLOGFILE (so the token could be read off a
+    capture): this context never does."""
     cafile = git_env.get("GIT_SSL_CAINFO") or git_env.get("SSL_CERT_FILE") or None
     capath = git_env.get("GIT_SSL_CAPATH") or git_env.get("SSL_CERT_DIR") or None
-    return ssl.create_default_context(cafile=cafile, capath=capath)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile or capath:
+        context.load_verify_locations(cafile=cafile, capath=capath)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
 
 
 def proxy_for(url: str, git_env: Mapping[str, str]) -> str | None:
@@ -121,6 +129,10 @@ def open_merge_request(
             return MrResult(warning=WARNING_PREFIX + "the provider's API did not answer in time")
         except httpx.HTTPError as exc:
             return MrResult(warning=WARNING_PREFIX + one_line(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS))
+        except Exception as exc:  # noqa: BLE001 - never raises: the branch is pushed whatever the API does
+            return MrResult(warning=WARNING_PREFIX + one_line(f"{type(exc).__name__}: {exc}", MAX_REASON_CHARS))
+        if redact(url) != url:  # checked while the token is known: an answer that echoes it is not kept
+            return MrResult(warning=WARNING_PREFIX + "the API's answer holds the token; its link is not kept")
         return MrResult(url=url)
 
 
@@ -206,7 +218,7 @@ def _first(reply: httpx.Response, name: str) -> str:
     if not isinstance(items, list) or not items or not isinstance(items[0], dict):
         raise MrFailed("one exists already, but the lookup found none")
     url = items[0].get(name)
-    if not isinstance(url, str):
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise MrFailed(f"the lookup's answer has no {name}")
     return url
 
@@ -225,5 +237,5 @@ def _status_reason(api: str, reply: httpx.Response) -> str:
                 detail = first.get("message") if isinstance(first, dict) else first
                 message = f"{message} ({detail})" if message else str(detail)
     except ValueError:
-        message = reply.text[:100]
+        message = one_line(reply.text, 100)  # masked before it is cut: a cut token would not be found
     return f"{api} API answered HTTP {reply.status_code}" + (f": {message}" if message else "")

@@ -53,12 +53,15 @@ class CheckResult:
 
 
 def checked_token(token: str) -> str:
-    """The token as the runner will accept it: non-empty, no whitespace or control characters,
-    at most 4 KiB (BadInput otherwise; the message never holds the token)."""
+    """The token as the runner will accept it: non-empty, printable ASCII without whitespace (as
+    every forge's tokens are; an HTTP header carries it), at most 4 KiB (BadInput otherwise; the
+    message never holds the token)."""
     if not token:
         raise BadInput("the token is empty")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in token):
         raise BadInput("the token holds whitespace or control characters")
+    if not token.isascii():
+        raise BadInput("the token holds characters that are not ASCII")
     if len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
         raise BadInput(f"the token is larger than {MAX_TOKEN_BYTES // 1024} KiB")
     return token

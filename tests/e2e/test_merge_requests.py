@@ -5,6 +5,7 @@ masked warning; the token sent to the provider's API host only, as the documente
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,50 @@ def test_an_api_failure_is_one_warning_with_the_token_masked(api: ApiServer, tls
     assert result.url == ""
     assert result.warning.startswith("Failed to create merge request: GitHub API answered HTTP 401: Bad credentials")
     assert TOKEN not in result.warning and "glpa****" in result.warning
+
+
+@pytest.mark.parametrize("at", [0, 60, 80])
+def test_a_page_that_echoes_the_token_is_masked_before_it_is_cut(api: ApiServer, tls: TestCA, at: int) -> None:
+    """A proxy's error page that repeats the request's header, the token anywhere around the cut."""
+    page = ("x" * at + f"PRIVATE-TOKEN={TOKEN} " + "y" * 200).encode()
+    api.api.answer("POST", "/api/v3/repos/acme/widgets/pulls", Reply(400, page, {"Content-Type": "text/html"}))
+
+    result = mr.open_merge_request("github", api.url, f"{api.url}/acme/widgets", TOKEN, REQUEST, _env(tls))
+
+    assert result.warning.startswith("Failed to create merge request: GitHub API answered HTTP 400: ")
+    assert TOKEN[:8] not in result.warning.replace("glpa****", ""), result.warning
+
+
+def test_a_link_in_the_answer_that_holds_the_token_is_not_kept(api: ApiServer, tls: TestCA) -> None:
+    link = f"https://ghe/acme/widgets/pull/7?t={TOKEN}"
+    api.api.answer("POST", "/api/v3/repos/acme/widgets/pulls", Reply(201, {"html_url": link}))
+
+    result = mr.open_merge_request("github", api.url, f"{api.url}/acme/widgets", TOKEN, REQUEST, _env(tls))
+
+    assert result.url == "" and TOKEN not in result.warning
+    assert result.warning == "Failed to create merge request: the API's answer holds the token; its link is not kept"
+
+
+def test_a_token_that_is_not_ascii_is_one_warning_not_an_error(api: ApiServer, tls: TestCA) -> None:
+    token = TOKEN[:10] + "é" + TOKEN[10:]
+
+    result = mr.open_merge_request("github", api.url, f"{api.url}/acme/widgets", token, REQUEST, _env(tls))
+
+    assert result.url == "" and result.warning.startswith("Failed to create merge request: ")
+    assert token not in result.warning and token[:10] not in result.warning
+
+
+def test_the_api_client_never_writes_tls_keys_to_sslkeylogfile(
+    api: ApiServer, tls: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    api.api.answer("POST", "/api/v3/repos/acme/widgets/pulls", Reply(201, {"html_url": "https://ghe/pull/7"}))
+
+    result = mr.open_merge_request("github", api.url, f"{api.url}/acme/widgets", TOKEN, REQUEST, _env(tls))
+
+    assert result.url == "https://ghe/pull/7"
+    assert not keylog.exists() or keylog.read_text() == ""
 
 
 def test_a_redirect_is_not_followed_so_the_token_reaches_no_other_host(api: ApiServer, tls: TestCA) -> None:

@@ -75,15 +75,21 @@ def tls_world(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> Iterat
         world.close()
 
 
-def test_runner_over_tls_with_a_client_certificate_runs_a_job(tls_world: tuple[World, TlsRedisServer]) -> None:
+def test_runner_over_tls_with_a_client_certificate_runs_a_job_and_logs_no_tls_keys(
+    tls_world: tuple[World, TlsRedisServer],
+) -> None:
+    """SSLKEYLOGFILE, which Python's TLS would honour, is not: the keys would open a capture of
+    the Redis password and of every job's record."""
     world, server = tls_world
     job_id = world.add_job()
+    keylog = world.tmp / "tls-keys.log"
 
-    result = world.run_burst(**server.runner_env())
+    result = world.run_burst(**server.runner_env(), SSLKEYLOGFILE=str(keylog))
 
     assert result.returncode == 0, result.stderr
     assert world.job(job_id)["status"] == "success"
     assert f"repobox/{job_id[:8]}" in world.git.branches(world.repo_name)
+    assert not keylog.exists() or keylog.read_text() == ""
 
 
 def test_tls_with_a_wrong_ca_fails_fast_with_one_line(tls_world: tuple[World, TlsRedisServer], tmp_path: Path) -> None:

@@ -164,6 +164,15 @@ def test_token_set_refuses_an_empty_token(world: World) -> None:
     assert_one_line(result, 2, "empty")
 
 
+def test_token_set_refuses_a_token_that_is_not_ascii(world: World) -> None:
+    token = NEW_TOKEN[:12] + "é" + NEW_TOKEN[12:]  # a mis-paste: no forge issues such a token
+
+    result = token_set(world, world.user("paste"), str(uuid.uuid4()), token)
+
+    assert_one_line(result, 2, "not ASCII")
+    assert token not in result.stdout + result.stderr and world.client.keys("git_provider:*") == []
+
+
 def test_token_check_lists_the_repository_with_the_token_passed_only_in_gits_environment(world: World) -> None:
     user = world.user("checker")
     assert token_set(world, user, world.provider_id, world.token).returncode == 0

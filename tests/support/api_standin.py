@@ -24,7 +24,7 @@ class ApiRequest:
 @dataclass
 class Reply:
     status: int
-    body: Any = None
+    body: Any = None  # sent as JSON; bytes as they are (a proxy's or a WAF's error page)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,7 +67,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def send(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
-    data = b"" if reply.body is None else json.dumps(reply.body).encode()
+    if isinstance(reply.body, bytes):
+        data = reply.body
+    else:
+        data = b"" if reply.body is None else json.dumps(reply.body).encode()
     handler.send_response(reply.status)
     for name, value in {"Content-Type": "application/json", **reply.headers}.items():
         handler.send_header(name, value)
