@@ -26,6 +26,7 @@ class Heartbeat:
         self.started_at_ms = now_ms()
         self.host = socket.gethostname()
         self._stopped = threading.Event()
+        self._stopping = False  # says so from the stop's first signal: no work is forwarded here then
 
     def beat(self, running: int, waiting: int) -> None:
         if self._stopped.is_set():
@@ -39,10 +40,16 @@ class Heartbeat:
             "running": running,
             "waiting": waiting,
             "at": now_ms(),
+            "stopping": self._stopping,
         }
         self.client.set(keys.heartbeat(self.runner_id), json.dumps(info), px=HEARTBEAT_TTL_MS)
         if self._stopped.is_set():  # `stop` ran while this write was on its way: it may have come after the delete
             self.client.delete(keys.heartbeat(self.runner_id))
+
+    def stopping(self, running: int, waiting: int) -> None:
+        """The runner stops: it still beats (its running work is alive) and says it stops."""
+        self._stopping = True
+        self.beat(running, waiting)
 
     def stop(self) -> None:
         self._stopped.set()

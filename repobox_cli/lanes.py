@@ -26,6 +26,7 @@ from repobox_cli.kinds import WorkKind
 from repobox_cli.logs import JobLog
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
 from repobox_cli.settings import Settings
+from repobox_cli.supervisor import Every
 from repobox_cli.sweeper import ClaimSweeper
 from repobox_cli.waiting import WaitingQueues
 from repobox_cli.workers import WorkerPool
@@ -87,6 +88,7 @@ class Lane:
         self._reader: redis.Redis | None = None  # made on the consumer thread, at its first read
         self._reader_id: int | None = None  # its connection's CLIENT ID, for `wake`
         self._unblock_refused = False
+        self._forwarded_while_full = Every(POLL_MS / 1000)
 
     @property
     def name(self) -> str:
@@ -101,6 +103,10 @@ class Lane:
         when the stream had nothing, None when there was no room to read."""
         free = self.pool.free()
         if free <= 0 or self.waiting.full():
+            if self.kind.receives_forwarded and not self.waiting.full() and self._forwarded_while_full.due():
+                # Every worker busy: forwarded entries wait here all the same, their claims renewed
+                # (left unread, another runner's sweep would take them and forward them back).
+                self._admit_forwarded(0)
             self.pool.wait_for_room(self.settings.tick_s)
             return None
         if self.kind.receives_forwarded:
@@ -210,6 +216,27 @@ class Lane:
             self.ensure_group()
         else:
             self.log.error("Redis refused a command: %s", exc)
+
+    def release_held(self) -> None:
+        """At the stop, once this runner's heartbeat says so: every entry held here that is not
+        running is handed back, not counted: those waiting, and those forwarded here (a session's
+        prompts and pushes) that were not read yet."""
+        held = self.waiting.clear()
+        if self.kind.receives_forwarded:
+            try:
+                rows = self.client.xpending_range(
+                    self.kind.stream,
+                    self.kind.group,
+                    min="-",
+                    max="+",
+                    count=MAX_WAITING_ENTRIES + self.pool.size,
+                    consumername=self.consumer,
+                )
+            except CONNECTION_ERRORS:
+                rows = []  # Redis is away: they become claimable after CLAIM_MIN_IDLE, marked as waiting
+            forwarded = [str(row["message_id"]) for row in rows]
+            held += [i for i in forwarded if i not in held and not self.pool.has(self.name, i)]
+        self.release_unstarted(held)
 
     def release_unstarted(self, ids: list[str]) -> None:
         """Entries held but never started: claimable at once, their takeover not counted."""

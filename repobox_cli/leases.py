@@ -336,9 +336,13 @@ class Leases:
         return self.client.getdel(keys.waiting_entry(entry_id)) is not None
 
     def forward(self, consumer: str, entry_id: str, owner: str) -> bool:
-        """Move an entry `consumer` holds to `owner`'s pending list if `owner` is alive; True if moved."""
+        """Move an entry `consumer` holds to `owner`'s pending list if `owner` is alive and not
+        stopping, marked as waiting; True if moved."""
         return bool(
-            self._forward(keys=[self.stream, keys.heartbeat(owner)], args=[self.group, consumer, entry_id, owner])
+            self._forward(
+                keys=[self.stream, keys.heartbeat(owner), keys.waiting_entry(entry_id)],
+                args=[self.group, consumer, entry_id, owner, WAITING_MARK_TTL_S],
+            )
         )
 
     # -- the group -------------------------------------------------------------------------

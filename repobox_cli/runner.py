@@ -290,8 +290,12 @@ class Runner:
         os._exit(1)
 
     def _shutdown(self, supervisor: threading.Thread) -> int:
+        try:  # first: from then on no runner forwards a session's work here (`forward.lua`)
+            self.heartbeat.stopping(self.pool.running_count(), 0)
+        except (redis.RedisError, OSError) as exc:
+            self.log.warning("could not say in the heartbeat that this runner stops: %s", one_line(str(exc)))
         for lane in self.lanes:
-            lane.release_unstarted(lane.waiting.clear())
+            lane.release_held()
         running = self.pool.running_count()
         if running:
             self.log.info("stopping: waiting for %d running job(s) to finish", running)

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.support.api_standin import ApiStandIn, Reply
-from tests.support.reliability_helpers import processes_with, wait_status
+from tests.support.reliability_helpers import log_messages, processes_with, wait_ready, wait_status
 from tests.support.webapp_sessions import (
     create_session,
     lines,
@@ -226,6 +226,65 @@ def test_kill_9_of_the_owner_mid_prompt_the_prompt_reruns_elsewhere_and_the_sess
     text = lines(world, sid)
     assert text.count("Running prompt: slow") == 2 and "ran on r2" in text
     assert (world.tmp / "work-r2" / "sessions" / sid / "repo" / "NOTES.md").read_text() == "note one\nslow\n"
+
+
+def _slow_job_agent(seconds: int) -> str:
+    """Single-shot jobs whose prompt is `slow-job` say so and take `seconds`; prompts note themselves."""
+    return f'if [ "$REPOBOX_PROMPT" = slow-job ]; then echo started-slow; sleep {seconds}; fi; ' + NOTE_AGENT
+
+
+def _named_runner(world: World, name: str, **env: str) -> RunnerProcess:
+    return world.start_runner(
+        name=name, TEMP_DIR=str(world.tmp / f"work-{name}"), AGENT_ENV="RUNNER_NAME", RUNNER_NAME=name, **env
+    )
+
+
+def test_a_prompt_for_a_session_whose_owner_is_stopping_runs_elsewhere_and_counts_no_delivery(
+    world: World, repo: tuple[str, str]
+) -> None:
+    """The owner's warm stop waits for its long job; it reads nothing more, so nothing is forwarded to it."""
+    name, web_url = repo
+    env = {"CLAIM_MIN_IDLE": "2", "MAX_DELIVERIES": "1", "AGENT_COMMAND": _slow_job_agent(120)}
+    first = _named_runner(world, "r1", **env)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    job_id = world.add_job(prompt="slow-job")
+    wait_for(lambda: "started-slow" in world.output_text(job_id), 20, "r1's long job to start")
+    second = _named_runner(world, "r2", **env)
+    wait_ready(world, ["r2"])
+    first.signal(signal.SIGTERM)
+    wait_for(lambda: '"stopping": true' in str(world.client.get("runner:heartbeat:r1")), 10, "r1 to say it stops")
+
+    job = _prompt(world, sid, "note one")
+
+    assert job["status"] == "success", lines(world, sid)
+    assert "ran on r2" in lines(world, sid) and _owner(world, sid) == "r2"
+    assert not log_messages(second, "forwarded to runner r1"), second.log()
+    assert world.client.xlen("runner:dead_letters") == 0
+    assert first.process.poll() is None  # still finishing its job: it was alive all along
+    first.signal(signal.SIGKILL)
+
+
+def test_a_prompt_forwarded_to_its_owner_while_every_worker_is_busy_waits_there_and_runs_there(
+    world: World, repo: tuple[str, str]
+) -> None:
+    name, web_url = repo
+    env = {"CLAIM_MIN_IDLE": "2", "MAX_DELIVERIES": "1", "AGENT_COMMAND": _slow_job_agent(8)}
+    _named_runner(world, "r1", MAX_CONCURRENT_JOBS="1", **env)
+    sid = create_session(world, web_url, name)
+    wait_session(world, sid, "ready", 15)
+    job_id = world.add_job(prompt="slow-job")
+    wait_for(lambda: "started-slow" in world.output_text(job_id), 20, "r1's long job to take its only worker")
+    second = _named_runner(world, "r2", **env)
+    wait_ready(world, ["r2"])
+
+    prompt = _prompt(world, sid, "note one")
+
+    assert prompt["status"] == "success", lines(world, sid)
+    assert world.job(job_id)["status"] == "success"
+    assert "ran on r1" in lines(world, sid) and _owner(world, sid) == "r1"
+    assert log_messages(second, "forwarded to runner r1"), second.log()
+    assert world.client.xlen("runner:dead_letters") == 0
 
 
 def test_a_prompt_rerun_after_its_checkpoint_was_pushed_does_not_apply_its_change_twice(

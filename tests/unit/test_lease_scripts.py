@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from repobox_cli import keys
+from repobox_cli.heartbeat import Heartbeat
 from repobox_cli.jobs import Status
 from repobox_cli.leases import (
     Attempt,
@@ -454,3 +455,27 @@ def test_remove_consumer_only_when_it_has_no_heartbeat_and_nothing_pending(clien
     assert leases.remove_consumer_if_gone("gone")
 
     assert "gone" not in [c["name"] for c in client.xinfo_consumers(keys.JOBS_STREAM, keys.RUNNERS_GROUP)]
+
+
+def _heartbeat(client: redis.Redis, runner: str, *, stopping: bool) -> None:
+    heartbeat = Heartbeat(client, runner, 4)
+    if stopping:
+        heartbeat.stopping(1, 0)
+    else:
+        heartbeat.beat(1, 0)
+
+
+@pytest.mark.parametrize(
+    ("alive", "stopping", "moved"), [(True, False, True), (True, True, False), (False, False, False)]
+)
+def test_forward_moves_an_entry_only_to_a_live_owner_that_is_not_stopping_and_marks_it_waiting(
+    client: redis.Redis, leases: Leases, alive: bool, stopping: bool, moved: bool
+) -> None:
+    attempt = delivered_job(client, "r2")
+    if alive:
+        _heartbeat(client, "r1", stopping=stopping)
+
+    assert leases.forward("r2", attempt.entry_id, "r1") is moved
+
+    assert owner(client, attempt.entry_id) == ("r1" if moved else "r2")
+    assert (client.get(keys.waiting_entry(attempt.entry_id)) == "r1") is moved  # its takeover counts no delivery
