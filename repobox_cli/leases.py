@@ -80,6 +80,20 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Also:
+    """A hash `finish` writes in the same step as the final state, if it exists (a work session's):
+    `fields`, and `count_field` ('' for none) counted up by one."""
+
+    key: str
+    fields: Mapping[str, str | int]
+    count_field: str = ""
+
+
+def _flat(fields: Mapping[str, str | int]) -> list[str | int]:
+    return [part for pair in fields.items() for part in pair]
+
+
+@dataclass(frozen=True)
 class BeginResult:
     outcome: BeginOutcome
     final_status: Status | None = None  # set with FINAL
@@ -214,32 +228,35 @@ class Leases:
         )
         return bool(renewed) and confirmed
 
-    def finish(self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int]) -> FinishOutcome:
-        """Write the final fields, free the slot and ack, all or nothing. Retrying is safe."""
-        flat: list[str | int] = []
-        for name, value in fields.items():
-            flat += [name, value]
-        return self._end(attempt, "final", finished_at, flat)
+    def finish(
+        self, attempt: Attempt, finished_at: int, fields: Mapping[str, str | int], also: Also | None = None
+    ) -> FinishOutcome:
+        """Write the final fields, free the slot and ack, all or nothing; with `also`, write that
+        hash too in the same step (unless LOST). Retrying is safe: a finish that ran is not run again."""
+        return self._end(attempt, "final", finished_at, fields, also)
 
     def return_to_pending(self, attempt: Attempt) -> FinishOutcome:
         """Give the job back as `pending`, untouched (a debug run must not consume it); the slot
         is freed and the entry (if any) acked. PENDING, or CANCELLED/MISSING/LOST as `finish`."""
-        return self._end(attempt, "pending", 0, [])
+        return self._end(attempt, "pending", 0, {}, None)
 
-    def _end(self, attempt: Attempt, mode: str, finished_at: int, flat: list[str | int]) -> FinishOutcome:
+    def _end(
+        self, attempt: Attempt, mode: str, finished_at: int, fields: Mapping[str, str | int], also: Also | None
+    ) -> FinishOutcome:
+        flat, also_flat = _flat(fields), _flat(also.fields) if also else []
+        script_keys = [
+            self.record_key(attempt.job_id),
+            keys.job_attempt(attempt.job_id),
+            self.slots_key(attempt.user_id),
+            self.stream,
+            keys.RECENTLY_FINISHED,
+            also.key if also else keys.NO_KEY,
+        ]
+        args = [self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at]
+        args += [len(flat), also.count_field if also else "", *flat, *also_flat]
         raw = self.durability.apply(
             self.client,
-            lambda conn: self._finish(
-                keys=[
-                    self.record_key(attempt.job_id),
-                    keys.job_attempt(attempt.job_id),
-                    self.slots_key(attempt.user_id),
-                    self.stream,
-                    keys.RECENTLY_FINISHED,
-                ],
-                args=[self.group, attempt.consumer, attempt.entry_id, attempt.token, mode, finished_at, *flat],
-                client=conn,
-            ),
+            lambda conn: self._finish(keys=script_keys, args=args, client=conn),
             f"finishing job {attempt.job_id}",
         )
         return FinishOutcome(str(raw))

@@ -28,7 +28,7 @@ from repobox_cli.errors import BranchMissing, JobDataError, JobStopped, RepoboxE
 from repobox_cli.executor import Executor
 from repobox_cli.git_ops import Git
 from repobox_cli.jobs import Status, now_ms
-from repobox_cli.leases import FinishOutcome, Leases
+from repobox_cli.leases import Also, FinishOutcome, Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line
@@ -441,25 +441,26 @@ class SessionWork:
     def _finish(
         self, active: ActiveJob, paths: workdir.WorkPaths, status: Status, done: _Done, jlog: JobLog
     ) -> RunOutcome:
-        """The record/job's final fields (fenced, slot freed, entry acked), then the session's."""
+        """The record/job's final fields (fenced, slot freed, entry acked) and the session's, in
+        one step: no end of a runner between them leaves the session `running`, and a retried
+        finish counts no prompt twice."""
         out = active.output
         if status is Status.FAILED:
             out.error(done.message)
         active.finishing.set()
         self._redis(out.drain, "writing the session output")  # the step's lines, before its final status
         leases = self._leases(active)
-        result = self._redis(lambda: leases.finish(active.attempt, now_ms(), done.record), "finishing the step")
+        job = _session_job(active)
+        session_id = job.session_id
+        counted = "job_count" if job.step is Step.PROMPT and status is Status.SUCCESS else ""
+        session = Also(keys.work_session(session_id), {**done.session, "last_activity_at": now_ms()}, counted)
+        result = self._redis(
+            lambda: leases.finish(active.attempt, now_ms(), done.record, session), "finishing the step"
+        )
         active.finished.set()
         if result is FinishOutcome.LOST:
             jlog.warning("session step finished here but was taken over meanwhile: result discarded")
             return RunOutcome.LOST
-        job = _session_job(active)
-        session_id = job.session_id
-        if job.step is Step.PROMPT and status is Status.SUCCESS:
-            self._redis(
-                lambda: self.client.hincrby(keys.work_session(session_id), "job_count", 1), "counting the prompt"
-            )
-        self.update_session(session_id, done.session)
         if status is Status.SUCCESS:
             out.runner(done.message)
         self._redis(out.drain, "writing the session output")

@@ -15,6 +15,7 @@ from repobox_cli import keys
 from repobox_cli.heartbeat import Heartbeat
 from repobox_cli.jobs import Status
 from repobox_cli.leases import (
+    Also,
     Attempt,
     BeginOutcome,
     BeginResult,
@@ -479,3 +480,47 @@ def test_forward_moves_an_entry_only_to_a_live_owner_that_is_not_stopping_and_ma
 
     assert owner(client, attempt.entry_id) == ("r1" if moved else "r2")
     assert (client.get(keys.waiting_entry(attempt.entry_id)) == "r1") is moved  # its takeover counts no delivery
+
+
+def test_finish_ends_the_step_and_its_session_together_and_a_retry_counts_nothing_twice(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client)
+    assert begin(leases, attempt) is BeginOutcome.OK
+    session_key = keys.work_session(str(uuid.uuid4()))
+    client.hset(session_key, mapping={"status": "running", "job_count": "1", "user_id": USER})
+    session = Also(session_key, {"status": "ready", "last_job_status": "success"}, "job_count")
+
+    for _ in range(2):  # the second: a retry after a lost reply
+        assert leases.finish(attempt, 5, {"status": "success"}, session) is FinishOutcome.OK
+
+    assert client.hgetall(keys.job(attempt.job_id))["status"] == "success"
+    assert client.hgetall(session_key) == {
+        "status": "ready",
+        "last_job_status": "success",
+        "job_count": "2",
+        "user_id": USER,
+    }
+
+
+def test_a_finish_that_lost_its_attempt_leaves_the_session_alone_and_never_makes_one(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client)
+    assert begin(leases, attempt) is BeginOutcome.OK
+    session_key = keys.work_session(str(uuid.uuid4()))
+    client.hset(session_key, mapping={"status": "running", "job_count": "1"})
+    client.set(keys.job_attempt(attempt.job_id), "another|r2")  # taken over meanwhile
+
+    assert leases.finish(attempt, 5, {"status": "success"}, Also(session_key, {"status": "ready"}, "job_count")) is (
+        FinishOutcome.LOST
+    )
+    assert client.hgetall(session_key) == {"status": "running", "job_count": "1"}
+
+    gone = keys.work_session(str(uuid.uuid4()))  # archived and deleted by the web app meanwhile
+    other = delivered_job(client)
+    assert begin(leases, other) is BeginOutcome.OK
+    assert leases.finish(other, 5, {"status": "success"}, Also(gone, {"status": "ready"}, "job_count")) is (
+        FinishOutcome.OK
+    )
+    assert not client.exists(gone)
