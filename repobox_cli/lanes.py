@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from redis.connection import AbstractConnection
@@ -89,6 +91,7 @@ class Lane:
         self._reader_id: int | None = None  # its connection's CLIENT ID, for `wake`
         self._unblock_refused = False
         self._forwarded_while_full = Every(POLL_MS / 1000)
+        self._held_unseen = threading.Event()  # entries in this consumer's pending list that no one here has seen
 
     @property
     def name(self) -> str:
@@ -109,8 +112,10 @@ class Lane:
                 self._admit_forwarded(0)
             self.pool.wait_for_room(self.settings.tick_s)
             return None
-        if self.kind.receives_forwarded:
-            self._admit_forwarded(free)
+        if self.kind.receives_forwarded or self._held_unseen.is_set():
+            self._held_unseen.clear()
+            with self._unseen_on_error():
+                self._admit_forwarded(free)
         reply = self._read_client().xreadgroup(
             self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=block_ms
         )
@@ -118,7 +123,7 @@ class Lane:
         entries = reply[0][1] if reply else []
         if entries:
             self.idle.clear()  # before admitting: burst mode must not end while these begin
-        with self.admission.batch():  # acks of entries whose jobs are already final: one round trip
+        with self._unseen_on_error(), self.admission.batch():  # final entries' acks: one round trip at the end
             if self.stopping.is_set():
                 self.release_unstarted([entry_id for entry_id, _ in entries])
             else:
@@ -126,6 +131,17 @@ class Lane:
         if not entries:
             self.idle.set()
         return bool(entries)
+
+    @contextmanager
+    def _unseen_on_error(self) -> Iterator[None]:
+        """Entries this lane was given and had not admitted when Redis went away (an admission
+        stops at the first lost connection) stay in its pending list, unseen: the next read
+        admits them from there first, instead of leaving them to a takeover that counts a delivery."""
+        try:
+            yield
+        except BaseException:
+            self._held_unseen.set()
+            raise
 
     def _read_client(self) -> redis.Redis:
         """This lane's own connection (from the runner's pool, so Sentinel and TLS settings hold);
@@ -192,8 +208,9 @@ class Lane:
         reader.close()
 
     def _admit_forwarded(self, room: int) -> None:
-        """Entries other runners moved to this runner's pending list (its sessions' prompts and
-        pushes): admitted like new ones. XPENDING and XRANGE leave delivery counts alone."""
+        """Entries in this runner's pending list that it is not running or holding: those other
+        runners moved there (its sessions' prompts and pushes), or left unseen by an admission
+        Redis cut short. Admitted like new ones: XPENDING and XRANGE leave delivery counts alone."""
         rows = self.client.xpending_range(
             self.kind.stream,
             self.kind.group,
@@ -258,6 +275,8 @@ class Lane:
         """Claim entries idle ≥ CLAIM_MIN_IDLE (their runner is gone) and admit them; True if any."""
         room = self.pool.free() + max(0, MAX_WAITING_ENTRIES - len(self.waiting))
         claimed = self.sweeper.sweep(room)
+        if not claimed:
+            return False
         for item in claimed:
             self.log.info(
                 "took over %s entry %s (idle past CLAIM_MIN_IDLE, delivery %d)",
@@ -265,8 +284,9 @@ class Lane:
                 item.entry_id,
                 item.deliveries,
             )
-        self.admission.admit_many([(item.entry_id, item.fields, item.deliveries) for item in claimed])
-        return bool(claimed)
+        with self._unseen_on_error():
+            self.admission.admit_many([(item.entry_id, item.fields, item.deliveries) for item in claimed])
+        return True
 
     def tidy(self) -> None:
         tidy_group(self.client, self.leases, self.consumer)
