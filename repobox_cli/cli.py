@@ -43,6 +43,7 @@ from repobox_cli.output_limits import AGENT_SOURCE
 from repobox_cli.settings import (
     DECRYPT,
     EXEC,
+    MAX_SECONDS,
     PENDING,
     RUN,
     SECRET_ENV_NAMES,
@@ -283,8 +284,8 @@ def pending(
     **overrides: Any,
 ) -> None:
     """The group's pending entries, lag, consumers and dead letters."""
-    if min_idle is not None and not 0 <= min_idle < float("inf"):
-        raise SettingsError("--min-idle must be a finite number of seconds, 0 or more")
+    if min_idle is not None and not 0 <= min_idle <= MAX_SECONDS:
+        raise SettingsError(f"--min-idle must be a number of seconds from 0 to {MAX_SECONDS:.0f} (ten years)")
     from repobox_cli.pending import claim_idle, pending_report
 
     settings = load_settings(command=PENDING, **overrides)

@@ -5,6 +5,7 @@ exponential backoff with jitter."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import socket
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3.0
 SOCKET_SLACK_S = 10.0  # beyond the longest BLOCK we ask for
+MAX_TIMEOUT_S = 86_400.0  # a socket timeout longer than a day is a typo (and past what the OS takes)
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -141,6 +143,10 @@ def _url_kwargs(rs: RedisSettings) -> dict[str, Any]:
         found: dict[str, Any] = parse_url(rs.url)
     except ValueError as exc:
         raise SettingsError(f"REDIS_URL is not a valid Redis URL: {exc}") from exc
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        value = found.get(name)
+        if value is not None and not 0 < value < MAX_TIMEOUT_S:
+            raise SettingsError(f"REDIS_URL's {name} must be over 0 and under {MAX_TIMEOUT_S:g} s, got {value}")
     if rs.tls:
         found = {**_tls_kwargs(rs), **found}
     if rs.password:
@@ -158,13 +164,18 @@ def open_client(
     enough for an XREADGROUP BLOCK of `block_ms`). Nothing is sent until the first command."""
     url_kwargs = _url_kwargs(rs)
     tls = url_kwargs.pop("connection_class", None) is redis.SSLConnection
+    url_timeout = url_kwargs.pop("socket_timeout", None)
+    if socket_timeout_s is None:
+        socket_timeout_s = block_ms / 1000 + SOCKET_SLACK_S
+        if url_timeout is not None:  # the URL's, but never shorter than a read's BLOCK and its slack
+            socket_timeout_s = max(url_timeout, socket_timeout_s) if block_ms else url_timeout
     common: dict[str, Any] = {
         "decode_responses": True,
         # Bytes that are not UTF-8 must not crash a runner: they become U+FFFD and the
         # validators refuse what they must.
         "encoding_errors": "replace",
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_timeout": block_ms / 1000 + SOCKET_SLACK_S if socket_timeout_s is None else socket_timeout_s,
+        "socket_timeout": socket_timeout_s,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         # One immediate retry heals a pooled connection broken by a Redis restart or a
         # failover; longer outages are ours to ride out (retry_until), not the client's.
@@ -174,14 +185,15 @@ def open_client(
     }
     if not rs.sentinels:
         if "path" in url_kwargs:  # unix://: a local socket, nothing to bound
-            pool = redis.ConnectionPool(**{**common, **url_kwargs})
+            connection_class: type[redis.connection.AbstractConnection] = redis.UnixDomainSocketConnection
         else:
-            pool = redis.ConnectionPool(
-                connection_class=_SSLConnection if tls else _Connection, **{**common, **url_kwargs}
-            )
+            connection_class = _SSLConnection if tls else _Connection
+        _check_options(connection_class, {**common, **url_kwargs})
+        pool = redis.ConnectionPool(connection_class=connection_class, **{**common, **url_kwargs})
         return redis.Redis(connection_pool=pool)
     for ignored in ("host", "port", "path"):
         url_kwargs.pop(ignored, None)  # the sentinels name the primary
+    _check_options(_Connection, {**common, **url_kwargs})
     sentinel = _FollowingSentinel(list(rs.sentinels), sentinel_kwargs=_sentinel_kwargs(rs))
     client: redis.Redis = sentinel.master_for(
         rs.sentinel_master,
@@ -191,6 +203,15 @@ def open_client(
         **url_kwargs,
     )
     return client
+
+
+def _check_options(connection_class: type[redis.connection.AbstractConnection], kwargs: dict[str, Any]) -> None:
+    """REDIS_URL's query options, tried on a connection object (nothing is connected): one that
+    redis-py does not take is a bad setting, not a failure later."""
+    try:
+        connection_class(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"REDIS_URL has an option redis-py cannot use: {exc}") from None
 
 
 def _sentinel_kwargs(rs: RedisSettings) -> dict[str, Any]:
@@ -287,7 +308,7 @@ class Durability:
 
     @classmethod
     def of(cls, rs: RedisSettings) -> Durability:
-        return cls(rs.wait_replicas, int(rs.wait_timeout_s * 1000))
+        return cls(rs.wait_replicas, max(1, math.ceil(rs.wait_timeout_s * 1000)))  # WAIT … 0 waits for ever
 
     def apply(self, client: redis.Redis, write: Callable[[redis.Redis], T], what: str) -> T:
         if self.replicas <= 0:

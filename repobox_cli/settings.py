@@ -265,13 +265,23 @@ class Settings:
         return self.encryption_key
 
 
-def _int(name: str, raw: Any, minimum: int) -> int:
+# Beyond these a number is a typo, and past what Redis, its Lua and the OS's clocks take (numbers
+# in scripts are doubles: exact up to 2**53; times become milliseconds).
+MAX_WHOLE_NUMBER = 2**53
+MAX_SECONDS = 10 * 365 * 86_400.0
+MAX_WAIT_REPLICAS = 100
+MAX_BLOCK_MS = 3_600_000  # an hour: the read's socket timeout follows it
+
+
+def _int(name: str, raw: Any, minimum: int, maximum: int = MAX_WHOLE_NUMBER) -> int:
     try:
         value = int(str(raw).strip())
     except ValueError as exc:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -286,6 +296,8 @@ def _seconds(name: str, raw: Any, minimum: float = 0.0) -> float:
             if minimum
             else f"{name} must be more than 0 seconds, got {raw!r}"
         )
+    if value > MAX_SECONDS:
+        raise SettingsError(f"{name} must be at most {MAX_SECONDS:.0f} seconds (ten years), got {raw!r}")
     return value
 
 
@@ -452,14 +464,8 @@ def _text(_name: str, raw: Any) -> str:
     return str(raw)
 
 
-def _ints(minimum: int, maximum: int | None = None) -> Parse:
-    def parse(name: str, raw: Any) -> int:
-        value = _int(name, raw, minimum)
-        if maximum is not None and value > maximum:
-            raise SettingsError(f"{name} must be at most {maximum}, got {value}")
-        return value
-
-    return parse
+def _ints(minimum: int, maximum: int = MAX_WHOLE_NUMBER) -> Parse:
+    return lambda name, raw: _int(name, raw, minimum, maximum)
 
 
 def _secs(minimum: float = 0.0) -> Parse:
@@ -663,9 +669,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "wait_replicas",
         "REDIS_WAIT_REPLICAS",
-        _ints(0),
+        _ints(0, MAX_WAIT_REPLICAS),
         None,
-        "after begin and finish, `WAIT` for this many replicas (see Production Redis)",
+        "after begin and finish, `WAIT` for this many replicas, at most 100 (see Production Redis)",
         commands=frozenset({RUN, EXEC}),
         group="redis",
         default_doc="1 with Sentinels, else 0",
@@ -675,7 +681,7 @@ SETTINGS: tuple[Setting, ...] = (
         "REDIS_WAIT_TIMEOUT",
         _secs(),
         str(DEFAULT_REDIS_WAIT_TIMEOUT_S),
-        "seconds each `WAIT` may take",
+        "seconds each `WAIT` may take (rounded up to whole milliseconds: `WAIT` with 0 would wait for ever)",
         commands=frozenset({RUN, EXEC}),
         group="redis",
     ),
@@ -975,10 +981,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "block_ms",
         "REPOBOX_BLOCK_MS",
-        _ints(1),
+        _ints(1, MAX_BLOCK_MS),
         str(DEFAULT_BLOCK_MS),
-        "`XREADGROUP … BLOCK` time in ms (prompt and push reads of a runner holding sessions: at most 400; "
-        "a stop wakes reads at once)",
+        "`XREADGROUP … BLOCK` time in ms, at most 3600000 (prompt and push reads of a runner holding "
+        "sessions: at most 400; a stop wakes reads at once)",
         commands=frozenset({RUN, EXEC, PENDING}),
     ),
     Setting(

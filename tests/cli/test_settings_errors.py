@@ -93,6 +93,21 @@ def assert_stops_with_one_line(result: subprocess.CompletedProcess[str], elapsed
         pytest.param(
             [], {"ENCRYPTION_KEY": HEX_KEY, "CLEANUP_AFTER_JOB": "perhaps"}, ["CLEANUP_AFTER_JOB"], id="bad-bool"
         ),
+        pytest.param(
+            [], {"ENCRYPTION_KEY": HEX_KEY, "CLAIM_MIN_IDLE": "1e16"}, ["CLAIM_MIN_IDLE", "at most"], id="huge-seconds"
+        ),
+        pytest.param(
+            [],
+            {"ENCRYPTION_KEY": HEX_KEY, "REPOBOX_BLOCK_MS": "10000000000000"},
+            ["REPOBOX_BLOCK_MS", "at most 3600000"],
+            id="huge-block",
+        ),
+        pytest.param(
+            [],
+            {"ENCRYPTION_KEY": HEX_KEY, "REDIS_WAIT_REPLICAS": "10000000000000000000"},
+            ["REDIS_WAIT_REPLICAS", "at most 100"],
+            id="huge-replica-count",
+        ),
         pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "LOG_FORMAT": "xml"}, ["LOG_FORMAT"], id="bad-log-format"),
         pytest.param([], {"ENCRYPTION_KEY": HEX_KEY, "AGENT_ENV": "ENCRYPTION_KEY"}, ["AGENT_ENV"], id="agent-env-key"),
         pytest.param(
@@ -157,6 +172,26 @@ def test_invalid_redis_url_option_stops_run(tmp_path: Path) -> None:
         "run", "--redis-url", "http://127.0.0.1:6379", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY
     )
     assert_stops_with_one_line(result, elapsed_s, "REDIS_URL")
+
+
+@pytest.mark.parametrize("command", [["run"], ["pending"], ["health"]])
+@pytest.mark.parametrize(
+    ("query", "needles"),
+    [
+        pytest.param("foo=bar", ["REDIS_URL", "'foo'"], id="unknown-option"),
+        pytest.param("ssl_cert_reqs=none", ["REDIS_URL", "'ssl_cert_reqs'"], id="tls-option-on-redis-url"),
+        pytest.param("socket_timeout=-1", ["REDIS_URL's socket_timeout", "-1"], id="negative-timeout"),
+    ],
+)
+def test_a_redis_url_option_redis_py_cannot_use_is_a_bad_setting(
+    tmp_path: Path, command: list[str], query: str, needles: list[str]
+) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}?{query}"
+
+    result, elapsed_s = repobox(*command, tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=url)
+
+    assert_stops_with_one_line(result, elapsed_s, *needles)
+    assert result.returncode == 2 and "internal error" not in result.stderr
 
 
 # -- repobox exec --------------------------------------------------------------------------------

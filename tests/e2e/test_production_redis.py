@@ -27,6 +27,7 @@ from tests.support.prod_redis import (
     SentinelBackedServer,
     SentinelGroup,
     TlsRedisServer,
+    UnixRedisServer,
     elapsed_s,
 )
 from tests.support.redis_server import RedisServer
@@ -90,6 +91,23 @@ def test_runner_over_tls_with_a_client_certificate_runs_a_job_and_logs_no_tls_ke
     assert world.job(job_id)["status"] == "success"
     assert f"repobox/{job_id[:8]}" in world.git.branches(world.repo_name)
     assert not keylog.exists() or keylog.read_text() == ""
+
+
+def test_a_runner_over_a_unix_socket_runs_a_job(tmp_path: Path, git_server: GitHttpsServer, tls: TestCA) -> None:
+    git_server.redirect_to = None
+    with UnixRedisServer(tmp_path / "redis") as server:
+        world = World(tmp_path, server, git_server, tls)
+        try:
+            job_id = world.add_job()
+
+            result = world.run_burst(REDIS_URL=server.unix_url)
+
+            assert result.returncode == 0, result.stderr
+            assert world.job(job_id)["status"] == "success"
+            pending = world.repobox("pending", REDIS_URL=server.unix_url)
+            assert pending.returncode == 0 and "internal error" not in pending.stderr, pending.stderr
+        finally:
+            world.close()
 
 
 def test_tls_with_a_wrong_ca_fails_fast_with_one_line(tls_world: tuple[World, TlsRedisServer], tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ claims to be an old Redis."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from functools import partial
@@ -101,6 +103,24 @@ class TlsRedisServer(RedisServer):
             "REDIS_CERT_FILE": str(self.tls.client_cert_file),
             "REDIS_KEY_FILE": str(self.tls.client_key_file),
         }
+
+
+class UnixRedisServer(RedisServer):
+    """redis-server also listening on a unix socket, for `unix_url` (in a short directory of its
+    own: a socket's path has at most 107 bytes)."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="rb-sock-"))
+        self.socket = self.socket_dir / "redis.sock"
+        self.unix_url = f"unix://{self.socket}"
+
+    def _command(self) -> list[str]:
+        return super()._command() + ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 class AclRedisServer(RedisServer):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from repobox_cli.errors import SettingsError
-from repobox_cli.redis_conn import describe
+from repobox_cli.redis_conn import Durability, describe, open_client
 from repobox_cli.settings import load_settings
 
 SECRET = "s3cret-" + "redis-password"
@@ -62,3 +62,19 @@ def test_sentinels_are_parsed_and_wait_for_one_replica_by_default() -> None:
 def test_bad_redis_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(env)
+
+
+@pytest.mark.parametrize(("block_ms", "expected_s"), [(5000, 15.0), (0, 1.0)])
+def test_a_url_socket_timeout_never_cuts_a_blocking_read_short(block_ms: int, expected_s: float) -> None:
+    """A read that blocks 5 s on a connection timing out after 1 s would look like a lost Redis."""
+    settings = load_settings({"REDIS_URL": "redis://127.0.0.1:1?socket_timeout=1"})
+
+    client = open_client(settings.redis, block_ms=block_ms)  # nothing is sent: no server needed
+
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == expected_s
+    client.close()
+
+
+def test_a_wait_timeout_under_a_millisecond_waits_a_millisecond_not_for_ever() -> None:
+    settings = load_settings({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT": "0.0001"})
+    assert Durability.of(settings.redis).timeout_ms == 1  # `WAIT 1 0` would block until a replica answers
