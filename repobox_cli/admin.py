@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from repobox_cli import keys, validation
 from repobox_cli.errors import JobDataError, RepoboxError
@@ -56,13 +58,31 @@ def enqueue(client: redis.Redis, new: NewJob) -> str:
         "status": Status.PENDING,
         "created_at": now,
     }
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.job(job_id), mapping=fields)
-    pipe.zadd(keys.user_jobs(new.user_id), {job_id: int(now)})
     entry_fields = ("user_id", "provider_id", "repo_url", "prompt", "environment")
-    pipe.xadd(keys.JOBS_STREAM, {"job_id": job_id, **{f: fields[f] for f in entry_fields}})
-    pipe.execute()
+    with _typed_transaction(client, {keys.user_jobs(new.user_id): "zset", keys.JOBS_STREAM: "stream"}) as pipe:
+        pipe.hset(keys.job(job_id), mapping=fields)
+        pipe.zadd(keys.user_jobs(new.user_id), {job_id: int(now)})
+        pipe.xadd(keys.JOBS_STREAM, {"job_id": job_id, **{f: fields[f] for f in entry_fields}})
     return job_id
+
+
+@contextmanager
+def _typed_transaction(client: redis.Redis, expected: Mapping[str, str]) -> Iterator[Pipeline]:
+    """A MULTI … EXEC of what the block queues, only while each key of `expected` is missing or of
+    its type (WATCHed from the check to the EXEC). Redis does not roll a transaction back when one
+    command fails for a key's type: without this, a job could be written without its entry."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(*expected)
+        for key, kind in expected.items():
+            found = pipe.type(key)
+            if found not in (kind, "none"):
+                raise RepoboxError(f"{key} in Redis is a {found}, not a {kind}: nothing was written")
+        pipe.multi()
+        yield pipe
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            raise RepoboxError("Redis changed one of the keys meanwhile: nothing was written; try again") from None
 
 
 def job_status(client: redis.Redis, job_id: str) -> str:
@@ -130,13 +150,13 @@ def retry(client: redis.Redis, job_id: str) -> None:
     except KeyError as exc:
         raise JobDataError(f"job {job_id} lacks {exc.args[0]}: cannot enqueue it again") from None
     line = json.dumps({"timestamp": now_ms(), "line": RETRY_SEPARATOR, "stream": "stdout", "source": RUNNER_SOURCE})
-    pipe = client.pipeline(transaction=True)
-    pipe.hdel(keys.job(job_id), "started_at", "finished_at", "error_message")
-    pipe.hset(keys.job(job_id), "status", Status.PENDING)
-    pipe.rpush(keys.job_output(job_id), line)
-    pipe.expire(keys.job_output(job_id), OUTPUT_TTL_S)
-    pipe.xadd(keys.JOBS_STREAM, {"job_id": job_id, **entry, "environment": data.get("environment", "")})
-    pipe.execute()
+    expected = {keys.job(job_id): "hash", keys.job_output(job_id): "list", keys.JOBS_STREAM: "stream"}
+    with _typed_transaction(client, expected) as pipe:
+        pipe.hdel(keys.job(job_id), "started_at", "finished_at", "error_message")
+        pipe.hset(keys.job(job_id), "status", Status.PENDING)
+        pipe.rpush(keys.job_output(job_id), line)
+        pipe.expire(keys.job_output(job_id), OUTPUT_TTL_S)
+        pipe.xadd(keys.JOBS_STREAM, {"job_id": job_id, **entry, "environment": data.get("environment", "")})
 
 
 class Health(IntEnum):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from repobox_cli.control import JobControl, StopReason
 from repobox_cli.redaction import one_line
-from repobox_cli.redis_conn import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,10 @@ class OneAtATime:
         return True
 
     def _run(self, task: Task, control: JobControl) -> None:
+        # Here, not at the top: the clone cache imports this module, and commands that need no
+        # Redis (`--help`, `decrypt`) must not pay for importing its client.
+        from repobox_cli.redis_conn import CONNECTION_ERRORS
+
         try:
             with control.enforced():
                 task(control)

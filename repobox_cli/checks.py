@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,8 +15,9 @@ from repobox_cli import sandbox
 from repobox_cli.errors import RepoboxError, SettingsError
 from repobox_cli.git_ops import parse_version
 from repobox_cli.keycheck import check_key
+from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, check_server, open_client
-from repobox_cli.settings import SandboxMode, Settings, dir_problem
+from repobox_cli.settings import AgentKind, SandboxMode, Settings, dir_problem
 
 GIT_TIMEOUT_S = 10.0
 MIN_GIT_VERSION = (2, 31)  # GIT_CONFIG_COUNT/KEY/VALUE: how the token reaches git
@@ -81,6 +84,48 @@ def sandbox_check(settings: Settings) -> Check:
         return Check(Verdict.FAIL, "sandbox", str(exc))
 
 
+# Words a shell runs without looking in PATH: an AGENT_COMMAND starting with one is not checked.
+SHELL_WORDS = frozenset(
+    "! . : [ [[ { case cd command echo eval exec export for if printf read set test true false "
+    "umask unset until while".split()
+)
+
+
+def agent_check(settings: Settings) -> Check:
+    """The program AGENT_COMMAND starts (`claude` for AGENT=claude), found in PATH as the runner
+    sees it; a command the shell runs itself, or one that needs a shell to read, is not checked."""
+    command = settings.agent_command
+    if not command:
+        return Check(Verdict.WARN, "agent", "no AGENT_COMMAND: every job pushes a placeholder file")
+    program = "claude" if settings.agent_kind is AgentKind.CLAUDE else _first_program(command)
+    if program is None or "/" in program or program in SHELL_WORDS:
+        return Check(Verdict.OK, "agent", f"runs `{one_line(command, 60)}`")
+    if shutil.which(program, path=settings.path_env) is None:
+        verdict = Verdict.FAIL if settings.agent_kind is AgentKind.CLAUDE else Verdict.WARN
+        return Check(verdict, "agent", f"{program} is not in PATH ({settings.path_env}): every job would fail")
+    return Check(Verdict.OK, "agent", f"{program} found in PATH")
+
+
+def _first_program(command: str) -> str | None:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word in words:
+        if "=" not in word.split("/")[0]:  # VAR=value before the program
+            return word
+    return None
+
+
+def cache_dir_check(settings: Settings) -> Check:
+    if settings.cache_max_bytes <= 0:
+        return Check(Verdict.OK, "CACHE_DIR", "the clone cache is off (CACHE_MAX_BYTES=0)")
+    problem = dir_problem(settings.clone_cache_dir)
+    if problem:
+        return Check(Verdict.WARN, "CACHE_DIR", f"{settings.clone_cache_dir}: {problem}; jobs would clone uncached")
+    return Check(Verdict.OK, "CACHE_DIR", f"{settings.clone_cache_dir} is writable")
+
+
 def temp_dir_check(settings: Settings) -> Check:
     problem = dir_problem(settings.temp_dir)
     if problem:
@@ -111,18 +156,26 @@ def git_check(settings: Settings) -> Check:
 
 
 def run_checks(settings: Settings) -> list[Check]:
-    """`run --check`: the key, Redis, the sandbox."""
+    """`run --check`: the key, Redis, the sandbox, the agent's program."""
     redis_result, client = redis_check(settings)
     if client is not None:
         client.close()
-    return [key_check(settings), redis_result, sandbox_check(settings)]
+    return [key_check(settings), redis_result, sandbox_check(settings), agent_check(settings)]
 
 
 def host_checks(settings: Settings) -> list[Check]:
-    """`config --check`: the key, Redis and its version, the stored tokens, the sandbox, TEMP_DIR, git."""
+    """`config --check`: the key, Redis and its version, the stored tokens, the sandbox, the agent's
+    program, TEMP_DIR, CACHE_DIR, git."""
     redis_result, client = redis_check(settings)
     found = [key_check(settings), redis_result]
     if client is not None:
         found.append(stored_tokens_check(settings, client))
         client.close()
-    return [*found, sandbox_check(settings), temp_dir_check(settings), git_check(settings)]
+    return [
+        *found,
+        sandbox_check(settings),
+        agent_check(settings),
+        temp_dir_check(settings),
+        cache_dir_check(settings),
+        git_check(settings),
+    ]

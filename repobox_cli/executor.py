@@ -259,9 +259,13 @@ class Executor:
     def provider_token(self, job: Job, repo: RepoUrl) -> Iterator[str]:
         """The provider's token, decrypted for the length of the block and masked everywhere."""
         key = self.settings.require_key()
-        record: dict[str, str] = self._redis(  # type: ignore[assignment]
-            lambda: self.client.hgetall(keys.git_provider(job.user_id, job.provider_id)), "reading the provider"
-        )
+        provider_key = keys.git_provider(job.user_id, job.provider_id)
+        try:
+            record: dict[str, str] = self._redis(  # type: ignore[assignment]
+                lambda: self.client.hgetall(provider_key), "reading the provider"
+            )
+        except redis.ResponseError as exc:  # WRONGTYPE: not a hash
+            raise ProviderError(f"git provider record {provider_key} is unusable: {one_line(str(exc), 120)}") from None
         if not record:
             raise ProviderError(f"git provider {job.provider_id} of user {job.user_id} not found")
         if not validation.same_server(repo, record.get("url", "")):

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
     SentinelManagedConnection,
@@ -234,7 +235,7 @@ def _sentinel_kwargs(rs: RedisSettings) -> dict[str, Any]:
 def describe(rs: RedisSettings) -> str:
     """Where Redis is, for messages: never a password."""
     if rs.sentinels:
-        where = ",".join(f"{h}:{p}" for h, p in rs.sentinels)
+        where = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in rs.sentinels)
         return f"Sentinel primary {rs.sentinel_master!r} (sentinels {where})"
     return _safe_url(rs.url)
 
@@ -292,6 +293,8 @@ def check_server(rs: RedisSettings, *, full: bool = True) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, MasterNotFoundError):  # its text is the repr of every Sentinel client
+        return "no Sentinel answered with that primary's address"
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

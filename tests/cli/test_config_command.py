@@ -29,7 +29,7 @@ def rows(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, str]]
 
 
 def key_file(world: World) -> Path:
-    path = world.tmp / "key"
+    path = world.secrets_dir / "key"
     path.write_text(world.key + "\n")
     path.chmod(0o600)
     return path
@@ -81,13 +81,15 @@ def test_config_check_passes_on_a_working_host_one_line_per_check(world: World) 
         "ok   redis",
         "ok   stored tokens",
         "ok   sandbox",
+        "warn agent",  # no AGENT_COMMAND here: placeholder jobs
         "ok   TEMP_DIR",
+        "ok   CACHE_DIR",
         "ok   git",
     ], lines
     version = world.client.info("server")["redis_version"]
     assert f"version {version}" in lines[2]
     assert "decrypts the 1 sampled" in lines[3]
-    assert "git version" not in lines[6] and "version 2." in lines[6]
+    assert "git version" not in lines[8] and "version 2." in lines[8]
 
 
 def test_config_check_fails_on_the_key_that_decrypts_no_stored_token(world: World) -> None:
@@ -109,7 +111,13 @@ def test_config_check_fails_on_an_unreachable_redis_and_goes_on_with_the_other_c
     assert result.returncode == 2
     lines = result.stdout.strip().splitlines()
     assert any(line.startswith("FAIL redis:") for line in lines), lines
-    assert [line.split(":")[0] for line in lines][-3:] == ["ok   sandbox", "ok   TEMP_DIR", "ok   git"], lines
+    assert [line.split(":")[0] for line in lines][-5:] == [
+        "ok   sandbox",
+        "warn agent",
+        "ok   TEMP_DIR",
+        "ok   CACHE_DIR",
+        "ok   git",
+    ], lines
 
 
 def test_config_check_fails_without_a_key(world: World) -> None:
@@ -117,3 +125,31 @@ def test_config_check_fails_without_a_key(world: World) -> None:
 
     assert result.returncode == 2
     assert "FAIL ENCRYPTION_KEY: not set" in result.stdout
+
+
+def test_config_check_fails_for_a_claude_agent_not_in_path_and_warns_of_an_unusable_cache(world: World) -> None:
+    (world.tmp / "a-file").write_text("not a directory\n")
+
+    result = world.repobox(  # no extra sandbox paths: the test's directory would show CACHE_DIR
+        "config",
+        "--check",
+        AGENT="claude",
+        CACHE_DIR=str(world.tmp / "a-file"),
+        PATH="/usr/bin:/bin",
+        AGENT_SANDBOX_PATHS="",
+    )
+
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert "FAIL agent: claude is not in PATH (/usr/bin:/bin): every job would fail" in lines, lines
+    assert any(line.startswith("warn CACHE_DIR:") and "jobs would clone uncached" in line for line in lines), lines
+
+
+def test_config_check_finds_the_program_an_agent_command_starts(world: World) -> None:
+    found = world.repobox("config", "--check", AGENT_COMMAND="LANG=C git status")
+    missing = world.repobox("config", "--check", AGENT_COMMAND="no-such-agent-9f3 --fast")
+    shell = world.repobox("config", "--check", AGENT_COMMAND='echo "$REPOBOX_PROMPT" >> notes.md')
+
+    assert "ok   agent: git found in PATH" in found.stdout.splitlines(), found.stdout
+    assert any(line.startswith("warn agent: no-such-agent-9f3 is not in PATH") for line in missing.stdout.splitlines())
+    assert any(line.startswith("ok   agent: runs `echo") for line in shell.stdout.splitlines()), shell.stdout

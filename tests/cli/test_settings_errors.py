@@ -161,6 +161,15 @@ def test_unreachable_redis_hides_its_password(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in line
 
 
+def test_unreachable_sentinels_are_one_short_line(tmp_path: Path) -> None:
+    port = closed_port()
+    result, elapsed_s = repobox(
+        "pending", tmp_path=tmp_path, REDIS_SENTINELS=f"127.0.0.1:{port}", REDIS_SENTINEL_MASTER="mymaster"
+    )
+    line = assert_stops_with_one_line(result, elapsed_s, "'mymaster'", f"127.0.0.1:{port}", "no Sentinel answered")
+    assert "object at" not in line and len(line) < 240, line
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "localhost:6379", "mysql://127.0.0.1/x"])
 def test_invalid_redis_url_scheme_stops_run(tmp_path: Path, url: str) -> None:
     result, elapsed_s = repobox("run", tmp_path=tmp_path, ENCRYPTION_KEY=HEX_KEY, REDIS_URL=url)

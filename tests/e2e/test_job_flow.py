@@ -156,9 +156,11 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
     jobs = {
         "wrong token": world.add_job(user=world.user("baduser")),
         "provider missing": world.add_job(user=world.user("noprov"), provider_record=False),
+        "provider not a hash": world.add_job(user=world.user("strprov"), provider_record=False),
         "repository missing": world.add_job(repo_url=f"{world.git.base_url}/nope.git"),
         "agent exit": world.add_job(user=world.user("agentuser"), prompt="fail"),
     }
+    world.client.set(f"git_provider:{world.user('strprov')}:{world.provider_id}", "not a hash")
     # A stream entry whose job hash does not exist, and a malformed entry.
     world.client.xadd(
         "jobs:stream",
@@ -193,6 +195,8 @@ def test_failures_end_failed_with_one_masked_line_and_the_runner_goes_on(world: 
     assert int(wrong_job["finished_at"]) - int(wrong_job["started_at"]) < 10_000, "a wrong token must fail fast"
     assert "provider" in failed(jobs["provider missing"]) and "not found" in failed(jobs["provider missing"])
     assert "repository not found" in failed(jobs["repository missing"])
+    assert failed(jobs["provider not a hash"]).startswith("git provider record git_provider:")
+    assert "internal error" not in failed(jobs["provider not a hash"])
     assert "malformed" in failed(malformed_job)
     assert world.job(after)["status"] == "success"
     assert failed(jobs["agent exit"]) == "agent command exited with status 3"

@@ -104,6 +104,19 @@ def test_cancel_stops_a_running_job_and_leaves_a_final_one(world: World) -> None
     assert again.returncode == 0 and world.job(job_id)["status"] == "cancelled"
 
 
+def test_enqueue_into_a_stream_key_of_another_type_writes_nothing_and_says_so(world: World) -> None:
+    world.client.set("jobs:stream", "not a stream")  # a hand-made mistake in Redis
+    user = world.user("operator")
+
+    result = world.repobox(
+        "enqueue", "--user", user, "--provider", world.provider_id, "--repo", world.repo_url, "--prompt", "x"
+    )
+
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "jobs:stream in Redis is a string, not a stream: nothing was written" in result.stderr
+    assert world.client.keys("job:*") == [] and not world.client.exists(f"jobs:user:{user}")
+
+
 def test_retry_runs_a_failed_job_again_keeping_its_old_output(world: World) -> None:
     job_id = world.add_job()
     world.run_burst(AGENT_COMMAND="exit 5")

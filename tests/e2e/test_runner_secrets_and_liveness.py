@@ -23,8 +23,8 @@ def _one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:
     return stderr
 
 
-def test_run_reads_the_key_from_a_private_key_file(world: World, tmp_path: Path) -> None:
-    key_file = tmp_path / "key"
+def test_run_reads_the_key_from_a_private_key_file(world: World) -> None:
+    key_file = world.secrets_dir / "key"
     key_file.write_text(world.key + "\n")
     key_file.chmod(0o600)
     job_id = world.add_job()
@@ -35,8 +35,8 @@ def test_run_reads_the_key_from_a_private_key_file(world: World, tmp_path: Path)
     assert world.job(job_id)["status"] == "success"
 
 
-def test_a_key_file_others_can_read_is_refused(world: World, tmp_path: Path) -> None:
-    key_file = tmp_path / "key"
+def test_a_key_file_others_can_read_is_refused(world: World) -> None:
+    key_file = world.secrets_dir / "key"
     key_file.write_text(world.key)
     key_file.chmod(0o644)
 
@@ -45,8 +45,8 @@ def test_a_key_file_others_can_read_is_refused(world: World, tmp_path: Path) -> 
     assert "chmod 600" in stderr and world.key not in stderr
 
 
-def test_key_and_key_file_together_are_refused(world: World, tmp_path: Path) -> None:
-    key_file = tmp_path / "key"
+def test_key_and_key_file_together_are_refused(world: World) -> None:
+    key_file = world.secrets_dir / "key"
     key_file.write_text(world.key)
     key_file.chmod(0o600)
 

@@ -132,7 +132,10 @@ class AclRedisServer(RedisServer):
         self.runner_password = "runner-" + os.urandom(8).hex()
         self.url = f"redis://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{self.port}"
         self.runner_url = f"redis://{RUNNER_USER}@127.0.0.1:{self.port}"
-        self.password_file = self.workdir / "runner-password"
+        # Apart from the test's directory, which the tests' sandboxes show (a runner refuses to
+        # show a secret file to its agents).
+        self.secrets_dir = Path(tempfile.mkdtemp(prefix="rb-secrets-"))
+        self.password_file = self.secrets_dir / "runner-password"
 
     def _command(self) -> list[str]:
         users = self.workdir / "users.acl"
@@ -144,6 +147,10 @@ class AclRedisServer(RedisServer):
         self.password_file.write_text(self.runner_password + "\n")
         self.password_file.chmod(0o600)
         return super()._command() + ["--aclfile", str(users)]
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.secrets_dir, ignore_errors=True)
 
     def _probe_client(self, *, timeout_s: float) -> redis.Redis:
         return redis.Redis(

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -99,6 +101,9 @@ class World:
         # hidden by the sandbox. test_sandbox.py narrows this to the interpreter.
         self.tmp.chmod(0o755)
         self.sandbox_paths = [*python_paths(), self.tmp]
+        # Key and password files go here, not in `tmp`: a runner refuses to show a secret file to
+        # its agents.
+        self.secrets_dir = Path(tempfile.mkdtemp(prefix="rb-secrets-"))
         self.git.allow_token(self.token)
         self.repo_name = f"demo-{uuid.uuid4().hex[:8]}"
         self.repo_url = self.git.create_repo(self.repo_name, REPO_FILES)
@@ -272,5 +277,6 @@ class World:
         return runner
 
     def close(self) -> None:
+        shutil.rmtree(self.secrets_dir, ignore_errors=True)
         for runner in self.runners:
             runner.stop()
