@@ -49,6 +49,7 @@ from repobox_cli.settings import (
     SECRET_ENV_NAMES,
     Settings,
     load_settings,
+    misspelled,
     options_for,
     setting_sources,
 )
@@ -162,7 +163,8 @@ def _check(options: dict[str, Any], run_checks: Callable[[Settings], list[checks
     except SettingsError as exc:
         out_console.print(Text(checks.Check(checks.Verdict.FAIL, "settings", str(exc)).line), soft_wrap=True)
         return 2
-    found = [checks.Check(checks.Verdict.OK, "settings", "valid"), *run_checks(settings)]
+    names = [checks.Check(checks.Verdict.WARN, "settings", line) for line in misspelled(os.environ)]
+    found = [checks.Check(checks.Verdict.OK, "settings", "valid"), *names, *run_checks(settings)]
     for check in found:
         out_console.print(Text(check.line), soft_wrap=True)
     return 2 if any(c.verdict is checks.Verdict.FAIL for c in found) else 0

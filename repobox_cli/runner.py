@@ -58,7 +58,7 @@ from repobox_cli.session_housekeeping import remove_stale_sessions
 from repobox_cli.session_kinds import InitKind, PromptKind, PushKind
 from repobox_cli.session_work import CHECKPOINT_DROP_TIMEOUT_S, SessionWork
 from repobox_cli.sessions import SessionJob
-from repobox_cli.settings import Settings
+from repobox_cli.settings import Settings, misspelled
 from repobox_cli.stop_signals import StopSignals
 from repobox_cli.supervisor import Every, supervise
 from repobox_cli.watch import JobWatch
@@ -246,6 +246,8 @@ class Runner:
             self.log.warning(
                 "no AGENT_COMMAND: every job pushes a placeholder file (.repobox-test.md) to its repository"
             )
+        for line in misspelled(os.environ):
+            self.log.warning("%s", line)
 
     def _startup(self) -> None:
         # Started as Redis came back, maybe: live runners renew the claims an outage aged before this

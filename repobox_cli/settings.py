@@ -5,6 +5,7 @@ This is the only module that reads os.environ.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pwd
 import re
@@ -996,6 +997,26 @@ SETTINGS: tuple[Setting, ...] = (
         "supervisor checks cancels, deadlines and waiting jobs",
     ),
 )
+
+
+# Read elsewhere than the settings table: the traceback switch, the engine's options from `run`.
+OTHER_ENV_NAMES = ("REPOBOX_DEBUG", "REPOBOX_RUN_OPTIONS", *GIT_PASSTHROUGH_ENV)
+
+
+def misspelled(env: Mapping[str, str]) -> list[str]:
+    """Variables in `env` that are no setting but look like a misspelled one (`AGENT_SANBOX`): one
+    line each, naming the setting meant. A name that does not start as a setting does is not
+    judged (the environment holds much else)."""
+    known = {s.env for s in SETTINGS} | set(SECRET_ENV_NAMES) | set(SECRET_FILE_ENV_NAMES) | set(OTHER_ENV_NAMES)
+    prefixes = {name.split("_", 1)[0] + "_" for name in known if "_" in name}
+    found = []
+    for name in sorted(env):
+        if name in known or not name.startswith(tuple(prefixes)):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            found.append(f"{name} is not a setting: did you mean {close[0]}? (it is ignored)")
+    return found
 
 
 def options_for(command: str) -> list[Setting]:

@@ -153,3 +153,10 @@ def test_config_check_finds_the_program_an_agent_command_starts(world: World) ->
     assert "ok   agent: git found in PATH" in found.stdout.splitlines(), found.stdout
     assert any(line.startswith("warn agent: no-such-agent-9f3 is not in PATH") for line in missing.stdout.splitlines())
     assert any(line.startswith("ok   agent: runs `echo") for line in shell.stdout.splitlines()), shell.stdout
+
+
+def test_config_check_warns_of_a_misspelled_setting(world: World) -> None:
+    result = world.repobox("config", "--check", AGENT_SANBOX="none")
+
+    warning = "warn settings: AGENT_SANBOX is not a setting: did you mean AGENT_SANDBOX? (it is ignored)"
+    assert warning in result.stdout.splitlines(), result.stdout

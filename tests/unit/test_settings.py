@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from repobox_cli import engine, failures
 from repobox_cli.errors import KeyFormatError, SettingsError
-from repobox_cli.settings import Settings, load_settings
+from repobox_cli.settings import OTHER_ENV_NAMES, Settings, load_settings, misspelled
 
 HEX_KEY = "ab" * 32
 
@@ -325,3 +326,25 @@ def test_host_list_accepts_hosts_and_ports() -> None:
         "gitlab.example.com",
         "127.0.0.1:8443",
     )
+
+
+def test_a_misspelled_setting_is_named_with_the_one_meant_and_other_variables_are_left_alone() -> None:
+    env = {
+        "AGENT_SANBOX": "none",
+        "MAX_CONCURENT_JOBS": "3",
+        "REDIS_PORT": "6379",  # a container link's variable: not ours, not close to one
+        "RUNNER_NAME": "r1",
+        "PATH": "/usr/bin",
+        "REPOBOX_DEBUG": "1",
+        "REPOBOX_RUN_OPTIONS": "{}",
+        "ENCRYPTION_KEY_FILE": "/run/secrets/key",
+        "GIT_SSL_CAINFO": "/etc/ca.pem",
+    }
+    assert misspelled(env) == [
+        "AGENT_SANBOX is not a setting: did you mean AGENT_SANDBOX? (it is ignored)",
+        "MAX_CONCURENT_JOBS is not a setting: did you mean MAX_CONCURRENT_JOBS? (it is ignored)",
+    ]
+
+
+def test_the_names_read_outside_the_settings_table_are_known_to_the_spelling_check() -> None:
+    assert {failures.DEBUG_ENV, engine.OPTIONS_ENV} <= set(OTHER_ENV_NAMES)
