@@ -27,8 +27,15 @@ class Heartbeat:
         self.host = socket.gethostname()
         self._stopped = threading.Event()
         self._stopping = False  # says so from the stop's first signal: no work is forwarded here then
+        # Held from building a beat to its write: a beat the supervisor built before `stopping` must
+        # not land after the stopping one (for up to a beat, other runners would forward work here).
+        self._write = threading.Lock()
 
     def beat(self, running: int, waiting: int) -> None:
+        with self._write:
+            self._beat(running, waiting)
+
+    def _beat(self, running: int, waiting: int) -> None:
         if self._stopped.is_set():
             return
         info = {
@@ -48,8 +55,9 @@ class Heartbeat:
 
     def stopping(self, running: int, waiting: int) -> None:
         """The runner stops: it still beats (its running work is alive) and says it stops."""
-        self._stopping = True
-        self.beat(running, waiting)
+        with self._write:
+            self._stopping = True
+            self._beat(running, waiting)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -20,12 +20,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
+from redis.retry import Retry
 
 from repobox_cli.admission import Admission
 from repobox_cli.housekeeping import tidy_group
 from repobox_cli.kinds import WorkKind
 from repobox_cli.logs import JobLog
+from repobox_cli.redaction import one_line
 from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth
 from repobox_cli.settings import Settings
 from repobox_cli.supervisor import Every
@@ -116,9 +119,10 @@ class Lane:
             self._held_unseen.clear()
             with self._unseen_on_error():
                 self._admit_forwarded(free)
-        reply = self._read_client().xreadgroup(
-            self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=block_ms
-        )
+        with self._unseen_on_error():
+            reply = self._read_client().xreadgroup(
+                self.kind.group, self.consumer, {self.kind.stream: ">"}, count=free, block=block_ms
+            )
         self.health.ok()
         entries = reply[0][1] if reply else []
         if entries:
@@ -150,6 +154,10 @@ class Lane:
             reader = redis.Redis(connection_pool=self.client.connection_pool, single_connection_client=True)
             connection = reader.connection
             assert connection is not None  # a single-connection client holds one from the start
+            # A read whose reply was lost is never sent again by redis-py: the entries it delivered
+            # would stay unseen in this consumer's pending list. It raises, and the next read
+            # admits them from there (`_unseen_on_error`).
+            connection.retry = Retry(NoBackoff(), 0)
             connection.register_connect_callback(self._learn_reader_id)
             try:
                 self._learn_reader_id(connection)  # it connected before the callback was there
@@ -249,11 +257,12 @@ class Lane:
                     count=MAX_WAITING_ENTRIES + self.pool.size,
                     consumername=self.consumer,
                 )
-            except CONNECTION_ERRORS:
-                rows = []  # Redis is away: they become claimable after CLAIM_MIN_IDLE, marked as waiting
-            forwarded = [str(row["message_id"]) for row in rows]
-            held += [i for i in forwarded if i not in held and not self.pool.has(self.name, i)]
-        self.release_unstarted(held)
+            except redis.RedisError as exc:  # away, or the group gone: claimable after CLAIM_MIN_IDLE, marked waiting
+                self.log.warning("could not list the %s entries forwarded here: %s", self.name, one_line(str(exc)))
+                rows = []
+            held += [str(row["message_id"]) for row in rows if str(row["message_id"]) not in held]
+        # Not one that began meanwhile (a waiting entry the supervisor was starting as the stop came).
+        self.release_unstarted([i for i in held if not self.pool.has(self.name, i)])
 
     def release_unstarted(self, ids: list[str]) -> None:
         """Entries held but never started: claimable at once, their takeover not counted."""

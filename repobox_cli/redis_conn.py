@@ -194,7 +194,7 @@ def open_client(
         return redis.Redis(connection_pool=pool)
     for ignored in ("host", "port", "path"):
         url_kwargs.pop(ignored, None)  # the sentinels name the primary
-    _check_options(_Connection, {**common, **url_kwargs})
+    _check_options(_SSLConnection if tls else _Connection, {**common, **url_kwargs})
     sentinel = _FollowingSentinel(list(rs.sentinels), sentinel_kwargs=_sentinel_kwargs(rs))
     client: redis.Redis = sentinel.master_for(
         rs.sentinel_master,

@@ -310,7 +310,7 @@ class Runner:
             self.hard_stop.set()  # jobs still waiting for Redis give up: SHUTDOWN_TIMEOUT is a bound
         self.pool.shutdown()
         clone_cache.background.stop()  # the mirrors' maintenance: the next job starts it again
-        self._session_tidy.stop()  # a checkpoint's deletion under way: the next runner's pass does it
+        self._session_tidy.stop()  # a checkpoint's deletion under way: its working copy stays for the next start
         self.output_batcher.stop()  # every job drained its output; lines of jobs left behind go now
         self.supervisor_stop.set()
         supervisor.join(timeout=SUPERVISOR_JOIN_S)

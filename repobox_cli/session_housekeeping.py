@@ -30,14 +30,15 @@ def remove_stale_sessions(
     temp_dir: Path,
     idle_ttl_s: float,
     busy: Set[str],
-    on_archived: Callable[[str], None] | None = None,
+    on_archived: Callable[[str], bool] | None = None,
     stopped: Callable[[], bool] = lambda: False,
     lock_of: Callable[[str], threading.Lock] | None = None,
 ) -> list[str]:
     """Remove the stale working copies under `TEMP_DIR/sessions`, except `busy` sessions (a step
     of theirs runs in this process) and those whose lock (`lock_of`, held by their steps) is
-    taken; `on_archived` is told of an archived session first (its checkpoint ref goes too). Once
-    `stopped()`, the rest wait for a later call. The session ids removed."""
+    taken; `on_archived` is told of an archived session first (its checkpoint ref goes too; False:
+    not done, the copy is kept to try again). Once `stopped()`, the rest wait for a later call.
+    The session ids removed."""
     root = temp_dir / SESSIONS_DIR
     if not workdir.is_real_dir(root):
         return []
@@ -57,8 +58,8 @@ def remove_stale_sessions(
         try:
             why = _stale_because(client, session_id, child, idle_ttl_s)
             if why:
-                if why == ARCHIVED_REASON and on_archived is not None:
-                    on_archived(session_id)
+                if why == ARCHIVED_REASON and on_archived is not None and not on_archived(session_id):
+                    continue  # its checkpoint is still on the remote: kept, to be deleted by a later pass
                 workdir.remove_tree(child)
                 removed.append(session_id)
                 log.info("removed the working copy of session %s: %s", session_id, why)

@@ -32,7 +32,7 @@ from repobox_cli.leases import Also, FinishOutcome, Leases
 from repobox_cli.logs import JobLog
 from repobox_cli.output import JobOutput
 from repobox_cli.redaction import one_line
-from repobox_cli.redis_conn import RedisHealth, retry_until
+from repobox_cli.redis_conn import CONNECTION_ERRORS, RedisHealth, retry_until
 from repobox_cli.session_owner import Owner, claim, read_owner, release
 from repobox_cli.sessions import (
     PushMessage,
@@ -199,14 +199,15 @@ class SessionWork:
             for directory in (paths.root.parent.parent, paths.root.parent, paths.root):
                 os.chmod(directory, workdir.TRAVERSE_ONLY_MODE)
 
-    def drop_checkpoint(self, session_id: str, control: JobControl) -> None:
+    def drop_checkpoint(self, session_id: str, control: JobControl) -> bool:
         """An archived session's checkpoint ref is deleted from the user's remote (by the runner
         holding its working copy, before removing it); a failure is logged, never raised. The push
-        is registered with `control` (its caller's deadline and stop kill it)."""
+        is registered with `control` (its caller's deadline and stop kill it). False when it is to
+        be tried again (stopped, or Redis away): the working copy is kept for a later pass."""
         try:
             data = self.client.hgetall(keys.work_session(session_id))
             if not data:
-                return
+                return True
             session = Session.decode(session_id, data)
             job = SessionJob(
                 id=f"archive-{session_id}",
@@ -226,7 +227,13 @@ class SessionWork:
                 git.push_ref(repo, token, None, checkpoint_ref(session_id))
             log.info("deleted the checkpoint of archived session %s from its remote", session_id)
         except (RepoboxError, redis.RedisError, OSError) as exc:
-            log.warning("could not delete the checkpoint of archived session %s: %s", session_id, one_line(str(exc)))
+            again = control.stopped.is_set() or isinstance(exc, CONNECTION_ERRORS)
+            later = "; tried again by a later pass" if again else ""
+            log.warning(
+                "could not delete the checkpoint of archived session %s: %s%s", session_id, one_line(str(exc)), later
+            )
+            return not again
+        return True
 
     # -- a prompt ----------------------------------------------------------------------------
     def _prompt(self, active: ActiveJob, paths: workdir.WorkPaths) -> _Done:

@@ -5,8 +5,9 @@
 -- A final job is also recorded in the recently-finished set (`<status>|<job>` scored by time,
 -- pruned past an hour) that `repobox status` counts.
 -- With an `also` hash (KEYS[6], not NO_KEY: a work session's), its fields (the ARGV after the
--- job's ARGV[7] field arguments) are written in the same step, if that hash exists, and its
--- field ARGV[8] (unless '') is counted up by one: a step's end and its session's move together.
+-- job's ARGV[7] field arguments) are written in the same step, if that hash exists and is not
+-- `archived`, and its field ARGV[8] (unless '') is counted up by one: a step's end and its
+-- session's move together.
 local job_key, attempt_key, slots_key, stream, finished_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local also_key = KEYS[6] or NO_KEY
 local group, consumer, entry, token, mode, finished_at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -34,7 +35,9 @@ elseif mode == 'pending' then
 else
   redis.call('HSET', job_key, 'finished_at', finished_at, unpack(ARGV, FIRST_FIELD_ARG, FIRST_FIELD_ARG + field_args - 1))
 end
-if also_key ~= NO_KEY and result ~= 'pending' and redis.call('EXISTS', also_key) == 1 then
+-- A session the user deleted meanwhile (`archived`) stays so: its step's end is the job's alone.
+if also_key ~= NO_KEY and result ~= 'pending' and redis.call('EXISTS', also_key) == 1
+    and redis.call('HGET', also_key, 'status') ~= 'archived' then
   if #ARGV >= FIRST_FIELD_ARG + field_args then
     redis.call('HSET', also_key, unpack(ARGV, FIRST_FIELD_ARG + field_args))
   end

@@ -4,6 +4,7 @@ when a beat from another thread is in flight at that moment."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import redis
@@ -13,6 +14,7 @@ from repobox_cli.heartbeat import HEARTBEAT_TTL_MS, Heartbeat
 from tests.support.redis_server import RedisServer
 
 RUNNER = "runner-7f3c"
+STOP_DEADLINE_S = 5.0
 
 
 class StopDuringWrite(redis.Redis):  # type: ignore[misc]  # redis-py is untyped here (pyproject)
@@ -57,3 +59,32 @@ def test_a_beat_in_flight_when_the_runner_stops_leaves_no_heartbeat(redis_server
 
     assert client.heartbeat is None, "the stop did not run inside the beat"
     assert not client.exists(keys.heartbeat(RUNNER))
+
+
+class StoppingDuringBeat(redis.Redis):  # type: ignore[misc]  # redis-py is untyped here (pyproject)
+    """A real client on whose next SET (the supervisor's beat, built before the stop) the main
+    thread says the runner stops, and is given the time to write that before the SET goes on."""
+
+    heartbeat: Heartbeat | None = None
+    other: threading.Thread | None = None
+
+    def set(self, *args: Any, **kwargs: Any) -> Any:
+        if self.heartbeat is not None:
+            heartbeat, self.heartbeat = self.heartbeat, None
+            self.other = threading.Thread(target=heartbeat.stopping, args=(1, 0))
+            self.other.start()
+            self.other.join(0.3)  # it writes now unless the beat holds the heartbeat's write
+        return super().set(*args, **kwargs)
+
+
+def test_a_beat_built_before_the_stop_never_lands_after_the_stopping_beat(redis_server: RedisServer) -> None:
+    client = StoppingDuringBeat.from_url(redis_server.url, decode_responses=True)
+    heartbeat = Heartbeat(client, RUNNER, 4)
+    client.heartbeat = heartbeat
+
+    heartbeat.beat(1, 0)  # the supervisor's
+    assert client.other is not None
+    client.other.join(STOP_DEADLINE_S)
+
+    assert json.loads(client.get(keys.heartbeat(RUNNER)))["stopping"] is True
+    client.close()

@@ -72,3 +72,53 @@ def test_entries_an_admission_cut_short_left_unseen_are_admitted_at_the_next_rea
     assert the_lane.read_once(None) is False  # nothing new to read
 
     assert client.xpending(keys.JOBS_STREAM, keys.RUNNERS_GROUP)["pending"] == 0
+
+
+def test_entries_a_read_delivered_but_whose_reply_was_lost_are_admitted_at_the_next_read(
+    lane: tuple[Lane, DropsOnce], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    the_lane, client = lane
+    for n in range(2):
+        client.xadd(keys.JOBS_STREAM, {"user_id": "github:12345678", "note": f"malformed {n}"})
+    connection = the_lane._read_client().connection
+    real_read = connection.read_response
+    lost: list[Any] = []
+
+    def reply_lost(*args: Any, **kwargs: Any) -> Any:
+        reply = real_read(*args, **kwargs)  # Redis delivered the entries; their reply never arrives
+        if not lost:
+            lost.append(reply)
+            raise redis.ConnectionError("connection dropped by the test")
+        return reply
+
+    monkeypatch.setattr(connection, "read_response", reply_lost)
+
+    with pytest.raises(redis.ConnectionError):
+        the_lane.read_once(None)
+    assert client.xpending(keys.JOBS_STREAM, keys.RUNNERS_GROUP)["pending"] == 2
+
+    the_lane.read_once(None)
+
+    assert client.xpending(keys.JOBS_STREAM, keys.RUNNERS_GROUP)["pending"] == 0
+
+
+class ForwardedJobKind(JobKind):
+    receives_forwarded = True  # as a session's prompts and pushes
+
+
+def test_a_stop_that_cannot_list_the_forwarded_entries_says_so_and_goes_on(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    settings = Settings(runner_id=RUNNER, block_ms=10, tick_s=0.05)
+    health, leases = RedisHealth(), Leases(client)
+    executor = Executor(settings, client, leases, health, threading.Event())
+    kind = ForwardedJobKind(client, executor, leases, 3, settings.output_limits)
+    pool = WorkerPool(1, lambda active: pytest.fail("no job should start"))
+    lane = Lane(settings, client, kind, pool, health, threading.Event(), JobLog(logging.getLogger("test"), {}))
+    try:
+        lane.release_held()  # no group (Redis restarted empty, say): XPENDING answers NOGROUP
+    finally:
+        pool.shutdown()
+        client.close()
+    assert any("could not list the job entries forwarded here: NOGROUP" in r.getMessage() for r in caplog.records)

@@ -524,3 +524,18 @@ def test_a_finish_that_lost_its_attempt_leaves_the_session_alone_and_never_makes
         FinishOutcome.OK
     )
     assert not client.exists(gone)
+
+
+def test_a_step_that_ends_after_its_session_was_archived_leaves_the_session_archived(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt = delivered_job(client)
+    assert begin(leases, attempt) is BeginOutcome.OK
+    session_key = keys.work_session(str(uuid.uuid4()))
+    client.hset(session_key, mapping={"status": "archived", "job_count": "1"})  # the user deleted it meanwhile
+
+    assert leases.finish(attempt, 5, {"status": "success"}, Also(session_key, {"status": "ready"}, "job_count")) is (
+        FinishOutcome.OK
+    )
+    assert client.hgetall(session_key) == {"status": "archived", "job_count": "1"}
+    assert client.hget(keys.job(attempt.job_id), "status") == "success"

@@ -78,3 +78,16 @@ def test_a_url_socket_timeout_never_cuts_a_blocking_read_short(block_ms: int, ex
 def test_a_wait_timeout_under_a_millisecond_waits_a_millisecond_not_for_ever() -> None:
     settings = load_settings({"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT": "0.0001"})
     assert Durability.of(settings.redis).timeout_ms == 1  # `WAIT 1 0` would block until a replica answers
+
+
+@pytest.mark.parametrize("sentinels", [{}, {"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_SENTINEL_MASTER": "main"}])
+def test_a_tls_url_with_its_ca_and_client_certificate_makes_a_client(tmp_path: Path, sentinels: dict[str, str]) -> None:
+    files = {name: tmp_path / name.lower() for name in ("REDIS_CA_FILE", "REDIS_CERT_FILE", "REDIS_KEY_FILE")}
+    for path in files.values():
+        path.write_text("read only when a connection is made\n")
+        path.chmod(0o600)
+    env = {"REDIS_URL": "rediss://127.0.0.1:1", **{k: str(v) for k, v in files.items()}, **sentinels}
+
+    client = open_client(load_settings(env).redis)  # nothing is connected: no server needed
+
+    client.close()
