@@ -482,13 +482,19 @@ def test_forward_moves_an_entry_only_to_a_live_owner_that_is_not_stopping_and_ma
     assert (client.get(keys.waiting_entry(attempt.entry_id)) == "r1") is moved  # its takeover counts no delivery
 
 
-def test_finish_ends_the_step_and_its_session_together_and_a_retry_counts_nothing_twice(
-    client: redis.Redis, leases: Leases
-) -> None:
+def begun_step(client: redis.Redis, leases: Leases, session: dict[str, str]) -> tuple[Attempt, str]:
+    """A begun attempt, and a work session's hash with `session`'s fields (its key)."""
     attempt = delivered_job(client)
     assert begin(leases, attempt) is BeginOutcome.OK
     session_key = keys.work_session(str(uuid.uuid4()))
-    client.hset(session_key, mapping={"status": "running", "job_count": "1", "user_id": USER})
+    client.hset(session_key, mapping=session)
+    return attempt, session_key
+
+
+def test_finish_ends_the_step_and_its_session_together_and_a_retry_counts_nothing_twice(
+    client: redis.Redis, leases: Leases
+) -> None:
+    attempt, session_key = begun_step(client, leases, {"status": "running", "job_count": "1", "user_id": USER})
     session = Also(session_key, {"status": "ready", "last_job_status": "success"}, "job_count")
 
     for _ in range(2):  # the second: a retry after a lost reply
@@ -506,10 +512,7 @@ def test_finish_ends_the_step_and_its_session_together_and_a_retry_counts_nothin
 def test_a_finish_that_lost_its_attempt_leaves_the_session_alone_and_never_makes_one(
     client: redis.Redis, leases: Leases
 ) -> None:
-    attempt = delivered_job(client)
-    assert begin(leases, attempt) is BeginOutcome.OK
-    session_key = keys.work_session(str(uuid.uuid4()))
-    client.hset(session_key, mapping={"status": "running", "job_count": "1"})
+    attempt, session_key = begun_step(client, leases, {"status": "running", "job_count": "1"})
     client.set(keys.job_attempt(attempt.job_id), "another|r2")  # taken over meanwhile
 
     assert leases.finish(attempt, 5, {"status": "success"}, Also(session_key, {"status": "ready"}, "job_count")) is (
@@ -529,10 +532,7 @@ def test_a_finish_that_lost_its_attempt_leaves_the_session_alone_and_never_makes
 def test_a_step_that_ends_after_its_session_was_archived_leaves_the_session_archived(
     client: redis.Redis, leases: Leases
 ) -> None:
-    attempt = delivered_job(client)
-    assert begin(leases, attempt) is BeginOutcome.OK
-    session_key = keys.work_session(str(uuid.uuid4()))
-    client.hset(session_key, mapping={"status": "archived", "job_count": "1"})  # the user deleted it meanwhile
+    attempt, session_key = begun_step(client, leases, {"status": "archived", "job_count": "1"})  # deleted meanwhile
 
     assert leases.finish(attempt, 5, {"status": "success"}, Also(session_key, {"status": "ready"}, "job_count")) is (
         FinishOutcome.OK
