@@ -64,10 +64,6 @@ class OneAtATime:
             with self._lock:
                 self._running = None
 
-    def running(self) -> bool:
-        with self._lock:
-            return self._running is not None
-
     def wait(self, timeout_s: float) -> bool:
         """Wait for the task under way; whether none is left."""
         deadline = time.monotonic() + timeout_s
