@@ -221,17 +221,28 @@ def _group_info(client: redis.Redis, stream: str, group: str) -> dict[str, Any] 
 # -- the endpoint ------------------------------------------------------------------------------------
 
 
+REQUEST_TIMEOUT_S = 5.0  # a connection that sends no request in this time is closed
+
+
 class MetricsServer:
-    """`/metrics` of one runner over HTTP on a daemon thread; `close` stops it and forgets the runner."""
+    """`/metrics` of one runner over HTTP on a daemon thread; `close` stops it and forgets the runner.
+
+    One request at a time, each connection closed after its answer or REQUEST_TIMEOUT_S of
+    silence: whoever can reach the port (an agent, with AGENT_NETWORK=host) can at most delay a
+    scrape. prometheus_client's own server starts a thread per connection and keeps an idle one
+    open for ever, so idle connections could take every descriptor of the runner."""
 
     def __init__(self, metrics: RunnerMetrics, host: str, port: int) -> None:
-        from prometheus_client.exposition import start_http_server
+        from http.server import HTTPServer
 
         self.metrics = metrics
+        handler = _handler_for(metrics)
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+            self._server = HTTPServer((host, port), handler)
         except OSError as exc:
             raise SettingsError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.port = int(self._server.server_address[1])
         self.host = host
 
@@ -241,6 +252,31 @@ class MetricsServer:
         with _lock:
             if _registered.get(self.metrics.runner_id) is self.metrics:
                 del _registered[self.metrics.runner_id]
+
+
+def _handler_for(metrics: RunnerMetrics) -> type[Any]:
+    from http.server import BaseHTTPRequestHandler
+
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S  # on every read of the connection
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+                self.send_error(404)
+                return
+            body = generate_latest(metrics.registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+            pass  # a scrape every few seconds is no news
+
+    return Handler
 
 
 def serve(view: EngineView, host: str, port: int) -> MetricsServer:

@@ -3,7 +3,9 @@ jobs against a real Redis and the suite's HTTPS git server."""
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -147,3 +149,28 @@ def test_the_readme_documents_every_metric() -> None:
     text = README.read_text()
     missing = [name for name in metrics.DOCUMENTED if f"`{name}`" not in text]
     assert not missing, f"README.md does not document {missing}"
+
+
+def test_idle_connections_to_the_metrics_port_hold_no_descriptors_of_the_runner_and_scrapes_go_on(
+    world: World,
+) -> None:
+    """As an agent on the host network could do: open connections and send nothing."""
+    port = find_free_port()
+    runner = world.start_runner("--metrics-port", str(port), name="metered")
+    wait_ready(world, ["metered"])
+    engine = runner.process.pid  # `run` execs the engine: the same process
+    before = len(os.listdir(f"/proc/{engine}/fd"))
+    idle = []
+    try:
+        for _ in range(60):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))  # accepted or queued by the kernel: never answered
+            idle.append(sock)
+        time.sleep(1.0)  # the connections sit idle, as an attacker's would (no state to wait for)
+        held = len(os.listdir(f"/proc/{engine}/fd")) - before
+        assert held <= 3, f"{held} descriptors held by 60 idle connections"
+    finally:
+        for sock in idle:
+            sock.close()
+    assert metric(port, "repobox_workers") == 4  # served again once the idle ones are gone
