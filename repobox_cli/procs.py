@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import select
 import signal
 import threading
@@ -51,11 +52,15 @@ def restore_default_signals() -> None:
 
 
 def switch_user(spec: str) -> None:
-    """Become UID:GID (`spec`), with no supplementary groups: the agent's user."""
-    uid, gid = (int(part) for part in spec.split(":", 1))
+    """Become UID:GID (`spec`), with no supplementary groups: the agent's user. With UID:GID:N (N
+    over 0), that user may then have at most N processes and threads (RLIMIT_NPROC: the uid is
+    the job's own, so it bounds this job's agent alone)."""
+    uid, gid, *limit = (int(part) for part in spec.split(":", 2))
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)
+    if limit and limit[0] > 0:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit[0], limit[0]))
 
 
 def harden_process() -> None:

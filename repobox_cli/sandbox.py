@@ -217,7 +217,7 @@ def launch_argv(
     elif ids is None:
         raise SandboxUnavailable("a root runner needs an unprivileged uid for the agent")
     else:
-        who, sources = f"{ids.uid}:{ids.gid}", [str(b.source) for b in ordered(binds)]
+        who, sources = f"{ids.uid}:{ids.gid}:{settings.agent_max_processes}", [str(b.source) for b in ordered(binds)]
     # -I: nothing from the environment or the working directory can replace repobox_cli.
     return [sys.executable, "-I", "-m", "repobox_cli.sandbox_launch", who, str(len(sources)), *sources, *inner]
 

@@ -30,6 +30,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_TEMP_DIR = "/tmp/repobox"
 DEFAULT_CACHE_SUBDIR = CACHE_DIR_NAME
 DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
+DEFAULT_AGENT_MAX_PROCESSES = 4096  # a fork bomb stops here, not at the host's pid_max
 DEFAULT_BLOCK_MS = 5000  # a stop wakes blocked reads (CLIENT UNBLOCK): long reads cost an idle runner little
 DEFAULT_TICK_MS = 250
 # A lease renewal period (a third of CLAIM_MIN_IDLE) spans at least this many ticks: a renewal
@@ -226,6 +227,7 @@ class Settings:
     agent_user: AgentUser | None = None
     agent_sandbox: SandboxMode = SandboxMode.BWRAP
     agent_network: NetworkMode = NetworkMode.HOST
+    agent_max_processes: int = DEFAULT_AGENT_MAX_PROCESSES
     agent_sandbox_paths: tuple[Path, ...] = ()
     log_format: LogFormat = LogFormat.JSON
     git_author_name: str = DEFAULT_AUTHOR_NAME
@@ -850,6 +852,15 @@ SETTINGS: tuple[Setting, ...] = (
         "host",
         "the sandboxed agent's network: `host` (shared; agents call AI APIs) or `none`",
         "--agent-network",
+    ),
+    Setting(
+        "agent_max_processes",
+        "AGENT_MAX_PROCESSES",
+        _ints(0, MAX_WHOLE_NUMBER),
+        str(DEFAULT_AGENT_MAX_PROCESSES),
+        "processes and threads one job's sandboxed agent may have at once (`RLIMIT_NPROC` of its own uid, "
+        "where agents run as their own uid: a root runner); 0 for no limit. Elsewhere the agents count "
+        "against the runner's user: bound them with the service's `TasksMax`",
     ),
     Setting(
         "agent_sandbox_paths",

@@ -503,6 +503,40 @@ def test_agent_network_none_cannot_reach_the_redis_port(sworld: World, network: 
     assert expected in output, output
 
 
+FORK_AGENT = """
+import os, signal, sys, time
+children = []
+for _ in range(int(sys.argv[1])):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print("fork refused:", exc.strerror)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    children.append(pid)
+print("processes started:", len(children))
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="agents run as their own uid only on a root runner (CI runs as root)")
+def test_a_fork_bomb_stops_at_agent_max_processes(sworld: World) -> None:
+    world = sworld
+    job_id = world.add_job()
+
+    result = world.run_burst(AGENT_COMMAND=python_agent(FORK_AGENT, "200"), AGENT_MAX_PROCESSES="40")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = world.output_text(job_id)
+    assert "fork refused: Resource temporarily unavailable" in output, output
+    started = int(output.split("processes started: ", 1)[1].split()[0])
+    assert 20 <= started < 40, output  # the keeper, bwrap, its init and the agent count too
+
+
 # -- no silent fallback ---------------------------------------------------------------------------
 @pytest.fixture(params=["missing", "broken"])
 def path_without_working_bwrap(request: pytest.FixtureRequest, tmp_path: Path) -> str:
